@@ -1,0 +1,9 @@
+"""The measuring stick: per-layer parameters, MACs, bytes, activation memory; latency; size on disk."""
+from torchslim.analysis.profile import LayerProfile, ModelProfile, profile
+from torchslim.analysis.latency import LatencyResult, machine_info, measure_latency, peak_gemm_flops
+from torchslim.analysis.size import saved_size_bytes
+
+__all__ = [
+    "LayerProfile", "ModelProfile", "profile", "LatencyResult", "machine_info", "measure_latency",
+    "peak_gemm_flops", "saved_size_bytes",
+]

@@ -1,0 +1,192 @@
+"""Latency measurement: warm-up, repeats, median and spread, on PyTorch eager or ONNX Runtime.
+
+Machines are shared and noisy: compare medians measured side by side in one run, never across runs.
+Every result carries the machine's description and this machine's measured peak GEMM rate, so a
+model's achieved MAC/s can be read as a fraction of the physical limit.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from torchslim.errors import InvalidInputError
+
+RUNTIMES = ("torch", "onnxruntime")
+
+
+@dataclass
+class LatencyResult:
+    runtime: str
+    batch_size: int
+    threads: int
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    mean_ms: float
+    repeats: int
+    macs_per_image: int | None = None
+    machine: dict = field(default_factory=dict)
+
+    @property
+    def spread_ms(self) -> float:
+        return self.p90_ms - self.p10_ms
+
+    @property
+    def achieved_gmacs(self) -> float | None:
+        if not self.macs_per_image:
+            return None
+        return self.macs_per_image * self.batch_size / (self.median_ms / 1e3) / 1e9
+
+    @property
+    def fraction_of_peak(self) -> float | None:
+        peak = self.machine.get("peak_gemm_gflops")
+        g = self.achieved_gmacs
+        return None if g is None or not peak else 2 * g / peak  # a MAC is two FLOPs
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"spread_ms": self.spread_ms, "achieved_gmacs": self.achieved_gmacs,
+                               "fraction_of_peak": self.fraction_of_peak}
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@functools.lru_cache(maxsize=None)
+def peak_gemm_flops(threads: int | None = None, n: int = 1024, repeats: int = 10) -> float:
+    """Best fp32 GEMM rate (FLOP/s) of torch.mm on n x n matrices with `threads` threads: the ceiling."""
+    with _threads(threads):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        for _ in range(3):
+            torch.mm(a, b)
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            torch.mm(a, b)
+            best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def machine_info(threads: int | None = None, with_peak: bool = True) -> dict:
+    info = {
+        "cpu": _cpu_model(), "cores": os.cpu_count(), "threads": threads or torch.get_num_threads(),
+        "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+    }
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    if with_peak:
+        info["peak_gemm_gflops"] = round(peak_gemm_flops(threads) / 1e9, 2)
+    return info
+
+
+class _threads:
+    def __init__(self, n: int | None):
+        self.n = n
+
+    def __enter__(self):
+        self.old = torch.get_num_threads()
+        if self.n:
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.old)
+
+
+def _time(fn, warmup: int, repeats: int, min_time_s: float) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < repeats or (time.perf_counter() - start < min_time_s and len(times) < 10 * repeats):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return times
+
+
+def onnx_session(path: str, threads: int | None = None):
+    """An ONNX Runtime CPU session with all graph optimisations and `threads` intra-op threads."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def measure_latency(
+    model: nn.Module | str,
+    example_input: torch.Tensor | None = None,
+    *,
+    input_size: tuple | None = None,
+    batch_size: int = 1,
+    runtime: str = "torch",
+    threads: int | None = None,
+    warmup: int = 5,
+    repeats: int = 30,
+    min_time_s: float = 0.5,
+    with_peak: bool = True,
+) -> LatencyResult:
+    """Median latency of one forward pass.
+
+    Args:
+        model: a module, or (runtime "onnxruntime") a path to an .onnx file.
+        example_input: a batch; or `input_size` (C, H, W) with `batch_size`.
+        runtime: "torch" (eager, no grad, eval mode) or "onnxruntime" (the model is exported first).
+        threads: intra-op threads (default: torch's current setting).
+        warmup / repeats / min_time_s: at least `repeats` timed runs and at least `min_time_s` seconds.
+    """
+    if runtime not in RUNTIMES:
+        raise InvalidInputError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+    if example_input is None:
+        if input_size is None:
+            raise InvalidInputError("give example_input or input_size")
+        example_input = torch.randn(batch_size, *input_size)
+    batch_size = example_input.shape[0]
+    threads = threads or torch.get_num_threads()
+    macs = None
+    if isinstance(model, nn.Module):
+        from torchslim.analysis.profile import profile
+
+        macs = profile(model, example_input=example_input[:1]).macs
+    if runtime == "torch":
+        if not isinstance(model, nn.Module):
+            raise InvalidInputError("runtime 'torch' needs an nn.Module")
+        model.eval()
+        with _threads(threads), torch.inference_mode():
+            times = _time(lambda: model(example_input), warmup, repeats, min_time_s)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = model
+            if isinstance(model, nn.Module):
+                from torchslim.export import to_onnx
+
+                path = to_onnx(model, example_input, os.path.join(tmp, "model.onnx"))
+            sess = onnx_session(str(path), threads)
+            name = sess.get_inputs()[0].name
+            feed = {name: example_input.numpy()}
+            times = _time(lambda: sess.run(None, feed), warmup, repeats, min_time_s)
+    q = statistics.quantiles(times, n=10)
+    return LatencyResult(runtime, batch_size, threads, statistics.median(times), q[0], q[-1],
+                         statistics.fmean(times), len(times), macs, machine_info(threads, with_peak))

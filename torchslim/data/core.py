@@ -1,0 +1,237 @@
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from torchslim.errors import DataNotFoundError, InvalidInputError
+from torchslim.registry import Registry
+
+
+class ArrayDataset(Dataset):
+    """uint8 images (N, H, W) or (N, H, W, C) and labels, normalised on the fly, optional CIFAR augmentation.
+
+    Augmentation (random crop after zero padding, horizontal flip) draws from torch's global RNG, so a
+    seeded epoch is reproducible (the fine-tuning loop seeds each epoch).
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, mean, std, scale: float = 255.0,
+                 crop_padding: int = 0, flip: bool = False):
+        x = torch.as_tensor(x)
+        if x.ndim == 3:
+            x = x[:, None]
+        else:
+            x = x.permute(0, 3, 1, 2)
+        self.x = x.contiguous()
+        self.y = torch.as_tensor(y, dtype=torch.long)
+        c = self.x.shape[1]
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(c, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(c, 1, 1)
+        self.scale, self.crop_padding, self.flip = scale, crop_padding, flip
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i):
+        img = (self.x[i].float() / self.scale - self.mean) / self.std
+        if self.crop_padding:
+            p = self.crop_padding
+            h, w = img.shape[1:]
+            padded = torch.nn.functional.pad(img, (p, p, p, p))
+            dy, dx = torch.randint(0, 2 * p + 1, (2,)).tolist()
+            img = padded[:, dy:dy + h, dx:dx + w]
+        if self.flip and torch.rand(()) < 0.5:
+            img = img.flip(-1)
+        return img, self.y[i]
+
+
+@dataclass
+class DataBundle:
+    """Train / val / test loaders of one data set, with what a model needs to know about it."""
+
+    name: str
+    train: DataLoader
+    val: DataLoader
+    test: DataLoader
+    num_classes: int
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    extra: dict = field(default_factory=dict)
+
+    def split(self, name: str) -> DataLoader:
+        if name not in ("train", "val", "test"):
+            raise InvalidInputError(f"unknown split {name!r}; use train, val or test")
+        return getattr(self, name)
+
+    def calibration_batches(self, n_images: int = 512, split: str = "train"):
+        """First `n_images` of a split, unaugmented order, as a list of input batches (for calibration)."""
+        loader = self.split(split)
+        out, seen = [], 0
+        for x, _ in loader:
+            out.append(x[: n_images - seen])
+            seen += len(out[-1])
+            if seen >= n_images:
+                break
+        return out
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    load: Callable[..., tuple[Dataset, Dataset, Dataset]]
+    num_classes: int
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+
+def _split_indices(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[val_size:]), np.sort(perm[:val_size])
+
+
+# ---------------------------------------------------------------- digits (scikit-learn, no download)
+DIGITS_MEAN, DIGITS_STD = (0.305,), (0.378,)
+
+
+def _load_digits(data_dir=None, augment=True, download=True):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = d.images.astype(np.uint8)  # values 0..16
+    y = d.target.astype(np.int64)
+    perm = np.random.default_rng(0).permutation(len(y))
+    n_test, n_val = 360, 180
+    test, val, train = perm[:n_test], perm[n_test:n_test + n_val], perm[n_test + n_val:]
+    mk = lambda idx: ArrayDataset(x[idx], y[idx], DIGITS_MEAN, DIGITS_STD, scale=16.0)  # noqa: E731
+    return mk(train), mk(val), mk(test)
+
+
+DATASETS.register("digits")(DatasetSpec(_load_digits, 10, (1, 8, 8), DIGITS_MEAN, DIGITS_STD))
+
+
+# ---------------------------------------------------------------- mnist and cifar10 from npz files
+def _read_npz(name: str, split: str, data_dir, download: bool) -> tuple[np.ndarray, np.ndarray]:
+    from torchslim.paths import cache_dir, data_dir_candidates, find_data_file
+
+    path = find_data_file(f"{name}/{split}.npz", data_dir)
+    if path is None:
+        cached = cache_dir() / "data" / name / f"{split}.npz"
+        if cached.is_file():
+            path = cached
+        elif download and os.environ.get("TORCHSLIM_NO_DOWNLOAD") != "1":
+            path = _download_to_npz(name, split, cached)
+    if path is None:
+        tried = ", ".join(str(d) for d in data_dir_candidates(data_dir))
+        raise DataNotFoundError(
+            f"{name} {split} split not found: put {name}/{split}.npz (arrays x uint8, y uint8) in one of "
+            f"{tried}, or pass --data-dir / set TORCHSLIM_DATA"
+        )
+    with np.load(path, allow_pickle=False) as f:
+        return f["x"], f["y"]
+
+
+def _download_to_npz(name: str, split: str, target) -> "os.PathLike | None":
+    """torchvision's downloader, for users with internet; converted to the npz layout and cached."""
+    import torchvision
+
+    cls = {"mnist": torchvision.datasets.MNIST, "cifar10": torchvision.datasets.CIFAR10}[name]
+    try:
+        ds = cls(root=str(target.parent / "raw"), train=(split == "train"), download=True)
+    except Exception:
+        return None
+    x = np.asarray(ds.data.numpy() if hasattr(ds.data, "numpy") else ds.data, dtype=np.uint8)
+    y = np.asarray(ds.targets, dtype=np.uint8)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp.npz")
+    np.savez(tmp, x=x, y=y)
+    os.replace(tmp, target)
+    return target
+
+
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+# The reference CIFAR ResNet checkpoints were trained with ImageNet statistics: keep them.
+CIFAR_MEAN, CIFAR_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _loader_for(name: str, mean, std, val_size: int, crop: int, flip: bool):
+    def load(data_dir=None, augment=True, download=True):
+        x, y = _read_npz(name, "train", data_dir, download)
+        xt, yt = _read_npz(name, "test", data_dir, download)
+        tr, va = _split_indices(len(y), val_size, seed=0)
+        train = ArrayDataset(x[tr], y[tr], mean, std, crop_padding=crop if augment else 0,
+                             flip=flip and augment)
+        return train, ArrayDataset(x[va], y[va], mean, std), ArrayDataset(xt, yt, mean, std)
+
+    return load
+
+
+DATASETS.register("mnist")(DatasetSpec(_loader_for("mnist", MNIST_MEAN, MNIST_STD, 5000, 0, False),
+                                       10, (1, 28, 28), MNIST_MEAN, MNIST_STD))
+DATASETS.register("cifar10")(DatasetSpec(_loader_for("cifar10", CIFAR_MEAN, CIFAR_STD, 5000, 4, True),
+                                         10, (3, 32, 32), CIFAR_MEAN, CIFAR_STD))
+
+
+# ---------------------------------------------------------------- public API
+def _loaders(train, val, test, batch_size, eval_batch_size, num_workers, seed):
+    g = torch.Generator().manual_seed(seed)
+    kw = dict(num_workers=num_workers, persistent_workers=num_workers > 0)
+    return (
+        DataLoader(train, batch_size=batch_size, shuffle=True, generator=g, drop_last=False, **kw),
+        DataLoader(val, batch_size=eval_batch_size, shuffle=False, **kw),
+        DataLoader(test, batch_size=eval_batch_size, shuffle=False, **kw),
+    )
+
+
+def _limit(ds: Dataset, n: int | None) -> Dataset:
+    return ds if n is None or n >= len(ds) else Subset(ds, range(n))
+
+
+def get_data(
+    name: str,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    batch_size: int = 128,
+    eval_batch_size: int = 512,
+    num_workers: int = 0,
+    seed: int = 0,
+    augment: bool = True,
+    download: bool = True,
+    limit_train: int | None = None,
+    limit_eval: int | None = None,
+) -> DataBundle:
+    """Loaders for a named data set (`DATASETS.names()`).
+
+    Args:
+        name: `digits`, `mnist` or `cifar10`.
+        data_dir: directory with `<name>/{train,test}.npz`; else $TORCHSLIM_DATA, else ../shared/data.
+        batch_size / eval_batch_size: for the train loader / the val and test loaders.
+        seed: seeds the train loader's shuffling (the fine-tuning loop reseeds it per epoch).
+        augment: standard augmentation on the train split (CIFAR: random crop 4 + flip).
+        download: fall back to torchvision's downloader when files are missing (never in tests).
+        limit_train / limit_eval: use only the first N images (quick runs).
+    """
+    spec = DATASETS.get(name)
+    train, val, test = spec.load(data_dir=data_dir, augment=augment, download=download)
+    train, val, test = _limit(train, limit_train), _limit(val, limit_eval), _limit(test, limit_eval)
+    loaders = _loaders(train, val, test, batch_size, eval_batch_size, num_workers, seed)
+    return DataBundle(name, *loaders, spec.num_classes, spec.input_size, spec.mean, spec.std)
+
+
+def from_datasets(train: Dataset, val: Dataset, test: Dataset | None = None, *, num_classes: int,
+                  name: str = "custom", batch_size: int = 128, eval_batch_size: int = 512,
+                  num_workers: int = 0, seed: int = 0) -> DataBundle:
+    """Wrap a user's own datasets (items `(image_tensor, label)`) into the same API."""
+    test = test if test is not None else val
+    sample = train[0][0]
+    if not isinstance(sample, torch.Tensor) or sample.ndim != 3:
+        raise InvalidInputError(f"{name}: dataset items must be (C, H, W) tensors with a label, got {type(sample)}")
+    loaders = _loaders(train, val, test, batch_size, eval_batch_size, num_workers, seed)
+    return DataBundle(name, *loaders, num_classes, tuple(sample.shape))

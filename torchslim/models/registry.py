@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from torchslim.errors import FileFormatError, InvalidInputError, UnknownNameError
+from torchslim.registry import Registry
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    build: Callable[..., nn.Module]
+    input_size: tuple[int, int, int]  # (C, H, W) the model expects
+    num_classes: int
+    dataset: str | None = None  # the data set it is made for
+    pretrained: str | None = None  # glob of the checkpoint under <data dir>/weights
+
+
+MODELS: Registry[ModelEntry] = Registry("model")
+
+
+def register_model(name: str, input_size, num_classes: int, dataset: str | None = None, pretrained=None):
+    def add(fn):
+        MODELS.register(name)(ModelEntry(fn, tuple(input_size), num_classes, dataset, pretrained))
+        return fn
+
+    return add
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Names of the models torchslim builds: its own, then `torchvision:<name>` for the zoo."""
+    import torchvision
+
+    own = MODELS.names(pattern)
+    tv = [f"torchvision:{n}" for n in torchvision.models.list_models(module=torchvision.models)]
+    import fnmatch
+
+    return own + [n for n in tv if fnmatch.fnmatch(n, pattern)]
+
+
+def model_input_size(name: str) -> tuple[int, int, int]:
+    """(C, H, W) the named model expects (224x224 RGB for torchvision models)."""
+    if name.startswith("torchvision:"):
+        return (3, 299, 299) if name.endswith("inception_v3") else (3, 224, 224)
+    return MODELS.get(name).input_size
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int | None = None,
+    pretrained: bool = False,
+    weights: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    **kwargs,
+) -> nn.Module:
+    """Build a model by name.
+
+    Args:
+        name: a registered name (`list_models()`), or `torchvision:<name>` for the torchvision zoo.
+        num_classes: output classes (default: the model's own).
+        pretrained: load the reference checkpoint from `<data dir>/weights` (CIFAR ResNets).
+            Never downloads.
+        weights: a checkpoint file (.pt/.pth/.th via `torch.load(weights_only=True)`, or .safetensors).
+        data_dir: where to look for pretrained checkpoints (see `torchslim.paths`).
+    """
+    if name.startswith("torchvision:"):
+        import torchvision
+
+        tv_name = name.split(":", 1)[1]
+        if tv_name not in torchvision.models.list_models(module=torchvision.models):
+            raise UnknownNameError(
+                f"unknown torchvision model {tv_name!r}; see `torchslim.models.list_models('torchvision:*')`"
+            )
+        if pretrained:
+            raise InvalidInputError(
+                f"{name}: torchslim never downloads weights; pass weights=<file> with a local checkpoint"
+            )
+        if tv_name in ("inception_v3", "googlenet"):
+            kwargs.setdefault("aux_logits", False)
+            kwargs.setdefault("init_weights", True)
+        model = torchvision.models.get_model(tv_name, weights=None, num_classes=num_classes or 1000, **kwargs)
+    else:
+        entry = MODELS.get(name)
+        model = entry.build(num_classes=num_classes or entry.num_classes, **kwargs)
+        if pretrained:
+            weights = weights or _find_pretrained(name, entry, data_dir)
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
+def _find_pretrained(name: str, entry: ModelEntry, data_dir) -> Path:
+    from torchslim.paths import data_dir_candidates
+
+    if entry.pretrained is None:
+        raise InvalidInputError(f"model {name!r} has no reference checkpoint; train it or pass weights=<file>")
+    tried = data_dir_candidates(data_dir)
+    for d in tried:
+        hits = sorted((d / "weights").glob(entry.pretrained))
+        if hits:
+            return hits[0]
+    raise FileNotFoundError(
+        f"no checkpoint {entry.pretrained!r} for {name!r} under weights/ in any of: "
+        + ", ".join(map(str, tried))
+        + " (set --data-dir or TORCHSLIM_DATA)"
+    )
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state dict from a file without unpickling arbitrary objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as e:  # safetensors raises its own types
+            raise FileFormatError(f"{path}: not a readable safetensors file ({e})") from e
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise FileFormatError(
+            f"{path}: cannot be read as a weights-only torch checkpoint ({type(e).__name__}: {e})"
+        ) from e
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    elif isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise FileFormatError(f"{path}: holds no state dict of tensors")
+    # DataParallel checkpoints prefix every key with "module."
+    if obj and all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load a checkpoint into `model` strictly; a mismatch names the first offending keys and shapes."""
+    sd = read_state_dict(path)
+    own = model.state_dict()
+    for k in own:  # checkpoints from before PyTorch 0.4.1 lack BN's step counter; it does not matter
+        if k.endswith("num_batches_tracked") and k not in sd:
+            sd[k] = own[k]
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    wrong = [(k, tuple(sd[k].shape), tuple(own[k].shape)) for k in own if k in sd and sd[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:3]}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:3]}")
+        if wrong:
+            k, a, b = wrong[0]
+            parts.append(f"shape of {k!r} is {a} in the file, {b} in the model")
+        raise FileFormatError(f"{path} does not fit {type(model).__name__}: " + "; ".join(parts))
+    model.load_state_dict(sd)
+    return model

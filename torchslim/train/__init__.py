@@ -1,0 +1,5 @@
+"""Evaluation and the fine-tuning loop every compression method recovers with."""
+from torchslim.train.evaluate import evaluate
+from torchslim.train.fit import Callback, FitConfig, FitResult, fit, resolve_device, seed_everything
+
+__all__ = ["Callback", "FitConfig", "FitResult", "evaluate", "fit", "resolve_device", "seed_everything"]

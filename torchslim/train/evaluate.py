@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, *, device: str | torch.device | None = None,
+             topk: tuple[int, ...] = (1, 5), max_batches: int | None = None, progress: bool = False) -> dict:
+    """Top-k accuracy (in %) and mean cross-entropy loss of `model` on `loader`.
+
+    Returns {"top1": ..., "top5": ..., "loss": ..., "n": images}.
+    """
+    from torchslim.train.fit import resolve_device
+
+    device = resolve_device(device, model)
+    was_training = model.training
+    model.eval()
+    correct = {k: 0 for k in topk}
+    loss_sum, n = 0.0, 0
+    it = loader
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(loader, desc="evaluate", leave=False, disable=None)
+    for i, (x, y) in enumerate(it):
+        if max_batches is not None and i >= max_batches:
+            break
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        logits = model(x)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        kmax = min(max(topk), logits.shape[1])
+        pred = logits.topk(kmax, dim=1).indices
+        hits = pred.eq(y[:, None])
+        for k in topk:
+            correct[k] += hits[:, : min(k, kmax)].any(dim=1).sum().item()
+        n += len(y)
+    model.train(was_training)
+    out = {f"top{k}": 100.0 * correct[k] / max(n, 1) for k in topk}
+    out.update(loss=loss_sum / max(n, 1), n=n)
+    return out

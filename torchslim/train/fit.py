@@ -1,0 +1,278 @@
+"""The shared fine-tuning loop: SGD/Adam, cosine or step schedule, label smoothing, progress bar,
+atomic checkpoints, exact resume after a kill, deterministic seeding, CPU or CUDA.
+
+Methods plug in through `loss_fn` (distillation, regularisers) and `Callback`s (masks, surgery,
+centroid gradients). Exact resume works because every epoch reseeds the RNGs from (seed, epoch):
+a run killed anywhere replays from its last checkpoint to the same weights.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from torchslim.errors import InvalidInputError
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
+
+
+@dataclass
+class FitConfig:
+    """Fine-tuning settings; the defaults suit a short recovery after compression."""
+
+    epochs: int = 1
+    optimizer: str = "sgd"  # sgd | adam | adamw
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine | step | constant
+    step_epochs: int = 30  # step schedule: multiply lr by `gamma` every `step_epochs`
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    max_steps_per_epoch: int | None = None  # quick runs: stop each epoch after this many batches
+    checkpoint_every_steps: int | None = None  # also checkpoint inside long epochs
+    eval_every: int = 1  # evaluate on val_loader every N epochs (0: never)
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.epochs < 0 or self.lr <= 0:
+            raise InvalidInputError(f"epochs must be >= 0 and lr > 0, got epochs={self.epochs}, lr={self.lr}")
+        if self.optimizer not in ("sgd", "adam", "adamw"):
+            raise InvalidInputError(f"unknown optimizer {self.optimizer!r}; use sgd, adam or adamw")
+        if self.schedule not in ("cosine", "step", "constant"):
+            raise InvalidInputError(f"unknown schedule {self.schedule!r}; use cosine, step or constant")
+
+
+class Callback:
+    """Hooks into `fit`. Override what you need; keep state in tensors/numbers so it checkpoints."""
+
+    def on_fit_begin(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None: ...
+    def on_epoch_begin(self, model: nn.Module, epoch: int) -> None: ...
+    def after_backward(self, model: nn.Module, step: int) -> None: ...  # grads ready, not yet applied
+    def after_step(self, model: nn.Module, step: int) -> None: ...  # weights updated
+    def on_epoch_end(self, model: nn.Module, epoch: int, metrics: dict) -> None: ...
+    def on_fit_end(self, model: nn.Module) -> None: ...
+    def state_dict(self) -> dict: return {}
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@dataclass
+class FitResult:
+    history: list[dict] = field(default_factory=list)
+    resumed_from: str | None = None
+
+    @property
+    def last(self) -> dict:
+        return self.history[-1] if self.history else {}
+
+
+def resolve_device(device, model: nn.Module | None = None) -> torch.device:
+    if device in (None, "auto"):
+        if model is not None:
+            p = next(model.parameters(), None)
+            if p is not None and p.device.type != "cpu":
+                return p.device
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def default_loss(label_smoothing: float = 0.0) -> LossFn:
+    def loss_fn(model, x, y):
+        logits = model(x)
+        return F.cross_entropy(logits, y, label_smoothing=label_smoothing), logits
+
+    return loss_fn
+
+
+def _make_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise InvalidInputError(f"{type(model).__name__} has no trainable parameters")
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay)
+    cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _lr_factor(cfg: FitConfig, progress_epochs: float) -> float:
+    """Learning-rate multiplier at a fractional epoch."""
+    if cfg.warmup_epochs and progress_epochs < cfg.warmup_epochs:
+        return (progress_epochs + 1e-8) / cfg.warmup_epochs
+    if cfg.schedule == "cosine":
+        t = (progress_epochs - cfg.warmup_epochs) / max(cfg.epochs - cfg.warmup_epochs, 1e-8)
+        return 0.5 * (1 + math.cos(math.pi * min(max(t, 0.0), 1.0)))
+    if cfg.schedule == "step":
+        return cfg.gamma ** int(progress_epochs // cfg.step_epochs)
+    return 1.0
+
+
+def _save_atomic(obj: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def fit(
+    model: nn.Module,
+    train_loader: DataLoader,
+    *,
+    val_loader: DataLoader | None = None,
+    config: FitConfig | None = None,
+    loss_fn: LossFn | None = None,
+    regularizers: Sequence[Callable[[nn.Module], torch.Tensor]] = (),
+    callbacks: Sequence[Callback] = (),
+    checkpoint_dir: str | os.PathLike | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> FitResult:
+    """Train `model` in place.
+
+    Args:
+        model: the module to train (moved to the configured device).
+        train_loader / val_loader: data; the val loader is evaluated after each epoch.
+        config: `FitConfig`; defaults to one epoch of SGD with a cosine schedule.
+        loss_fn: `(model, x, y) -> (loss, logits)`; default cross entropy (with label smoothing).
+        regularizers: callables `model -> scalar` added to the loss (e.g. group lasso).
+        callbacks: `Callback` objects (mask keeping, network surgery, ...).
+        checkpoint_dir: if given, a checkpoint is written atomically after every epoch (and every
+            `checkpoint_every_steps`), and an existing one is resumed from.
+        optimizer: a ready optimizer instead of the one the config describes.
+
+    Example:
+        >>> data = torchslim.data.get_data("digits")
+        >>> fit(model, data.train, val_loader=data.val, config=FitConfig(epochs=5, lr=0.05))
+    """
+    cfg = config or FitConfig()
+    device = resolve_device(cfg.device, model)
+    model.to(device)
+    loss_fn = loss_fn or default_loss(cfg.label_smoothing)
+    opt = optimizer or _make_optimizer(model, cfg)
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    steps_per_epoch = len(train_loader)
+    if cfg.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+    result = FitResult()
+    start_epoch, start_step = 0, 0
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
+    rng_at_step = None
+    if ckpt_path is not None:
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        if ckpt_path.is_file():
+            state = torch.load(ckpt_path, map_location=device, weights_only=True)
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            for cb, s in zip(callbacks, state.get("callbacks", [])):
+                cb.load_state_dict(s)
+            start_epoch, start_step = state["epoch"], state["step"]
+            result.history = list(state.get("history", []))
+            rng_at_step = state.get("rng")
+            result.resumed_from = f"epoch {start_epoch} step {start_step}"
+
+    def checkpoint(epoch: int, step: int) -> None:
+        if ckpt_path is None:
+            return
+        _save_atomic({
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "step": step,
+            "callbacks": [cb.state_dict() for cb in callbacks], "history": result.history,
+            "rng": torch.get_rng_state(), "config": asdict(cfg),
+        }, ckpt_path)
+
+    for cb in callbacks:
+        cb.on_fit_begin(model, opt)
+    bar = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch + start_step,
+                   desc="fit", unit="step", disable=None, dynamic_ncols=True)
+    for epoch in range(start_epoch, cfg.epochs):
+        # Everything random in this epoch (shuffle order, augmentation, dropout) follows from (seed, epoch).
+        seed_everything(cfg.seed * 100_003 + epoch)
+        generator = getattr(train_loader, "generator", None)
+        if generator is not None:
+            generator.manual_seed(cfg.seed * 100_003 + epoch)
+        sampler = getattr(train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        model.train()
+        for cb in callbacks:
+            cb.on_epoch_begin(model, epoch)
+        t0, loss_sum, correct, seen = time.perf_counter(), 0.0, 0, 0
+        skip = start_step if epoch == start_epoch else 0
+        for step, (x, y) in enumerate(train_loader):
+            if step >= steps_per_epoch:
+                break
+            if step < skip:
+                continue  # replaying the data order of a resumed epoch
+            if step == skip and skip and rng_at_step is not None:
+                torch.set_rng_state(rng_at_step)
+            global_step = epoch * steps_per_epoch + step
+            for g, base in zip(opt.param_groups, base_lrs):
+                g["lr"] = base * _lr_factor(cfg, epoch + step / steps_per_epoch)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss, logits = loss_fn(model, x, y)
+            for reg in regularizers:
+                loss = loss + reg(model)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch} step {step}; lower the lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for cb in callbacks:
+                cb.after_backward(model, global_step)
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            for cb in callbacks:
+                cb.after_step(model, global_step)
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(epoch=epoch, loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
+            if cfg.checkpoint_every_steps and (step + 1) % cfg.checkpoint_every_steps == 0 \
+                    and step + 1 < steps_per_epoch:
+                checkpoint(epoch, step + 1)
+        metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
+                   "train_top1": 100.0 * correct / max(seen, 1), "lr": opt.param_groups[0]["lr"],
+                   "time_s": round(time.perf_counter() - t0, 2)}
+        if val_loader is not None and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0
+                                                          or epoch + 1 == cfg.epochs):
+            from torchslim.train.evaluate import evaluate
+
+            ev = evaluate(model, val_loader, device=device)
+            metrics.update(val_top1=ev["top1"], val_loss=ev["loss"])
+        result.history.append(metrics)
+        for cb in callbacks:
+            cb.on_epoch_end(model, epoch, metrics)
+        checkpoint(epoch + 1, 0)
+        rng_at_step = None
+    if bar is not None:
+        bar.close()
+    for cb in callbacks:
+        cb.on_fit_end(model)
+    return result
