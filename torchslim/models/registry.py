@@ -92,7 +92,10 @@ def create_model(
             weights = weights or _find_pretrained(name, entry, data_dir)
     if weights is not None:
         load_weights(model, weights)
-    return model
+    from torchslim.io import set_arch
+
+    arch_kwargs = dict(kwargs, **({"num_classes": num_classes} if num_classes else {}))
+    return set_arch(model, name, arch_kwargs, model_input_size(name))
 
 
 def _find_pretrained(name: str, entry: ModelEntry, data_dir) -> Path:

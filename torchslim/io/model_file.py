@@ -1,0 +1,237 @@
+"""A saved model is one `.safetensors` file: tensors, plus a JSON manifest in the header metadata.
+
+The manifest names the constructor the model came from (`resnet56`, `torchvision:mobilenet_v2`) and
+describes every module that differs from what that constructor builds (pruned convs, decomposed
+chains, quantized layers) as `{"type", "args", "children"}`. Loading rebuilds the base model,
+swaps those modules in, and loads the weights strictly. Only classes from torch.nn, torchvision and
+torchslim (or registered by the user) can be named, and nothing in the file is ever executed.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchslim.errors import FileFormatError, InvalidInputError
+
+FORMAT, VERSION = "torchslim-model", 1
+ARCH_ATTR = "_torchslim_arch"
+_ALLOWED_PREFIXES = ("torch.nn.", "torchvision.", "torchslim.")
+_REGISTERED: dict[str, type] = {}
+
+
+def register_module(cls: type) -> type:
+    """Allow a user's own module class in model files (its init args must be readable attributes)."""
+    _REGISTERED[_qualname(cls)] = cls
+    return cls
+
+
+def set_arch(model: nn.Module, name: str, kwargs: dict | None = None, input_size=None) -> nn.Module:
+    """Record which constructor built `model` (done by `torchslim.models.create_model`)."""
+    object.__setattr__(model, ARCH_ATTR, {"name": name, "kwargs": dict(kwargs or {}),
+                                          "input_size": list(input_size) if input_size else None})
+    return model
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _resolve(qualname: str) -> type:
+    if qualname in _REGISTERED:
+        return _REGISTERED[qualname]
+    if not qualname.startswith(_ALLOWED_PREFIXES):
+        raise FileFormatError(f"module type {qualname!r} is not allowed in model files "
+                              "(torch.nn, torchvision, torchslim or torchslim.io.register_module)")
+    module_name, _, attr = qualname.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise FileFormatError(f"module type {qualname!r} does not exist in this installation") from e
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise FileFormatError(f"{qualname!r} is not an nn.Module class")
+    return cls
+
+
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+def _init_args(m: nn.Module) -> dict[str, Any]:
+    """Constructor arguments recovered from same-named attributes (the torch.nn convention)."""
+    if hasattr(m, "spec_args"):
+        return dict(m.spec_args())
+    args = {}
+    for name, p in inspect.signature(type(m).__init__).parameters.items():
+        if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or name in ("device", "dtype"):
+            continue
+        if not hasattr(m, name):
+            continue
+        v = getattr(m, name)
+        if isinstance(v, nn.Parameter) or (v is None and name == "bias"):
+            v = v is not None  # e.g. Conv2d(bias=True) stores the tensor
+        elif isinstance(v, torch.Tensor):
+            v = v.tolist()
+        elif isinstance(v, tuple):
+            v = list(v)
+        if isinstance(v, (nn.Module, type)) or callable(v):
+            continue  # rebuilt from children, or a default
+        try:
+            json.dumps(v)
+        except TypeError:
+            continue
+        args[name] = v
+    return args
+
+
+def module_spec(m: nn.Module) -> dict:
+    cls = type(m)
+    qn = _qualname(cls)
+    if not qn.startswith(_ALLOWED_PREFIXES) and qn not in _REGISTERED:
+        raise InvalidInputError(f"cannot save module of type {qn}: register it with torchslim.io.register_module")
+    spec: dict[str, Any] = {"type": qn, "args": {} if isinstance(m, _CONTAINERS) else _init_args(m)}
+    children = {n: module_spec(c) for n, c in m.named_children()}
+    if children:
+        spec["children"] = children
+    if not m.training:
+        spec["eval"] = True
+    return spec
+
+
+def build_module(spec: dict) -> nn.Module:
+    try:
+        cls = _resolve(spec["type"])
+        args = spec.get("args", {})
+        children = spec.get("children", {})
+        if cls in (nn.Sequential, nn.ModuleList) or issubclass(cls, _CONTAINERS):
+            m = cls()
+            for name, cs in children.items():
+                m.add_module(name, build_module(cs))
+            return m
+        m = cls(**{k: tuple(v) if isinstance(v, list) and k != "index" else v for k, v in args.items()})
+        for name, cs in children.items():
+            setattr(m, name, build_module(cs))
+        return m
+    except FileFormatError:
+        raise
+    except Exception as e:
+        raise FileFormatError(f"cannot rebuild module {spec.get('type')!r} from {spec.get('args')}: {e}") from e
+
+
+def _same(a: nn.Module, b: nn.Module) -> bool:
+    """Same type, constructor args and child names (children compared separately)."""
+    if type(a) is not type(b):
+        return False
+    if [n for n, _ in a.named_children()] != [n for n, _ in b.named_children()]:
+        return False
+    if isinstance(a, _CONTAINERS):
+        return True
+    return _init_args(a) == _init_args(b) and all(
+        getattr(a, n).shape == getattr(b, n).shape for n, _ in a.named_parameters(recurse=False))
+
+
+def _diff(model: nn.Module, base: nn.Module, prefix: str = "") -> dict[str, dict]:
+    if not _same(model, base):
+        return {prefix: module_spec(model)}
+    out: dict[str, dict] = {}
+    for name, child in model.named_children():
+        out.update(_diff(child, getattr(base, name), f"{prefix}.{name}" if prefix else name))
+    return out
+
+
+def _set_submodule(root: nn.Module, fqn: str, new: nn.Module) -> nn.Module:
+    if not fqn:
+        return new
+    parent_name, _, name = fqn.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, name, new)
+    return root
+
+
+def save_model(model: nn.Module, path: str | os.PathLike, *, arch: dict | None = None,
+               input_size=None, metadata: dict | None = None) -> Path:
+    """Write `model` to `path` (.safetensors) atomically.
+
+    Args:
+        arch: {"name", "kwargs"} of the constructor (default: what create_model recorded on the model).
+        input_size: (C, H, W), stored so commands can rebuild an example input.
+        metadata: any JSON-able dict kept in the manifest (e.g. accuracy, the recipe).
+    """
+    from safetensors.torch import save_file
+
+    from torchslim.models import create_model
+
+    path = Path(path)
+    arch = arch or getattr(model, ARCH_ATTR, None)
+    if arch:
+        base = create_model(arch["name"], **arch.get("kwargs", {}))
+        replaced = _diff(model, base)
+    else:
+        replaced = {"": module_spec(model)}
+    manifest = {"format": FORMAT, "version": VERSION, "arch": arch, "replaced": replaced,
+                "input_size": list(input_size) if input_size else (arch or {}).get("input_size"),
+                "metadata": metadata or {}}
+    tensors = {k: v.detach().contiguous().cpu().clone() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"torchslim": json.dumps(manifest)})
+    os.replace(tmp, path)
+    return path
+
+
+def _read_manifest(path: Path) -> dict:
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:
+        raise FileFormatError(f"{path}: not a safetensors model file ({e})") from e
+    if "torchslim" not in meta:
+        raise FileFormatError(f"{path}: a safetensors file without a torchslim manifest; "
+                              "load it as weights into a named model (--weights)")
+    manifest = json.loads(meta["torchslim"])
+    if manifest.get("format") != FORMAT:
+        raise FileFormatError(f"{path}: unknown format {manifest.get('format')!r}")
+    if manifest.get("version", 0) > VERSION:
+        raise FileFormatError(f"{path}: model file version {manifest['version']} is newer than this "
+                              f"torchslim reads ({VERSION}); upgrade torchslim")
+    return manifest
+
+
+def model_info(path: str | os.PathLike) -> dict:
+    """The manifest of a saved model (arch, replaced modules, input size, metadata)."""
+    return _read_manifest(Path(path))
+
+
+def load_model(path: str | os.PathLike) -> nn.Module:
+    """Rebuild a model saved by `save_model`; outputs equal the saved model's."""
+    from safetensors.torch import load_file
+
+    from torchslim.models import create_model
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    manifest = _read_manifest(path)
+    arch = manifest.get("arch")
+    model = create_model(arch["name"], **arch.get("kwargs", {})) if arch else nn.Identity()
+    # Outer modules first, so a replaced container's children are replaced inside it.
+    for fqn in sorted(manifest["replaced"], key=lambda k: (k.count("."), k) if k else (-1, "")):
+        model = _set_submodule(model, fqn, build_module(manifest["replaced"][fqn]))
+    state = load_file(str(path))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise FileFormatError(f"{path}: weights do not fit the described architecture: {e}") from e
+    if arch:
+        set_arch(model, arch["name"], arch.get("kwargs"), manifest.get("input_size"))
+    model.eval()
+    return model
