@@ -191,7 +191,11 @@ def _loaders(train, val, test, batch_size, eval_batch_size, num_workers, seed):
 
 
 def _limit(ds: Dataset, n: int | None) -> Dataset:
-    return ds if n is None or n >= len(ds) else Subset(ds, range(n))
+    """A fixed random subset of n items: the npz files are grouped by class, so a prefix would not do."""
+    if n is None or n >= len(ds):
+        return ds
+    idx = np.sort(np.random.default_rng(12345).permutation(len(ds))[:n])
+    return Subset(ds, idx.tolist())
 
 
 def get_data(
@@ -216,7 +220,7 @@ def get_data(
         seed: seeds the train loader's shuffling (the fine-tuning loop reseeds it per epoch).
         augment: standard augmentation on the train split (CIFAR: random crop 4 + flip).
         download: fall back to torchvision's downloader when files are missing (never in tests).
-        limit_train / limit_eval: use only the first N images (quick runs).
+        limit_train / limit_eval: use a fixed random subset of N images (quick runs).
     """
     spec = DATASETS.get(name)
     train, val, test = spec.load(data_dir=data_dir, augment=augment, download=download)

@@ -1,0 +1,126 @@
+"""Reference baselines every later benchmark starts from.
+
+1. The pretrained CIFAR ResNets of ../shared/data evaluated on its (JPEG) cifar10/test.npz: this proves
+   the model definition, weight loading and normalisation (README figures: ResNet-20 81.03 %, ResNet-56
+   83.20 %).
+2. Those ResNets adapted to the JPEG copy by fine-tuning on cifar10/train.npz with torchslim.train.fit;
+   the adapted models are cached in ~/.cache/torchslim/baselines/ (outside the repo), where later
+   benchmarks look for them. Resumable: rerun after a kill and it continues from its last epoch.
+3. LeNet-300-100 and LeNet-5 trained on MNIST (the Deep Compression baselines: 98.36 % and 99.20 %).
+
+    python -m benchmarks.bench_baselines [--quick] [--parts pretrained adapt lenet]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from benchmarks.common import command_line, md_table, write_result
+from torchslim.data import get_data
+from torchslim.io import load_model, model_info, save_model
+from torchslim.models import create_model
+from torchslim.paths import cache_dir
+from torchslim.train import FitConfig, evaluate, fit
+
+README_ACC = {"resnet20": 81.03, "resnet32": 82.56, "resnet44": 82.67, "resnet56": 83.20}
+ADAPT = {  # model: fine-tuning budget on the JPEG CIFAR-10 train split (45k images; 5k held out)
+    "resnet20": dict(epochs=4, lr=0.02, weight_decay=1e-4, batch_size=128),
+    "resnet56": dict(epochs=4, lr=0.02, weight_decay=1e-4, batch_size=128),
+}
+LENET = {  # model: training budget on MNIST (55k train, 5k val)
+    "lenet300": dict(epochs=20, lr=0.05, weight_decay=1e-4, batch_size=128),
+    "lenet5": dict(epochs=20, lr=0.02, weight_decay=5e-4, batch_size=128),
+}
+PAPER = {"lenet300": 98.36, "lenet5": 99.20}
+
+
+def baseline_path(name: str, data: str) -> "Path":  # noqa: F821
+    return cache_dir() / "baselines" / f"{name}-{data}.safetensors"
+
+
+def pretrained(names, quick: bool) -> list[dict]:
+    data = get_data("cifar10", limit_eval=1000 if quick else None)
+    rows = []
+    for name in names:
+        t = time.perf_counter()
+        acc = evaluate(create_model(name, pretrained=True), data.test)
+        rows.append({"model": name, "top1": acc["top1"], "readme_top1": README_ACC[name], "n": acc["n"],
+                     "eval_s": round(time.perf_counter() - t, 1)})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def train_and_cache(name: str, dataset: str, budget: dict, pretrained_start: bool, quick: bool) -> dict:
+    out = baseline_path(name, dataset)
+    budget = dict(budget)
+    bs = budget.pop("batch_size")
+    if quick:
+        budget["epochs"] = 1
+    data = get_data(dataset, batch_size=bs, limit_train=2000 if quick else None,
+                    limit_eval=1000 if quick else None)
+    if out.is_file() and not quick:
+        info = model_info(out)["metadata"]
+        print(f"{name}: cached at {out}", flush=True)
+        return info
+    model = create_model(name, pretrained=pretrained_start)
+    start_acc = evaluate(model, data.test)["top1"] if pretrained_start else None
+    cfg = FitConfig(optimizer="sgd", momentum=0.9, nesterov=True, schedule="cosine", seed=0, **budget)
+    t = time.perf_counter()
+    ckpt = cache_dir() / "baselines" / f"{name}-{dataset}{'-quick' if quick else ''}.ckpt"
+    result = fit(model, data.train, val_loader=data.val, config=cfg, checkpoint_dir=ckpt)
+    train_s = time.perf_counter() - t
+    test = evaluate(model, data.test)
+    info = {"model": name, "data": dataset, "start_top1": start_acc, "top1": test["top1"],
+            "top5": test["top5"], "val_top1": result.last.get("val_top1"), "epochs": cfg.epochs, "lr": cfg.lr,
+            "weight_decay": cfg.weight_decay, "batch_size": bs, "train_images": len(data.train.dataset),
+            "train_s": round(train_s, 1), "resumed_from": result.resumed_from, "quick": quick,
+            "path": str(out)}
+    if not quick:
+        save_model(model, out, metadata=info)
+    print(info, flush=True)
+    return info
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="subsets and one epoch; caches nothing")
+    ap.add_argument("--parts", nargs="*", default=["pretrained", "lenet", "adapt"])
+    ap.add_argument("--models", nargs="*", default=list(ADAPT), help="CIFAR ResNets to adapt")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(torch.get_num_threads())
+    res: dict = {"command": command_line(), "quick": args.quick}
+    md = ["## Baselines (`benchmarks/bench_baselines.py`)", "", f"Command: `{command_line()}`", ""]
+    if "pretrained" in args.parts:
+        rows = pretrained(list(README_ACC), args.quick)
+        res["pretrained"] = rows
+        md += ["Pretrained CIFAR ResNets (../shared/data/weights) on the JPEG CIFAR-10 test split, no "
+               "fine-tuning, against the figures the data README records:", "",
+               md_table(["model", "top-1 %", "README top-1 %", "images"],
+                        [[r["model"], r["top1"], r["readme_top1"], r["n"]] for r in rows]), ""]
+    if "lenet" in args.parts:
+        rows = [train_and_cache(n, "mnist", b, False, args.quick) for n, b in LENET.items()]
+        res["lenet"] = rows
+        md += ["LeNets trained here on MNIST (SGD, Nesterov momentum 0.9, cosine schedule; 55k train images):", "",
+               md_table(["model", "epochs", "lr", "test top-1 %", "Deep Compression baseline %", "train s"],
+                        [[r["model"], r["epochs"], r["lr"], r["top1"], PAPER[r["model"]], r["train_s"]]
+                         for r in rows]), ""]
+    if "adapt" in args.parts:
+        rows = [train_and_cache(n, "cifar10", ADAPT[n], True, args.quick) for n in args.models]
+        res["adapt"] = rows
+        md += ["Pretrained CIFAR ResNets adapted to the JPEG copy by fine-tuning on its train split "
+               "(45k images, random crop + flip, SGD Nesterov 0.9, cosine); cached in "
+               "`~/.cache/torchslim/baselines/<model>-cifar10.safetensors`, where the other benchmarks "
+               "start from:", "",
+               md_table(["model", "top-1 % before", "epochs", "lr", "top-1 % after", "train s"],
+                        [[r["model"], r["start_top1"], r["epochs"], r["lr"], r["top1"], r["train_s"]]
+                         for r in rows]), ""]
+    if args.quick:
+        md.insert(2, "_Quick mode: subsets, one epoch; not the reference figures._\n")
+    write_result("baselines" + ("-quick" if args.quick else ""), res, "\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

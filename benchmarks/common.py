@@ -1,0 +1,38 @@
+"""What every benchmark shares: where results go, how a fragment of BENCHMARKS.md is written."""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def command_line() -> str:
+    """The command that reproduces this run, as a user would type it."""
+    module = Path(sys.argv[0]).stem
+    return "python -m benchmarks." + " ".join([module] + [shlex.quote(a) for a in sys.argv[1:]])
+
+
+def write_result(topic: str, data: dict, markdown: str) -> Path:
+    """Write results/<topic>.json and results/<topic>.md atomically; run.py assembles BENCHMARKS.md."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for suffix, text in ((".json", json.dumps(data, indent=2, default=str)), (".md", markdown)):
+        path = RESULTS / f"{topic}{suffix}"
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return RESULTS / f"{topic}.md"
+
+
+def md_table(header: list[str], rows: list[list]) -> str:
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.2f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
