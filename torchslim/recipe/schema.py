@@ -174,12 +174,8 @@ class Stage(_Strict):
         budget = self.budget
         if STAGES.get(self.method).needs_budget and budget is None:
             raise ValueError(f"method {self.method!r} needs a `finetune` or `distill` budget (epochs, lr, ...)")
-        for p in self.policies:
-            if budget is None:
-                raise ValueError("policies run during recovery: add a `finetune` or `distill` budget")
-            if p.end_epoch >= max(budget.epochs, 1):
-                raise ValueError(f"policy on {p.param!r} ends at epoch {p.end_epoch} but the budget has "
-                                 f"{budget.epochs} epochs (0..{budget.epochs - 1})")
+        if self.policies and budget is None:
+            raise ValueError("policies run during recovery: add a `finetune` or `distill` budget")
         return self
 
     @property
@@ -346,6 +342,11 @@ def parse_recipe(text: str, filename: str = "<recipe>") -> Recipe:
         except ValidationError as e:
             problems += _problems(e, ("stages", i, "params"), marks, data, filename)
         for j, p in enumerate(stage.policies):
+            if p.end_epoch >= max(stage.budget.epochs, 1):
+                problems.append((filename, _line(marks, ("stages", i, "policies", j, "end_epoch")),
+                                 f"stages[{i}].policies[{j}].end_epoch",
+                                 f"policy on {p.param!r} ends at epoch {p.end_epoch} but the budget has "
+                                 f"{stage.budget.epochs} epochs (0..{stage.budget.epochs - 1})"))
             if p.param not in model.model_fields:
                 problems.append((filename, _line(marks, ("stages", i, "policies", j, "param")),
                                  f"stages[{i}].policies[{j}].param",

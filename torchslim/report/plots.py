@@ -33,6 +33,9 @@ def tradeoff(series: dict[str, list[tuple[str, float, float]]], xlabel: str, tit
             ax.annotate(s, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     if logx:
         ax.set_xscale("log")
+    else:  # from zero, so that measurement noise does not look like a trade-off
+        ax.set_xlim(left=0, right=ax.get_xlim()[1] * 1.08)
+        ax.ticklabel_format(axis="x", useOffset=False, style="plain")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(title)
