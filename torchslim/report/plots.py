@@ -29,8 +29,8 @@ def tradeoff(series: dict[str, list[tuple[str, float, float]]], xlabel: str, tit
             continue
         xs, ys = [p[1] for p in pts], [p[2] for p in pts]
         ax.plot(xs, ys, "-o", label=run, alpha=0.85)
-        for s, x, y in pts:
-            ax.annotate(s, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        for i, (s, x, y) in enumerate(pts):  # staggered, so stages with equal figures stay readable
+            ax.annotate(s, (x, y), textcoords="offset points", xytext=(5, 4 - 10 * (i % 3)), fontsize=7)
     if logx:
         ax.set_xscale("log")
     else:  # from zero, so that measurement noise does not look like a trade-off
