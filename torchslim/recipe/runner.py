@@ -90,6 +90,8 @@ class PolicyCallback(Callback):
             raise UnsupportedModelError(f"stage {self.ctx.name}: a policy re-applies {self.ctx.recipe.stages[self.ctx.index - 1].method!r} "
                                         "during training, which needs a method that changes the model in place")
         self.inner, self.applied = list(self.ctx.callbacks), True
+        # a resume inside epoch `epoch` re-applies what the checkpointed history already holds
+        self.history = [h for h in self.history if h["epoch"] != epoch]
         self.history.append({"epoch": epoch, **{p.param: params[p.param] for p in self.policies}})
         for cb in self.inner:
             cb.on_fit_begin(model, self._opt)
