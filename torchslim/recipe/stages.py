@@ -32,6 +32,7 @@ from torch import nn
 
 from torchslim.errors import InvalidInputError, UnsupportedModelError
 from torchslim.registry import Registry
+from torchslim.train import Callback
 
 StageFn = Callable[[nn.Module, dict, "StageContext"], nn.Module]
 
@@ -199,6 +200,23 @@ def prune_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Module:
     return _verb("prune")(model, ctx.example_input(), data=ctx.data.train, **p, **opts)
 
 
+class KeepZeros(Callback):
+    """Keeps the weights that are zero now at zero during fine-tuning (re-applied after every step).
+
+    Whatever the sparsity method does internally, the recovery after it must not regrow pruned
+    weights; the masks follow from the weights, so a resumed run rebuilds them from its checkpoint.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.masks = {n: p.detach() != 0 for n, p in model.named_parameters() if p.dim() > 1}
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n in self.masks:
+                    p.mul_(self.masks[n])
+
+
 class SparsifyParams(_Options):
     method: str = "magnitude"
     sparsity: float = Field(default=0.5, ge=0, lt=1)
@@ -210,7 +228,9 @@ def sparsify_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Modu
     re-applied each scheduled epoch (AGP)."""
     p = dict(params)
     opts = p.pop("options", {})
-    return _verb("sparsify")(model, data=ctx.data.train, **p, **opts)
+    model = _verb("sparsify")(model, data=ctx.data.train, **p, **opts)
+    ctx.callbacks.append(KeepZeros(model))
+    return model
 
 
 class DecomposeParams(_Options):
