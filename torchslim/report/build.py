@@ -116,10 +116,15 @@ def _plots(run: dict) -> dict[str, bytes]:
     }, "What each stage changed")
     first, last = st[0]["layers"], st[-1]["layers"]
     if first and last:
-        names = [l["name"] for l in first if l["params"]]
-        after = {l["name"]: l["nonzero_params"] for l in last}
-        out["layers.png"] = plots.layer_params(names, [l["nonzero_params"] for l in first if l["params"]],
-                                               [after.get(n) for n in names], "Nonzero parameters per layer")
+        rows = [l for l in first if l["params"]]
+
+        def final_nonzero(name):  # a replaced layer (e.g. decomposed into name.0, name.1) counts as a whole
+            hits = [l["nonzero_params"] for l in last if l["name"] == name or l["name"].startswith(name + ".")]
+            return sum(hits) if hits else 0
+
+        out["layers.png"] = plots.layer_params([f"{l['name']} {l['type']}" for l in rows],
+                                               [l["nonzero_params"] for l in rows],
+                                               [final_nonzero(l["name"]) for l in rows], "Nonzero parameters per layer")
     return out
 
 

@@ -60,7 +60,7 @@ def stage_bars(labels: list[str], values: dict[str, list[float]], title: str) ->
     ax.set_xticks(x, labels, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("relative to input model")
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(True, axis="y", alpha=0.3)
     return _png(fig)
 
