@@ -175,7 +175,7 @@ def _check_run_dir(run_dir: Path, recipe: Recipe, restart: bool) -> None:
     if restart and stages.exists() and D.is_main():
         shutil.rmtree(stages)
     D.barrier()
-    for i, name in enumerate(recipe.stage_names()):
+    for i, name in enumerate([INPUT_STAGE] + recipe.stage_names(), -1):
         f = stages / name / "stage.json"
         if f.is_file() and json.loads(f.read_text()).get("fingerprint") != recipe.fingerprint(i):
             raise InvalidInputError(
@@ -224,6 +224,9 @@ def run_recipe(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike, *
         model = load_model(in_dir / "model.safetensors").to(device)
         input_size = tuple(json.loads((in_dir / "metrics.json").read_text())["input_size"])
     else:
+        if D.is_main():
+            in_dir.mkdir(parents=True, exist_ok=True)
+            _write_json(in_dir / "stage.json", {"fingerprint": recipe.fingerprint(-1)})
         seed_everything(recipe.seed)
         model, input_size = build_model(recipe.model, recipe.data)
         model.to(device)

@@ -219,7 +219,7 @@ class Recipe(_Strict):
     def fingerprint(self, upto: int) -> str:
         """Hash of everything that determines stage `upto`'s result (model, data, seed, stages[:upto+1])."""
         head = self.model_dump(include={"seed", "model", "data"}, mode="json")
-        body = [s.model_dump(mode="json") for s in self.stages[: upto + 1]]
+        body = [s.model_dump(mode="json") for s in self.stages[: max(upto + 1, 0)]]
         return hashlib.sha256(json.dumps([head, body], sort_keys=True).encode()).hexdigest()[:16]
 
 
