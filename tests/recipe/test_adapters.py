@@ -117,3 +117,46 @@ def test_every_adapter_through_a_run(verbs, tmp_path):
     run_recipe(parse_recipe(RECIPE, "adapters.yaml"), tmp_path / "run", progress=False, report=False,
                log=lambda *a: None)
     assert verbs == {}
+
+
+def test_distill_budget_calls_the_distill_verb_with_a_teacher(monkeypatch, tmp_path):
+    import torch.nn.functional as F
+
+    from torchslim.train import fit
+
+    seen = {}
+
+    def distill(student, teacher, data, *, method, config, checkpoint_dir, callbacks, temperature=1.0):
+        seen.update(method=method, teacher=type(teacher).__name__, epochs=config.epochs, t=temperature,
+                    ckpt=checkpoint_dir.name, teacher_eval=not teacher.training)
+
+        def kd(model, x, y):  # Hinton et al. 2015: soft targets at temperature T plus the hard labels
+            logits = model(x)
+            with torch.no_grad():
+                soft = F.softmax(teacher(x) / temperature, 1)
+            loss = F.kl_div(F.log_softmax(logits / temperature, 1), soft, reduction="batchmean") * temperature ** 2
+            return loss + F.cross_entropy(logits, y), logits
+
+        fit(student, data.train, config=config, loss_fn=kd, callbacks=callbacks, checkpoint_dir=checkpoint_dir)
+        return student
+
+    monkeypatch.setattr(torchslim, "distill", distill, raising=False)
+    teacher = tmp_path / "teacher.safetensors"
+    save_model(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)), teacher, input_size=(1, 8, 8))
+    recipe = tmp_path / "kd.yaml"
+    recipe.write_text("""\
+name: kd
+model: {name: digits_cnn, kwargs: {width: 4}}
+data: {name: digits, batch_size: 64, limit_train: 128, limit_eval: 64, augment: false}
+measure: {latency: false}
+stages:
+  - method: distill
+    distill: {teacher: {path: teacher.safetensors}, method: [kd], params: {temperature: 4.0}, epochs: 2, lr: 0.05}
+""")
+    from torchslim.recipe import load_recipe
+
+    summary = run_recipe(load_recipe(recipe), tmp_path / "run", progress=False, report=False, log=lambda *a: None)
+    assert seen == {"method": ["kd"], "teacher": "Sequential", "epochs": 2, "t": 4.0, "ckpt": "distill",
+                    "teacher_eval": True}
+    assert (tmp_path / "run/stages/01-distill/distill/checkpoint.pt").is_file()
+    assert summary == {}

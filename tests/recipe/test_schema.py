@@ -109,4 +109,7 @@ def test_missing_file_and_relative_model_path(tmp_path):
         load_recipe(tmp_path / "nope.yaml")
     f = tmp_path / "r.yaml"
     f.write_text(GOOD.replace("model: {name: digits_cnn}", "model: {path: m.safetensors}"))
+    with pytest.raises(RecipeError, match=r"r.yaml:2: model.path: file .*m.safetensors' does not exist"):
+        load_recipe(f)
+    (tmp_path / "m.safetensors").write_bytes(b"")
     assert load_recipe(f).model.path == str(tmp_path / "m.safetensors")

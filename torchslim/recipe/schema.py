@@ -314,8 +314,11 @@ def _problems(e: ValidationError, prefix: tuple, marks, data, filename) -> list:
     return out
 
 
-def parse_recipe(text: str, filename: str = "<recipe>") -> Recipe:
-    """Validate recipe text; raises `RecipeError` listing every problem with its line."""
+def parse_recipe(text: str, filename: str = "<recipe>", base_dir: str | os.PathLike | None = None) -> Recipe:
+    """Validate recipe text; raises `RecipeError` listing every problem with its line.
+
+    With `base_dir`, relative model/teacher/weights paths are resolved against it and must exist.
+    """
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -351,6 +354,19 @@ def parse_recipe(text: str, filename: str = "<recipe>") -> Recipe:
                 problems.append((filename, _line(marks, ("stages", i, "policies", j, "param")),
                                  f"stages[{i}].policies[{j}].param",
                                  f"{stage.method} has no param {p.param!r}; allowed: {', '.join(model.model_fields)}"))
+    if base_dir is not None:
+        specs = [(("model",), recipe.model)] + [(("stages", i, "distill", "teacher"), st.distill.teacher)
+                                                 for i, st in enumerate(recipe.stages) if st.distill is not None]
+        for loc, spec in specs:
+            for key in ("path", "weights"):
+                value = getattr(spec, key)
+                if value is None:
+                    continue
+                full = Path(value) if Path(value).is_absolute() else (Path(base_dir) / value).resolve()
+                if not full.is_file():
+                    problems.append((filename, _line(marks, loc + (key,)), _loc_text(loc + (key,)),
+                                     f"file {str(full)!r} does not exist"))
+                setattr(spec, key, str(full))
     if problems:
         raise RecipeError(problems)
     recipe.source = filename
@@ -358,7 +374,8 @@ def parse_recipe(text: str, filename: str = "<recipe>") -> Recipe:
 
 
 def load_recipe(path: str | os.PathLike) -> Recipe:
-    """Read and validate a recipe file. Relative model paths are resolved against the file's folder.
+    """Read and validate a recipe file. Relative model paths are resolved against the file's folder and
+    must exist.
 
     Example:
         >>> recipe = load_recipe("recipes/demo_digits.yaml")
@@ -368,8 +385,4 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"recipe file {str(path)!r} does not exist")
-    recipe = parse_recipe(path.read_text(), str(path))
-    for spec in [recipe.model] + [s.distill.teacher for s in recipe.stages if s.distill is not None]:
-        if spec.path and not Path(spec.path).is_absolute():
-            spec.path = str((path.parent / spec.path).resolve())
-    return recipe
+    return parse_recipe(path.read_text(), str(path), base_dir=path.parent)
