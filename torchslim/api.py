@@ -48,6 +48,6 @@ def export(model: nn.Module, path: str | os.PathLike, example_input: torch.Tenso
         if not size:
             raise InvalidInputError("give example_input or input_size (C, H, W) to export this model")
         example_input = torch.randn(1, *size)
-    from torchslim.export import to_onnx
+    from torchslim.onnx_export import to_onnx
 
     return to_onnx(model, example_input, path)
