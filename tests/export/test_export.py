@@ -8,7 +8,7 @@ from torch import nn
 
 from torchslim.cli.main import main
 from torchslim.errors import InvalidInputError
-from torchslim.export import to_onnx, verify_onnx
+from torchslim.onnx_export import to_onnx, verify_onnx
 from torchslim.io import load_model, save_model
 from torchslim.models import create_model
 

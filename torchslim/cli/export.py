@@ -27,7 +27,7 @@ def run(args) -> int:
     import torch
 
     from torchslim.cli.common import check_input_fits, load_model_from_args
-    from torchslim.export import to_onnx, verify_onnx
+    from torchslim.onnx_export import to_onnx, verify_onnx
 
     model, size = load_model_from_args(args)
     model = model.cpu().eval()

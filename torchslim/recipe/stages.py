@@ -164,7 +164,7 @@ class ExportParams(StageParams):
 @register_stage("export", params=ExportParams)
 def export_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Module:
     """Export to ONNX in the stage folder and check ONNX Runtime's outputs against PyTorch's."""
-    from torchslim.export import to_onnx, verify_onnx
+    from torchslim.onnx_export import to_onnx, verify_onnx
     from torchslim.train.distributed import is_main
 
     p = ExportParams(**params)
