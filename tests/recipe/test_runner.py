@@ -172,3 +172,26 @@ def test_missing_method_verb_fails_clearly_when_run(tmp_path, monkeypatch):
     text = TINY.format(extra="").split("  - method: finetune")[0] + "  - method: decompose\n    params: {rank: 4}\n"
     with pytest.raises(UnsupportedModelError, match="torchslim.decompose"):
         run_recipe(parse_recipe(text, "d.yaml"), tmp_path / "run", progress=False, report=False, log=lambda *a: None)
+
+
+def test_method_result_is_kept_when_its_finetuning_is_interrupted(tmp_path, monkeypatch):
+    import torchslim.recipe.runner as runner
+
+    text = TINY.format(extra="").split("  - method: finetune")[0] + \
+        "  - method: count_calls\n    params: {by: 5}\n    finetune: {epochs: 1, lr: 0.05}\n"
+    recipe = parse_recipe(text, "c.yaml")
+    real_fit = runner.fit
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt  # as if stopped right after the method
+
+    CALLS.clear()
+    monkeypatch.setattr(runner, "fit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe, tmp_path / "run", progress=False, report=False, log=lambda *a: None)
+    assert CALLS == [5] and (tmp_path / "run/stages/01-count_calls/applied.safetensors").is_file()
+    monkeypatch.setattr(runner, "fit", real_fit)
+    run_recipe(recipe, tmp_path / "run", progress=False, report=False, log=lambda *a: None)
+    assert CALLS == [5]  # not recomputed
+    info = json.loads((tmp_path / "run/stages/01-count_calls/metrics.json").read_text())
+    assert info["metrics"] == {"calls": 1} and len(info["history"]) == 1

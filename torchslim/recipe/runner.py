@@ -7,6 +7,7 @@
         stage.json                      fingerprint of what this stage depends on (written at start)
         finetune/checkpoint.pt          fit's checkpoint, rewritten atomically every epoch
         cache/*.json                    expensive intermediate results (StageContext.cached)
+        applied.safetensors             the model right after the method, before its fine-tuning
         model.safetensors               the stage's model (torchslim.io.save_model)
         metrics.json                    its measurements; written last: the stage's "done" mark
       model.safetensors                 the final model
@@ -146,11 +147,11 @@ def measure(model: nn.Module, data, recipe: Recipe, input_size, model_path: Path
     return out
 
 
-def _save_stage(model, stage_dir: Path, input_size, metadata: dict) -> Path:
+def _save_stage(model, stage_dir: Path, input_size, metadata: dict, name: str = "model.safetensors") -> Path:
     from torchslim.io import save_model
 
     try:
-        return save_model(model, stage_dir / "model.safetensors", input_size=input_size, metadata=metadata)
+        return save_model(model, stage_dir / name, input_size=input_size, metadata=metadata)
     except Exception as e:
         raise UnsupportedModelError(f"{stage_dir.name}: cannot save the stage's model as a torchslim file: {e}") from e
 
@@ -168,6 +169,39 @@ def _finish_stage(model, stage_dir, recipe, data, input_size, device, info: dict
             f"MACs {info['measure']['macs']:,}  file {info['measure']['size_bytes']:,} B")
     D.barrier()
     return load_model(stage_dir / "model.safetensors").to(device)
+
+
+APPLIED = "applied.safetensors"
+
+
+def _apply_once(fn, model, stage, ctx: StageContext, input_size, device) -> nn.Module:
+    """The stage's method, before its recovery, computed once per run: its model is kept in the stage
+    folder, so a run killed during the fine-tuning does not redo the method (e.g. a long decomposition).
+
+    Not kept when the method hands callbacks, a loss or regularizers to the fine-tuning (those live
+    in memory only: the method runs again, seeded as before). Both paths continue from the model as
+    loaded from disk, so they compute the same thing.
+    """
+    from torchslim.io import load_model
+
+    path, extra = ctx.stage_dir / APPLIED, ctx.stage_dir / "applied.json"
+    if path.is_file() and extra.is_file():
+        saved = json.loads(extra.read_text())
+        ctx.metrics.update(saved["metrics"])
+        ctx.artifacts.update(saved["artifacts"])
+        return load_model(path).to(device)
+    model = fn(model, dict(stage.params), ctx)
+    if ctx.callbacks or ctx.loss_fn is not None or ctx.regularizers:
+        return model.to(device)
+    if D.is_main():
+        try:
+            _save_stage(model, ctx.stage_dir, input_size, {"stage": ctx.name, "applied": True}, APPLIED)
+        except UnsupportedModelError:
+            pass  # not savable here: the method reruns on resume; the stage end reports the problem
+        else:
+            _write_json(extra, {"metrics": ctx.metrics, "artifacts": ctx.artifacts})
+    D.barrier()
+    return load_model(path).to(device) if extra.is_file() else model.to(device)
 
 
 def _check_run_dir(run_dir: Path, recipe: Recipe, restart: bool) -> None:
@@ -258,6 +292,8 @@ def run_recipe(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike, *
         policy_cb = None
         if stage.policies:
             policy_cb = PolicyCallback(spec.fn, stage.params, stage.policies, ctx)
+        elif budget is not None and stage.method not in ("finetune", "distill"):
+            model = _apply_once(spec.fn, model, stage, ctx, input_size, device)
         else:
             model = spec.fn(model, dict(stage.params), ctx)
             model.to(device)
