@@ -24,7 +24,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -141,7 +141,7 @@ def finetune_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Modu
 
 
 class EvaluateParams(StageParams):
-    split: str = Field(default="test", pattern="^(train|val|test)$")
+    split: Literal["train", "val", "test"] = "test"
 
 
 @register_stage("evaluate", params=EvaluateParams)
@@ -155,7 +155,7 @@ def evaluate_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Modu
 
 
 class ExportParams(StageParams):
-    format: str = Field(default="onnx", pattern="^onnx$")
+    format: Literal["onnx"] = "onnx"
     file: str = "model.onnx"
     rtol: float = Field(default=1e-3, ge=0)
     atol: float = Field(default=1e-4, ge=0)
