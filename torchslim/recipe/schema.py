@@ -199,7 +199,7 @@ class Recipe(_Strict):
     name: str
     description: str = ""
     seed: int = 0
-    device: str = "auto"
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")  # auto: cuda:LOCAL_RANK or cpu
     model: ModelSpec
     data: DataSpec
     stages: list[Stage] = Field(min_length=1)
