@@ -157,7 +157,7 @@ def drop_zero_blocks(model: nn.Module) -> list[str]:
     blocks = {id(b) for _, b in residual_blocks(model)}
 
     def swap(m, fqn):
-        if id(m) in blocks and all(float(p.abs().max()) == 0 for p in _branch_params(m)):
+        if id(m) in blocks and all(float(p.detach().abs().max()) == 0 for p in _branch_params(m)):
             short = getattr(m, "shortcut", None) or getattr(m, "downsample", None) or nn.Identity()
             dropped.append(fqn)
             return nn.Sequential(short, nn.ReLU(inplace=True))
