@@ -2,33 +2,13 @@
 
 Public verbs take a model and a config and return a model:
 `analyze`, `prune`, `sparsify`, `decompose`, `quantize`, `distill`, `load`, `save`, `export`.
-They are imported on first use, so `import torchslim` stays fast.
 """
-from __future__ import annotations
-
-import importlib
-
 __version__ = "0.1.0"
 
-# verb -> "module:attribute"; each method's package owns its verb.
-_VERBS = {
-    "analyze": "torchslim.analysis:profile",
-    "load": "torchslim.api:load",
-    "save": "torchslim.api:save",
-    "export": "torchslim.api:export",
-}
+# Verbs that share their package's name (torchslim.prune is a package and a function) are bound
+# here, after their packages are imported, so the function is what `torchslim.prune` names.
+from torchslim.analysis import profile as analyze  # noqa: E402
+from torchslim.api import export, load, save  # noqa: E402
+from torchslim.sparsity import sparsify  # noqa: E402
 
-__all__ = ["__version__", *_VERBS]
-
-
-def __getattr__(name: str):
-    if name in _VERBS:
-        module, attr = _VERBS[name].split(":")
-        value = getattr(importlib.import_module(module), attr)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'torchslim' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_VERBS))
+__all__ = ["__version__", "analyze", "export", "load", "save", "sparsify"]
