@@ -102,6 +102,10 @@ class LoweredConv2d(nn.Module):
             out = out + self.bias[:, None]
         return out.view(n, self.out_channels, ho, wo)
 
+    def profile_macs(self, inp: torch.Tensor, out: torch.Tensor) -> int:
+        """MACs per image of the GEMM this layer really runs (for torchslim.analysis)."""
+        return len(self.rows) * len(self.cols) * out.shape[-1] * out.shape[-2]
+
     def extra_repr(self) -> str:
         return (f"{self.in_channels}->{self.out_channels}, k={self.kernel_size}, s={self.stride}, "
                 f"GEMM {len(self.rows)}x{len(self.cols)} of {self.out_channels}x"
