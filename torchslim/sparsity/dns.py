@@ -12,8 +12,8 @@ a_k < b_k (eq. 3):
 The surgery happens at iteration t with probability sigma(t) = (1 + gamma t)^(-power), which decays
 so that the masks settle (section 3.3). Thresholds come from layer statistics: the authors' code uses
 t_k = max(mean|W| + c_k std|W|, 0), a_k = 0.9 t_k, b_k = 1.1 t_k with mean and std taken once at the
-start (`crate`); with `sparsity` the centre t_k is instead the s-quantile of |W_k|, recomputed at each
-surgery, so the kept fraction tracks the target.
+start (`crate`); with `sparsity`, a_k is instead the s-quantile of |W_k| (recomputed at each surgery)
+and b_k = a_k * 1.1 / 0.9, so a layer keeps at most (1 - s) of its weights and close to that.
 """
 from __future__ import annotations
 
@@ -85,7 +85,11 @@ class NetworkSurgery(Callback):
                 t = self.centres[name]
             else:
                 continue
-            a, b = (1.0 - self.margin) * t, (1.0 + self.margin) * t
+            if self.sparsity is not None:
+                # a_k at the s-quantile, so at most the target is kept; b_k / a_k as in the paper (1.1 / 0.9)
+                a, b = t, t * (1.0 + self.margin) / (1.0 - self.margin)
+            else:
+                a, b = (1.0 - self.margin) * t, (1.0 + self.margin) * t
             mask = m.weight_mask
             mask &= ~(w < a)  # prune
             mask |= w >= b  # splice
