@@ -209,7 +209,7 @@ def part_ssl(quick: bool, lam: float, steps: int, finetune_steps: int) -> dict:
     from torchslim.sparsity import SSLConfig, gemm_table
 
     limit = 2000 if quick else 10000
-    data = get_data("cifar10", batch_size=128, limit_train=limit, limit_eval=1000 if quick else None)
+    data = get_data("cifar10", batch_size=128, limit_train=limit, limit_eval=1000 if quick else 2000)
     base = create_model("resnet20", pretrained=True)
     base_acc = evaluate(base, data.test)["top1"]
     fc = FitConfig(lr=0.01, weight_decay=1e-4, momentum=0.9, progress=False, max_steps_per_epoch=steps)
@@ -228,7 +228,7 @@ def part_ssl(quick: bool, lam: float, steps: int, finetune_steps: int) -> dict:
     control_acc = evaluate(control, data.test)["top1"]
     x1 = torch.randn(1, 3, 32, 32)
     x32 = torch.randn(32, 3, 32, 32)
-    reps = 10 if quick else 40
+    reps = 10 if quick else 24
     lat1 = _interleaved_ms({"dense": base, "ssl": sparse}, x1, reps)
     lat32 = _interleaved_ms({"dense": base, "ssl": sparse}, x32, max(5, reps // 4))
     gemm = info.get("gemm") or []
@@ -273,7 +273,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="subsets, few steps; results go to sparsity-quick")
     ap.add_argument("--parts", nargs="*", default=["lenet", "compare", "ssl"])
-    ap.add_argument("--ssl-lambda", type=float, default=0.03)
+    ap.add_argument("--ssl-lambda", type=float, default=0.1)
     ap.add_argument("--models", nargs="*", default=["lenet300", "lenet5"], help="lenet part: which LeNets")
     ap.add_argument("--ssl-steps", type=int, default=None)
     args = ap.parse_args(argv)
@@ -289,7 +289,7 @@ def main(argv=None) -> int:
         elif part == "compare":
             new["compare"] = part_compare(args.quick)
         elif part == "ssl":
-            steps = args.ssl_steps or (10 if args.quick else 78)
+            steps = args.ssl_steps or (10 if args.quick else 30)
             new["ssl"] = part_ssl(args.quick, args.ssl_lambda, steps, steps)
         else:
             raise SystemExit(f"unknown part {part!r}; use lenet, compare, ssl")

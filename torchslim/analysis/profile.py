@@ -199,13 +199,15 @@ def profile(model: nn.Module, input_size: tuple | None = None, *, example_input:
                 name=name, type=type(m).__name__,
                 input_shape=tuple(inp.shape) if inp is not None else (),
                 output_shape=tuple(o.shape),
-                params=_counts(m)[0],
-                nonzero_params=_counts(m)[1],
+                params=sum(p.numel() for p in own),
+                nonzero_params=sum(int(torch.count_nonzero(_effective(m, n, p))) for n, p in m.named_parameters(recurse=False)),
                 macs=macs, other_ops=other,
                 weight_bytes=sum(t.numel() * t.element_size() for t in own + bufs),
                 activation_bytes=o.numel() // max(o.shape[0], 1) * o.element_size(),
             )
             order.append(name)
+            if hasattr(m, "profile_params"):  # weights stored sparse (torchslim.sparsity): dense shape, stored nonzeros
+                records[name].params, records[name].nonzero_params = m.profile_params()
 
         return fn
 
@@ -240,14 +242,6 @@ def profile(model: nn.Module, input_size: tuple | None = None, *, example_input:
         weight_bytes=sum(t.numel() * t.element_size() for t in list(all_params.values()) + list(all_bufs.values())),
         functional_macs=functional,
     )
-
-
-def _counts(m: nn.Module) -> tuple[int, int]:
-    """(params, nonzero params) of one layer; sparse-storage layers (torchslim.sparsity) report their own."""
-    if hasattr(m, "profile_params"):
-        return m.profile_params()
-    return (sum(p.numel() for p in m.parameters(recurse=False)),
-            sum(int(torch.count_nonzero(_effective(m, n, p))) for n, p in m.named_parameters(recurse=False)))
 
 
 def _effective(m: nn.Module, name: str, p: torch.Tensor) -> torch.Tensor:
