@@ -12,6 +12,8 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=1, help="batch for the latency measurement")
     p.add_argument("--threads", type=int, help="threads for the latency measurement")
     p.add_argument("--max-rows", type=int, help="show at most this many layers")
+    p.add_argument("--energy", action="store_true",
+                   help="add the per-layer energy estimate (Yang et al. / Eyeriss model, Horowitz 45 nm costs)")
     p.set_defaults(func=run)
 
 
@@ -23,6 +25,13 @@ def run(args) -> int:
     check_input_fits(model, input_size, args.model)
     prof = profile(model, input_size)
     out = prof.to_dict() | {"model": args.model, "size_on_disk_bytes": saved_size_bytes(model)}
+    energy = None
+    if args.energy:
+        from torchslim.analysis import estimate_energy
+
+        energy = estimate_energy(prof)
+        out["energy"] = [e.to_dict() for e in energy]
+        out["totals"]["energy_pj"] = sum(e.total_pj for e in energy)
     if args.latency:
         out["latency"] = [measure_latency(model, input_size=input_size, batch_size=args.batch_size,
                                           runtime=rt, threads=args.threads).to_dict()
@@ -30,7 +39,14 @@ def run(args) -> int:
     if args.json:
         print_json(out)
         return 0
-    console.print(prof.table(title=f"{args.model} @ {'x'.join(map(str, input_size))}", max_rows=args.max_rows))
+    table = prof.table(title=f"{args.model} @ {'x'.join(map(str, input_size))}", max_rows=args.max_rows)
+    if energy is not None:
+        shown = energy[: args.max_rows] if args.max_rows else energy
+        cells = [f"{e.total_pj / 1e6:.2f}" for e in shown] + ([""] if args.max_rows and len(energy) > len(shown) else [])
+        cells += [""] * (len(table.rows) - 1 - len(cells)) + [f"[bold]{out['totals']['energy_pj'] / 1e6:.2f}"]
+        table.add_column("energy µJ", justify="right")
+        table.columns[-1]._cells = cells
+    console.print(table)
     console.print(f"parameters {human(prof.params)}   MACs {human(prof.macs)}   "
                   f"size on disk {human(out['size_on_disk_bytes'], 'B')}")
     for lat in out.get("latency", []):
