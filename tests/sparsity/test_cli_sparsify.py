@@ -15,7 +15,7 @@ def test_cli_sparsify_dns_writes_model_table_and_json(capsys, tmp_path):
     assert code == 0, err
     assert "density" in out and "total" in out
     res = json.loads((tmp_path / "s" / "sparsify.json").read_text())
-    assert res["method"] == "dns" and 0.25 < res["density"]["density"] <= 0.31
+    assert res["method"] == "dns" and 0.29 < res["density"]["density"] <= 0.31
     assert res["test_before"]["top1"] > 50 and res["test_after"]["top1"] > 15  # chance is 10 %
     m = load_model(tmp_path / "s" / "model.safetensors")
     assert isinstance(m[0], MaskedConv2d)
