@@ -205,7 +205,7 @@ def _interleaved_ms(models: dict, x: torch.Tensor, reps: int) -> dict:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def part_ssl(quick: bool, lam: float, steps: int, finetune_steps: int) -> dict:
+def part_ssl(quick: bool, lam: float, steps: int, finetune_steps: int, groups=("filter", "shape")) -> dict:
     from torchslim.sparsity import SSLConfig, gemm_table
 
     limit = 2000 if quick else 10000
@@ -213,7 +213,7 @@ def part_ssl(quick: bool, lam: float, steps: int, finetune_steps: int) -> dict:
     base = create_model("resnet20", pretrained=True)
     base_acc = evaluate(base, data.test)["top1"]
     fc = FitConfig(lr=0.01, weight_decay=1e-4, momentum=0.9, progress=False, max_steps_per_epoch=steps)
-    cfg = SSLConfig(groups=("filter", "shape"), lam=lam, normalize=True, proximal=True, epochs=1, threshold=1e-3,
+    cfg = SSLConfig(groups=tuple(groups), lam=lam, normalize=True, proximal=True, epochs=1, threshold=1e-3,
                     finetune_epochs=1 if finetune_steps else 0, remove="lower", fit=fc, input_size=(3, 32, 32))
     t = time.perf_counter()
     # fine-tuning uses its own step budget
@@ -243,9 +243,10 @@ def part_ssl(quick: bool, lam: float, steps: int, finetune_steps: int) -> dict:
 
 def md_ssl(res: dict) -> list[str]:
     l1, l32 = res["latency_ms"]["batch1"], res["latency_ms"]["batch32"]
-    md = ["### SSL on CIFAR ResNet-20 (pretrained, JPEG CIFAR-10)", "",
-          f"Budget: {res['steps']} steps of batch 128 from {res['train_images']} training images with filter- and "
-          f"shape-wise group lasso (proximal steps, lambda_g = {res['lambda_g']}, groups scaled by sqrt(size)), "
+    md = [f"### SSL on CIFAR ResNet-20 (pretrained, JPEG CIFAR-10): {' + '.join(res['groups'])}-wise, "
+          f"lambda_g = {res['lambda_g']}", "",
+          f"Budget: {res['steps']} steps of batch 128 from {res['train_images']} training images with "
+          f"{' + '.join(res['groups'])}-wise group lasso (proximal steps, lambda_g = {res['lambda_g']}, groups scaled by sqrt(size)), "
           f"groups with RMS "
           f"weight < {res['threshold']} zeroed, then the same number of steps of fine-tuning with the zeros held; "
           f"convs with zero columns/filters lowered to a smaller GEMM (`LoweredConv2d`). Test top-1 on "
@@ -255,7 +256,7 @@ def md_ssl(res: dict) -> list[str]:
               ["pretrained dense", f"{res['baseline_top1']:.2f}", f"{res['macs_before'] / 1e6:.1f} M",
                f"{l1['dense']:.2f}", f"{l32['dense']:.2f}"],
               ["dense, same steps without group lasso", f"{res['control_top1']:.2f}", "", "", ""],
-              ["SSL (filter + shape), lowered", f"{res['ssl_top1']:.2f}", f"{res['macs_after'] / 1e6:.1f} M",
+              [f"SSL ({' + '.join(res['groups'])}), lowered", f"{res['ssl_top1']:.2f}", f"{res['macs_after'] / 1e6:.1f} M",
                f"{l1['ssl']:.2f}", f"{l32['ssl']:.2f}"],
           ]), "",
           f"Measured speedup (dense / SSL, medians interleaved, 1 thread): batch 1 "
@@ -272,8 +273,10 @@ def md_ssl(res: dict) -> list[str]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="subsets, few steps; results go to sparsity-quick")
-    ap.add_argument("--parts", nargs="*", default=["lenet", "compare", "ssl"])
+    ap.add_argument("--parts", nargs="*", default=["lenet", "compare", "ssl"],
+                    help="parts to run; `--parts` with none only rebuilds the markdown from the JSON")
     ap.add_argument("--ssl-lambda", type=float, default=0.1)
+    ap.add_argument("--ssl-groups", nargs="*", default=["filter", "shape"])
     ap.add_argument("--models", nargs="*", default=["lenet300", "lenet5"], help="lenet part: which LeNets")
     ap.add_argument("--ssl-steps", type=int, default=None)
     args = ap.parse_args(argv)
@@ -290,7 +293,8 @@ def main(argv=None) -> int:
             new["compare"] = part_compare(args.quick)
         elif part == "ssl":
             steps = args.ssl_steps or (10 if args.quick else 30)
-            new["ssl"] = part_ssl(args.quick, args.ssl_lambda, steps, steps)
+            r = part_ssl(args.quick, args.ssl_lambda, steps, steps, args.ssl_groups)
+            new.setdefault("ssl_runs", {})[f"{'+'.join(args.ssl_groups)} lambda={args.ssl_lambda}"] = r
         else:
             raise SystemExit(f"unknown part {part!r}; use lenet, compare, ssl")
         commands[part] = command_line()
@@ -299,6 +303,11 @@ def main(argv=None) -> int:
     res = json.loads(path.read_text()) if path.is_file() else {}
     if "lenet" in new:
         new["lenet"] = {**res.get("lenet", {}), **new["lenet"]}
+    if "ssl" in res:  # the first layout kept one run
+        r = res.pop("ssl")
+        res.setdefault("ssl_runs", {})[f"{'+'.join(r['groups'])} lambda={r['lambda_g']}"] = r
+    if "ssl_runs" in new:
+        new["ssl_runs"] = {**res.get("ssl_runs", {}), **new["ssl_runs"]}
     res.update(new)
     res.setdefault("commands", {}).update(commands)
     md = ["## Sparsity (`benchmarks/bench_sparsity.py`)", ""]
@@ -310,8 +319,8 @@ def main(argv=None) -> int:
         md += md_lenet(res["lenet"])
     if "compare" in res:
         md += md_compare(res["compare"])
-    if "ssl" in res:
-        md += md_ssl(res["ssl"])
+    for run in res.get("ssl_runs", {}).values():
+        md += md_ssl(run)
     write_result(topic, res, "\n".join(md))
     return 0
 
