@@ -6,6 +6,7 @@ markdown fragment is rebuilt from all parts present):
 - lenet: LeNet-300-100 and LeNet-5 on MNIST (dense baselines trained with torchslim.train.fit and cached
   in ~/.cache/torchslim/baselines/): magnitude pruning with retraining (Han et al. 2015) at Han's
   per-layer densities and at DNS's, and Dynamic Network Surgery (Guo et al. 2016) at DNS's densities.
+- dns_long: one longer DNS run (--dns-epochs) on LeNet-300-100, shown in the same table.
 - compare: LeNet-300-100 at equal sparsity and equal retraining budget: magnitude, IHT (Jin et al.),
   correlation pruning (Sun et al.), elementwise L1.
 - ssl: Structured Sparsity Learning on the pretrained CIFAR ResNet-20: GEMM sizes per layer before/after,
@@ -120,7 +121,17 @@ def part_lenet(quick: bool, models=("lenet300", "lenet5")) -> dict:
     return out
 
 
-def md_lenet(res: dict) -> list[str]:
+def part_dns_long(quick: bool, epochs: int, name: str = "lenet300") -> dict:
+    """DNS with a longer budget, to see how close more surgery epochs get to the paper."""
+    data = get_data("mnist", batch_size=128, limit_train=4000 if quick else None, limit_eval=2000 if quick else None)
+    base = lenet_baseline(name, quick)
+    run = _run(base, "dns", data, sparsity=sparsity_of(DNS_KEEP[name]), epochs=epochs - 1, finetune_epochs=1,
+               fit=_fit_cfg(0.01, quick))
+    print(name, f"DNS {epochs} epochs", f"{run['top1']:.2f} %", f"{run['compression']:.1f}x", flush=True)
+    return {name: {"epochs": epochs, "run": run}}
+
+
+def md_lenet(res: dict, long: dict | None = None) -> list[str]:
     md = ["### LeNets on MNIST: weights kept and accuracy", "",
           "Each run starts from the dense baseline and gets the same retraining budget per model (epochs over "
           "the 55k training images, SGD momentum 0.9, lr 0.01 cosine per phase, no weight decay): magnitude "
@@ -137,6 +148,10 @@ def md_lenet(res: dict) -> list[str]:
             pp = paper_of[k]
             rows.append([k, f"{run['compression']:.1f}x", f"{run['error']:.2f}",
                          f"{pp[0]}x" if pp else "", f"{pp[1]:.2f}" if pp else ""])
+        if long and name in long:
+            lr_ = long[name]["run"]
+            rows.append([f"DNS @ DNS densities, {long[name]['epochs']} epochs", f"{lr_['compression']:.1f}x",
+                         f"{lr_['error']:.2f}", f"{p['dns'][0]}x", f"{p['dns'][1]:.2f}"])
         md += [f"**{'LeNet-300-100' if name == 'lenet300' else 'LeNet-5'}**, {r['epochs_each']} epochs per run "
                f"(paper reference error "
                f"{p['ref_err'][0]} % Han, {p['ref_err'][1]} % DNS):", "",
@@ -277,6 +292,7 @@ def main(argv=None) -> int:
                     help="parts to run; `--parts` with none only rebuilds the markdown from the JSON")
     ap.add_argument("--ssl-lambda", type=float, default=0.1)
     ap.add_argument("--ssl-groups", nargs="*", default=["filter", "shape"])
+    ap.add_argument("--dns-epochs", type=int, default=10, help="dns_long part: epochs of the longer DNS run")
     ap.add_argument("--models", nargs="*", default=["lenet300", "lenet5"], help="lenet part: which LeNets")
     ap.add_argument("--ssl-steps", type=int, default=None)
     args = ap.parse_args(argv)
@@ -289,6 +305,8 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         if part == "lenet":
             new["lenet"] = part_lenet(args.quick, args.models)
+        elif part == "dns_long":
+            new["dns_long"] = part_dns_long(args.quick, args.dns_epochs)
         elif part == "compare":
             new["compare"] = part_compare(args.quick)
         elif part == "ssl":
@@ -296,7 +314,7 @@ def main(argv=None) -> int:
             r = part_ssl(args.quick, args.ssl_lambda, steps, steps, args.ssl_groups)
             new.setdefault("ssl_runs", {})[f"{'+'.join(args.ssl_groups)} lambda={args.ssl_lambda}"] = r
         else:
-            raise SystemExit(f"unknown part {part!r}; use lenet, compare, ssl")
+            raise SystemExit(f"unknown part {part!r}; use lenet, dns_long, compare, ssl")
         commands[part] = command_line()
         print(f"part {part}: {time.perf_counter() - t:.0f} s", flush=True)
     # parts may run in separate processes: merge into what is on disk at the time of writing
@@ -308,6 +326,8 @@ def main(argv=None) -> int:
         res.setdefault("ssl_runs", {})[f"{'+'.join(r['groups'])} lambda={r['lambda_g']}"] = r
     if "ssl_runs" in new:
         new["ssl_runs"] = {**res.get("ssl_runs", {}), **new["ssl_runs"]}
+    if "dns_long" in new:
+        new["dns_long"] = {**res.get("dns_long", {}), **new["dns_long"]}
     res.update(new)
     res.setdefault("commands", {}).update(commands)
     md = ["## Sparsity (`benchmarks/bench_sparsity.py`)", ""]
@@ -316,7 +336,7 @@ def main(argv=None) -> int:
     md += ["Commands: " + "; ".join(f"`{c}`" for c in dict.fromkeys(res["commands"].values())), "",
            "Training single-threaded (shared 2-core machine).", ""]
     if "lenet" in res:
-        md += md_lenet(res["lenet"])
+        md += md_lenet(res["lenet"], res.get("dns_long"))
     if "compare" in res:
         md += md_compare(res["compare"])
     for run in res.get("ssl_runs", {}).values():
