@@ -20,12 +20,13 @@ ELEMENTWISE = {
 }
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if m not in ("ssl", "energy-aware")])  # own tests
+@pytest.mark.parametrize("method", list(ELEMENTWISE))
 def test_every_elementwise_method_reaches_its_target(method, digits, trained_mlp):
     sparse, info = torchslim.sparsify(trained_mlp, method, 0.8, data=digits, fit=QUICK,
                                       return_info=True, **ELEMENTWISE[method])
     d = info["density"]["density"]
     assert 0.15 < d < 0.25, (method, d)
+    assert method in METHODS
     for _, l in masked_layers(sparse):
         assert (l.weight[~l.weight_mask] == 0).all()
         assert not l.straight_through

@@ -121,3 +121,26 @@ def test_channel_removal_without_engine_names_the_missing_function():
         pass
     with pytest.raises(torchslim.errors.UnsupportedModelError, match="remove_zero_channels"):
         remove_zero_groups(tiny_resnet(), torch.zeros(1, 3, 16, 16), channels=True)
+
+
+def test_lowered_conv_batched_and_channel_only_paths():
+    conv = nn.Conv2d(6, 5, 3, padding=1, bias=False)
+    with torch.no_grad():
+        conv.weight[:, 1] = 0  # whole channel: the small dense conv path
+        conv.weight[3] = 0
+    low = LoweredConv2d.from_conv(conv)
+    assert low._all_cols and low.gemm_shape == (4, 45)
+    x = torch.randn(3, 6, 7, 7)
+    assert torch.allclose(low(x), conv(x), atol=1e-5)
+    with torch.no_grad():
+        conv.weight[:, 0, 0, 0] = 0
+    low = LoweredConv2d.from_conv(conv)
+    assert not low._all_cols and torch.allclose(low(x), conv(x), atol=1e-5)
+
+
+def test_proximal_group_lasso_gives_exact_zero_groups():
+    m = tiny_resnet()
+    _, info = torchslim.sparsify(m, "ssl", data=_random_data(), groups=("shape",), lam=2.0, proximal=True,
+                                 epochs=1, finetune_epochs=0, threshold=1e-12, remove="none",
+                                 fit=FitConfig(lr=0.05, weight_decay=0, progress=False), return_info=True)
+    assert info["zeroed_groups"]["shape"] > 0

@@ -12,8 +12,9 @@ a_k < b_k (eq. 3):
 The surgery happens at iteration t with probability sigma(t) = (1 + gamma t)^(-power), which decays
 so that the masks settle (section 3.3). Thresholds come from layer statistics: the authors' code uses
 t_k = max(mean|W| + c_k std|W|, 0), a_k = 0.9 t_k, b_k = 1.1 t_k with mean and std taken once at the
-start (`crate`); with `sparsity` the centre t_k is instead the s-quantile of |W_k|, recomputed at each
-surgery, so the kept fraction tracks the target.
+start (`crate`). With `sparsity` instead, each surgery keeps exactly (1 - s) of the layer: the largest
+of |w| * (b/a if the connection is currently kept else 1), so a cut connection is spliced back when it
+outgrows a kept one by the paper's ratio b_k / a_k = 1.1 / 0.9 (the same hysteresis, at a fixed count).
 """
 from __future__ import annotations
 
@@ -73,20 +74,26 @@ class NetworkSurgery(Callback):
     def surgery(self, model: nn.Module) -> None:
         for name, m in masked_layers(model):
             w = m.weight.detach().abs()
+            mask = m.weight_mask
             if self.sparsity is not None:
                 s = self._per_layer(self.sparsity, name)
                 if s is None:
                     continue
                 if not 0.0 <= s < 1.0:
                     raise InvalidInputError(f"sparsity of {name} must be in [0, 1), got {s}")
-                k = max(1, int(round(s * w.numel())))
-                t = float(w.flatten().kthvalue(k).values) if s > 0 else 0.0
-            elif name in self.centres:
-                t = self.centres[name]
-            else:
+                # keep exactly round((1 - s) n): the k largest of |w| * (b/a if currently kept else 1), i.e. a
+                # cut weight returns only when it outgrows a kept one by the paper's b_k / a_k = 1.1 / 0.9
+                ratio = (1.0 + self.margin) / (1.0 - self.margin)
+                score = torch.where(mask, w * ratio, w)
+                k = max(1, int(round((1.0 - s) * w.numel())))
+                keep = torch.zeros(w.numel(), dtype=torch.bool, device=w.device)
+                keep[torch.topk(score.flatten(), k, sorted=False).indices] = True
+                mask.copy_(keep.view_as(mask))
                 continue
+            if name not in self.centres:
+                continue
+            t = self.centres[name]
             a, b = (1.0 - self.margin) * t, (1.0 + self.margin) * t
-            mask = m.weight_mask
             mask &= ~(w < a)  # prune
             mask |= w >= b  # splice
         self.surgeries += 1

@@ -87,20 +87,34 @@ class LoweredConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
         kh, kw = self.kernel_size
-        ho = (h + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
-        wo = (w + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
         if not self._all_chans:
             x = x.index_select(1, self.channel_index)
-        cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (N, C'kk, L)
-        if not self._all_cols:
+        if self._all_cols:
+            # only whole channels (and filters) removed: a smaller dense conv, which oneDNN runs best
+            out = F.conv2d(x, self.weight.view(len(self.rows), -1, kh, kw), None, self.stride, self.padding,
+                           self.dilation)
+            ho, wo = out.shape[-2:]
+            out = out.flatten(2)
+        else:
+            ho = (h + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
+            wo = (w + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
+            cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (N, C'kk, L)
             cols = cols.index_select(1, self.col_index)
-        out = torch.matmul(self.weight, cols)  # (N, |rows|, L)
+            L = cols.shape[-1]
+            # one GEMM over the whole batch: (rows x cols) @ (cols x N*L)
+            rhs = cols[0] if n == 1 else cols.transpose(0, 1).reshape(cols.shape[1], n * L)
+            out = self.weight @ rhs
+            out = out.unsqueeze(0) if n == 1 else out.view(len(self.rows), n, L).transpose(0, 1)
         if not self._all_rows:
             full = out.new_zeros(n, self.out_channels, out.shape[-1])
-            out = full.index_copy(1, self.row_index, out)
+            out = full.index_copy(1, self.row_index, out.contiguous())
         if self.bias is not None:
             out = out + self.bias[:, None]
-        return out.view(n, self.out_channels, ho, wo)
+        return out.reshape(n, self.out_channels, ho, wo)
+
+    def profile_macs(self, inp: torch.Tensor, out: torch.Tensor) -> int:
+        """MACs per image of the GEMM this layer really runs (for torchslim.analysis)."""
+        return len(self.rows) * len(self.cols) * out.shape[-1] * out.shape[-2]
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}->{self.out_channels}, k={self.kernel_size}, s={self.stride}, "
