@@ -111,6 +111,8 @@ def _conv_macs(m: nn.modules.conv._ConvNd, out: torch.Tensor) -> int:
 def _layer_cost(m: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> tuple[int, int]:
     """(macs, other_ops) of one call, per image."""
     per = lambda t: t.numel() // t.shape[0] if t.ndim else t.numel()  # noqa: E731
+    if hasattr(m, "profile_macs"):  # layers that run their own GEMM (sparse / lowered convs) say what it costs
+        return int(m.profile_macs(inp, out)), 0
     if isinstance(m, nn.modules.conv._ConvTransposeMixin):
         return per(inp) * (m.out_channels // m.groups) * math.prod(m.kernel_size), 0
     if isinstance(m, nn.modules.conv._ConvNd):
@@ -197,8 +199,8 @@ def profile(model: nn.Module, input_size: tuple | None = None, *, example_input:
                 name=name, type=type(m).__name__,
                 input_shape=tuple(inp.shape) if inp is not None else (),
                 output_shape=tuple(o.shape),
-                params=sum(p.numel() for p in own),
-                nonzero_params=sum(_nonzero(m, n, p) for n, p in m.named_parameters(recurse=False)),
+                params=_counts(m)[0],
+                nonzero_params=_counts(m)[1],
                 macs=macs, other_ops=other,
                 weight_bytes=sum(t.numel() * t.element_size() for t in own + bufs),
                 activation_bytes=o.numel() // max(o.shape[0], 1) * o.element_size(),
@@ -232,7 +234,9 @@ def profile(model: nn.Module, input_size: tuple | None = None, *, example_input:
     all_bufs = {id(b): b for b in model.buffers()}
     return ModelProfile(
         layers=layers, input_shape=tuple(example_input.shape[1:]),
-        params=sum(p.numel() for p in all_params.values()),
+        params=sum(p.numel() for p in all_params.values()) + sum(  # weights stored sparse count as dense
+            m.profile_params()[0] - sum(p.numel() for p in m.parameters(recurse=False))
+            for m in model.modules() if hasattr(m, "profile_params")),
         weight_bytes=sum(t.numel() * t.element_size() for t in list(all_params.values()) + list(all_bufs.values())),
         functional_macs=functional,
     )
@@ -243,6 +247,14 @@ def _nonzero(m: nn.Module, name: str, p: torch.Tensor) -> int:
     if p.ndim <= 1:
         return p.numel()
     return int(torch.count_nonzero(_effective(m, name, p)))
+
+
+def _counts(m: nn.Module) -> tuple[int, int]:
+    """(params, nonzero params) of one layer; sparse-storage layers (torchslim.sparsity) report their own."""
+    if hasattr(m, "profile_params"):
+        return m.profile_params()
+    return (sum(p.numel() for p in m.parameters(recurse=False)),
+            sum(_nonzero(m, n, p) for n, p in m.named_parameters(recurse=False)))
 
 
 def _effective(m: nn.Module, name: str, p: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,28 @@
+import json
+
+from torchslim.cli.main import main
+from torchslim.io import load_model
+from torchslim.sparsity import MaskedConv2d, density_summary
+
+
+def test_cli_sparsify_dns_writes_model_table_and_json(capsys, tmp_path):
+    assert main(["train", "digits_cnn", "--data", "digits", "--epochs", "2", "--max-steps", "12",
+                 "--lr", "0.1", "-o", str(tmp_path / "base")]) == 0
+    capsys.readouterr()
+    code = main(["sparsify", str(tmp_path / "base" / "model.safetensors"), "--data", "digits", "--method", "dns",
+                 "--epochs", "1", "--max-steps", "8", "--sparsity", "0.7", "--lr", "0.02", "-o", str(tmp_path / "s")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "density" in out and "total" in out
+    res = json.loads((tmp_path / "s" / "sparsify.json").read_text())
+    assert res["method"] == "dns" and 0.25 < res["density"]["density"] <= 0.31
+    assert res["test_after"]["top1"] > 50
+    m = load_model(tmp_path / "s" / "model.safetensors")
+    assert isinstance(m[0], MaskedConv2d)
+    assert abs(density_summary(m)["density"] - res["density"]["density"]) < 1e-9
+
+
+def test_cli_bad_layer_sparsity_is_one_line(capsys, tmp_path):
+    code = main(["sparsify", "digits_cnn", "--data", "digits", "--layer-sparsity", "{nope", "-o", str(tmp_path)])
+    _, err = capsys.readouterr()
+    assert code == 2 and "--layer-sparsity" in err and len(err.strip().splitlines()) == 1

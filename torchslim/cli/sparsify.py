@@ -1,0 +1,129 @@
+"""`torchslim sparsify MODEL --method dns --data mnist --epochs N -o DIR`: kernel sparsification with retraining.
+
+Prints progress and a per-layer density table; writes DIR/model.safetensors (masked layers, or lowered
+convs for ssl; `--bake` turns masks into plain zero-filled layers, `--sparse-exec` into CSR layers) and
+DIR/sparsify.json with the densities, accuracies and history.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from torchslim.cli.common import (add_data_args, add_model_args, check_input_fits, console, load_data_from_args,
+                                  load_model_from_args)
+from torchslim.cli.train import add_fit_args, fit_config_from_args
+
+# which config field --epochs sets, per method
+EPOCHS_FIELD = {"magnitude": "epochs", "dns": "epochs", "iht": "sparse_epochs", "l1": "epochs",
+                "correlation": "epochs_per_layer", "ssl": "epochs"}
+
+
+def register(sub) -> None:
+    from torchslim.sparsity import METHODS
+
+    p = sub.add_parser("sparsify", help="make weights sparse (magnitude, dns, iht, l1, correlation, ssl)",
+                       description=__doc__.splitlines()[0])
+    add_model_args(p)
+    add_data_args(p, required=True)
+    add_fit_args(p, epochs=2, lr=0.01)
+    p.add_argument("--method", default="magnitude", choices=METHODS.names())
+    p.add_argument("--sparsity", type=float, default=0.9, help="target fraction of zero weights (default 0.9)")
+    p.add_argument("--layer-sparsity", help='per-layer targets as JSON, e.g. \'{"1": 0.98, "3": 0.9}\'')
+    p.add_argument("--scope", default="layer", choices=["layer", "global"], help="magnitude/iht/l1 threshold scope")
+    p.add_argument("--prune-schedule", dest="prune_schedule", default="iterative", choices=["oneshot", "iterative", "agp"],
+                   help="magnitude pruning schedule")
+    p.add_argument("--quality", type=float, help="magnitude: Han's q (threshold q * std) instead of --sparsity")
+    p.add_argument("--rounds", type=int, default=3, help="magnitude (iterative) rounds / iht cycles")
+    p.add_argument("--finetune-epochs", type=int, default=1, help="dns/l1/ssl/correlation: epochs with masks frozen")
+    p.add_argument("--groups", default="filter,shape", help="ssl: group kinds (filter,channel,shape,depth)")
+    p.add_argument("--lam", type=float, default=1e-3, help="ssl: lambda_g; l1: lambda")
+    p.add_argument("--bake", action="store_true", help="save plain layers (masks baked into zeros)")
+    p.add_argument("--sparse-exec", type=float, metavar="S",
+                   help="store layers at least S sparse in CSR and run them sparse")
+    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.set_defaults(func=run)
+
+
+def _method_options(args, fit_cfg) -> dict:
+    from torchslim.errors import InvalidInputError
+
+    m = args.method
+    opts: dict = {"fit": fit_cfg, EPOCHS_FIELD[m]: args.epochs}
+    if args.layer_sparsity:
+        try:
+            opts["sparsity"] = {str(k): float(v) for k, v in json.loads(args.layer_sparsity).items()}
+        except (ValueError, AttributeError) as e:
+            raise InvalidInputError(f"--layer-sparsity must be a JSON object of layer: fraction, got "
+                                    f"{args.layer_sparsity!r} ({e})") from None
+    elif m != "ssl":
+        opts["sparsity"] = args.sparsity
+    if m == "magnitude":
+        opts.update(scope=args.scope, schedule=args.prune_schedule, rounds=args.rounds)
+        if args.quality is not None:
+            opts.update(quality=args.quality, sparsity=None)
+    elif m == "iht":
+        opts.update(scope=args.scope, cycles=args.rounds, dense_epochs=args.epochs)
+    elif m == "l1":
+        opts.update(scope=args.scope, l1=args.lam, finetune_epochs=args.finetune_epochs)
+    elif m in ("dns", "correlation"):
+        opts.update(finetune_epochs=args.finetune_epochs)
+    elif m == "ssl":
+        opts.update(groups=tuple(g.strip() for g in args.groups.split(",") if g.strip()), lam=args.lam,
+                    finetune_epochs=args.finetune_epochs)
+    return opts
+
+
+def density_table(rows: list[dict], title: str):
+    from rich.table import Table
+
+    from torchslim.report.format import human
+
+    t = Table(title=title, header_style="bold")
+    for col, just in [("layer", "left"), ("type", "left"), ("shape", "left"), ("weights", "right"),
+                      ("nonzero", "right"), ("density", "right")]:
+        t.add_column(col, justify=just)
+    for r in rows:
+        t.add_row(r["layer"], r["type"], "x".join(map(str, r["shape"])), human(r["params"]), human(r["nonzero"]),
+                  f"{r['density']:.2%}")
+    total, nnz = sum(r["params"] for r in rows), sum(r["nonzero"] for r in rows)
+    t.add_row("[bold]total", "", "", human(total), human(nnz),
+              f"{nnz / total:.2%} ({total / max(nnz, 1):.1f}x)" if total else "")
+    return t
+
+
+def run(args) -> int:
+    import torchslim
+    from torchslim.io import save_model
+    from torchslim.sparsity import density_summary, remove_masks, to_sparse
+    from torchslim.train import evaluate
+
+    data = load_data_from_args(args)
+    model, input_size = load_model_from_args(args)
+    check_input_fits(model, data.input_size, f"{args.model} on {args.data}")
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    fit_cfg = replace(fit_config_from_args(args), progress=True)
+    before = evaluate(model, data.test)
+    console.print(f"{args.model}: test top-1 {before['top1']:.2f} % before; method {args.method}")
+    sparse, info = torchslim.sparsify(model, args.method, data=data, inplace=True, return_info=True,
+                                      **_method_options(args, fit_cfg))
+    if args.bake or args.sparse_exec is not None:
+        remove_masks(sparse)
+    converted = to_sparse(sparse, min_sparsity=args.sparse_exec) if args.sparse_exec is not None else []
+    after = evaluate(sparse, data.test)
+    summary = density_summary(sparse)
+    console.print(density_table(summary["layers"], f"{args.model} after {args.method}"))
+    console.print(f"test top-1 {before['top1']:.2f} % -> {after['top1']:.2f} %; weights kept "
+                  f"{summary['nonzero']:,} / {summary['weights']:,} ({summary['compression']:.1f}x)")
+    result = {"model": args.model, "data": args.data, "method": args.method, "test_before": before,
+              "test_after": after, "density": summary, "sparse_layers": converted,
+              **{k: v for k, v in info.items() if k not in ("density", "method")}}
+    save_model(sparse, out / "model.safetensors", input_size=input_size,
+               metadata={"sparsify": {"method": args.method, "test_top1": after["top1"],
+                                      "density": summary["density"]}})
+    tmp = out / "sparsify.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2, default=str))
+    tmp.replace(out / "sparsify.json")
+    console.print(f"saved {out / 'model.safetensors'} and {out / 'sparsify.json'}")
+    return 0
