@@ -10,5 +10,6 @@ __version__ = "0.1.0"
 from torchslim.analysis import profile as analyze  # noqa: E402
 from torchslim.api import export, load, save  # noqa: E402
 from torchslim.sparsity import sparsify  # noqa: E402
+from torchslim.quant import quantize  # noqa: E402
 
-__all__ = ["__version__", "analyze", "export", "load", "save", "sparsify"]
+__all__ = ["__version__", "analyze", "export", "load", "quantize", "save", "sparsify"]

@@ -18,7 +18,7 @@ def fake_quant_weight(w: torch.Tensor, bits: int = 8) -> torch.Tensor:
     scale = w.detach().abs().flatten(1).amax(1).clamp_min(1e-12) / qmax
     scale = scale.view(-1, *([1] * (w.ndim - 1)))
     q = torch.clamp(torch.round(w / scale), -qmax, qmax) * scale
-    return w + (q - w).detach()
+    return q.detach() + (w - w.detach())  # value exactly q, gradient 1 (STE)
 
 
 def fake_quant_act(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
