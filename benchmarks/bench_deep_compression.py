@@ -45,6 +45,8 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--models", nargs="+", default=["lenet300", "lenet5"])
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--prune-epochs", type=int, default=1, help="retraining epochs per pruning round")
+    p.add_argument("--kmeans-epochs", type=int, default=1, help="centroid fine-tuning epochs")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -55,8 +57,8 @@ def main(argv=None) -> int:
     for name in args.models:
         t0 = time.time()
         model, src = baseline(name, data, args.quick, 1 if args.quick else 4)
-        cfg = DeepCompressionConfig(sparsity=SPARSITY[name], prune_rounds=2 if args.quick else 3, prune_epochs=1,
-                                    kmeans_epochs=1,
+        cfg = DeepCompressionConfig(sparsity=SPARSITY[name], prune_rounds=2 if args.quick else 3,
+                                    prune_epochs=args.prune_epochs, kmeans_epochs=args.kmeans_epochs,
                                     fit=FitConfig(lr=0.01, weight_decay=0.0, progress=False,
                                                   max_steps_per_epoch=20 if args.quick else None))
         q, rep = deep_compression(model, data, cfg, output=f"/tmp/torchslim-dc-{name}")

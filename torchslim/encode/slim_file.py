@@ -86,8 +86,17 @@ def _code_layer(m: nn.Module, gap_bits: int) -> tuple[dict, dict[str, bytes]]:
     return stats, secs
 
 
+_DECODE_FIELDS = ("kind", "shape", "index_dtype", "numel", "nonzero", "entries", "bits", "centroids", "gap_bits",
+                  "index_nbits", "gap_nbits")
+
+
 def encode_model(model: nn.Module, *, metadata: dict | None = None, input_size=None) -> bytes:
     """The `.slim` bytes of `model` (see the module docstring)."""
+    return _encode(model, metadata=metadata, input_size=input_size)[0]
+
+
+def _encode(model: nn.Module, *, metadata: dict | None = None, input_size=None) -> tuple[bytes, dict]:
+    """(file bytes, per-layer statistics); the header keeps only what decoding needs."""
     from torchslim.io.model_file import ARCH_ATTR, _diff, module_spec
     from torchslim.models import create_model
 
@@ -113,6 +122,7 @@ def encode_model(model: nn.Module, *, metadata: dict | None = None, input_size=N
         for s, data in secs.items():
             add(f"{name}/{s}", data)
         layers[name] = {"kind": kind, "shape": list(m.index.shape), "index_dtype": _NAMES[m.index.dtype], **stats}
+    header_layers = {n: {k: L[k] for k in _DECODE_FIELDS} for n, L in layers.items()}
     other_bytes = 0
     for key, t in state.items():
         if key in coded_keys:
@@ -126,11 +136,11 @@ def encode_model(model: nn.Module, *, metadata: dict | None = None, input_size=N
         other_bytes += len(data)
     header = {"format": FORMAT, "version": VERSION, "arch": arch, "replaced": replaced,
               "input_size": list(input_size) if input_size else (arch or {}).get("input_size"),
-              "metadata": metadata or {}, "tensors": tensors, "layers": layers, "sections": sections,
+              "metadata": metadata or {}, "tensors": tensors, "layers": header_layers, "sections": sections,
               "other_bytes": other_bytes}
     hj = json.dumps(header, separators=(",", ":")).encode()
     body = MAGIC + struct.pack("<HI", VERSION, len(hj)) + hj + b"".join(blobs)
-    return body + hashlib.sha256(body).digest()
+    return body + hashlib.sha256(body).digest(), {"layers": layers, "other_bytes": other_bytes}
 
 
 def save(model: nn.Module, path: str | os.PathLike, *, metadata: dict | None = None, input_size=None) -> Path:
@@ -253,11 +263,14 @@ def storage_report(model_or_path) -> dict:
     """Per-layer storage accounting (original / pruned / quantized / coded bytes, bits per weight,
     entropy) and totals, of a model (encoded in memory) or a `.slim` file."""
     if isinstance(model_or_path, nn.Module):
-        data = encode_model(model_or_path)
-    else:
+        data, stats = _encode(model_or_path)
+    else:  # decode, then re-encode in memory (deterministic: the same bytes) for the statistics
         data = Path(model_or_path).read_bytes()
+        again, stats = _encode(decode_model(data, str(model_or_path)))
+        if again != data:
+            stats = _encode(decode_model(data))[1]  # written with other metadata; statistics are the same
     header, _ = read_header(data, str(model_or_path) if not isinstance(model_or_path, nn.Module) else "<model>")
-    layers = header["layers"]
+    layers = stats["layers"]
     tot = {k: sum(v[k] for v in layers.values()) for k in ("bytes_original", "bytes_pruned", "bytes_quantized",
                                                           "bytes_coded", "numel", "nonzero")}
     fp32_total = 0
@@ -265,5 +278,5 @@ def storage_report(model_or_path) -> dict:
         n = int(np.prod(t["shape"])) if t["shape"] else 1
         fp32_total += n * (4 if t["dtype"] in ("float32", "float64", "float16", "bfloat16") else 0)
     fp32_total += tot["bytes_original"]
-    return {"layers": layers, "totals": tot, "other_bytes": header["other_bytes"], "file_bytes": len(data),
+    return {"layers": layers, "totals": tot, "other_bytes": stats["other_bytes"], "file_bytes": len(data), "header_bytes": struct.unpack_from("<I", data, len(MAGIC) + 2)[0],
             "fp32_param_bytes": fp32_total, "compression": fp32_total / len(data)}
