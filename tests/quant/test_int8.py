@@ -61,6 +61,10 @@ def test_ort_module_roundtrips_through_model_files(trained_cnn, digits, tmp_path
     x = torch.randn(5, 1, 8, 8)
     assert torch.equal(r(x), q(x))
     assert torch.equal(copy.deepcopy(q)(x), q(x))
+    from torchslim import encode
+
+    encode.save(q, tmp_path / "q.slim")  # the int8 ONNX bytes travel raw inside a .slim file too
+    assert torch.equal(encode.load(tmp_path / "q.slim")(x), q(x))
 
 
 def test_int8_without_calibration_data_is_a_clear_error(trained_cnn):
