@@ -49,7 +49,7 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--models", nargs="+",
+    p.add_argument("--models", nargs="*",
                    default=["resnet20", "resnet56", "torchvision:resnet18", "torchvision:mobilenet_v2"])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--eval-images", type=int, default=1000)
