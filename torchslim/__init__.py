@@ -12,5 +12,6 @@ from torchslim.analysis import profile as analyze  # noqa: E402
 from torchslim.api import export, load, save  # noqa: E402
 from torchslim.recipe import run_recipe as compress  # noqa: E402
 from torchslim.sparsity import sparsify  # noqa: E402
+from torchslim.quant import quantize  # noqa: E402
 
-__all__ = ["__version__", "analyze", "compress", "export", "load", "save", "sparsify"]
+__all__ = ["__version__", "analyze", "compress", "export", "load", "quantize", "save", "sparsify"]

@@ -1,0 +1,109 @@
+"""`torchslim quantize MODEL --method kmeans --bits conv=8,fc=5 --data mnist -o DIR`.
+
+Methods: int8-ptq (calibration; builds and measures ONNX Runtime QDQ/QOperator and torch x86 int8
+paths against fp32, keeps the fastest correct one), int8-qat, kmeans, binary, ternary. Writes
+DIR/model.safetensors (int8: the chosen path's model; ORT models carry their ONNX bytes), for kmeans
+also DIR/model.slim, and DIR/quantize.json with the figures.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from torchslim.cli.common import (add_data_args, add_model_args, check_input_fits, console, load_data_from_args,
+                                  load_model_from_args)
+from torchslim.cli.train import add_fit_args, fit_config_from_args
+
+
+def parse_bits(text: str | None) -> dict | None:
+    """'conv=8,fc=5' or 'conv=8,features.0=4' -> {"conv": 8, "fc": 5, ...}."""
+    from torchslim.errors import InvalidInputError
+
+    if not text:
+        return None
+    out = {}
+    for part in text.split(","):
+        k, _, v = part.partition("=")
+        try:
+            out[k.strip()] = int(v)
+        except ValueError:
+            raise InvalidInputError(f"--bits must look like conv=8,fc=5 (kind or layer = integer), got {text!r}") from None
+    return out
+
+
+def register(sub) -> None:
+    from torchslim.quant import METHODS, OBSERVERS, PATHS
+
+    p = sub.add_parser("quantize", help="int8 (PTQ/QAT, real int8 execution), k-means, binary/ternary weights",
+                       description=__doc__.splitlines()[0])
+    add_model_args(p)
+    add_data_args(p, required=True)
+    add_fit_args(p, epochs=1, lr=1e-3)
+    p.add_argument("--method", default="int8-ptq", choices=METHODS.names())
+    p.add_argument("--bits", help="kmeans bits per kind or layer, e.g. conv=8,fc=5 (default)")
+    p.add_argument("--observer", default="mse", choices=OBSERVERS.names(), help="int8 activation range observer")
+    p.add_argument("--path", default="auto", choices=["auto", *PATHS], help="int8 execution path (auto: fastest correct)")
+    p.add_argument("--calib-images", type=int, default=256)
+    p.add_argument("--threads", type=int, help="intra-op threads for latency measurements")
+    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from torchslim.io import save_model
+    from torchslim.quant import Int8Config, QATConfig, quantize
+    from torchslim.train import evaluate
+
+    data = load_data_from_args(args)
+    model, size = load_model_from_args(args)
+    check_input_fits(model, data.input_size, f"{args.model} on {args.data}")
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    fit_cfg = fit_config_from_args(args)
+    m = args.method
+    figures: dict = {"model": args.model, "data": args.data, "method": m}
+    if m in ("int8-ptq", "int8-qat"):
+        i8 = Int8Config(observer=args.observer, path=args.path, calib_images=args.calib_images, threads=args.threads)
+        if m == "int8-ptq":
+            q = quantize(model, m, calib=data.train, config=i8, eval_loader=data.test)
+        else:
+            q = quantize(model, m, data=data, config=QATConfig(epochs=args.epochs, fit=fit_cfg, int8=i8),
+                         eval_loader=data.test)
+        rep = q.quant_report
+        figures["int8"] = rep
+        from rich.table import Table
+
+        t = Table(title=f"{args.model}: int8 execution paths (batch {rep['batch_size']}, {rep['threads']} threads)")
+        for c in ("path", "median ms", "top-1", "rel. err", "correct"):
+            t.add_column(c)
+        for name, r in rep["paths"].items():
+            t.add_row(name + (" *" if name == rep["chosen"] else ""), f"{r.get('median_ms', float('nan')):.2f}",
+                      f"{r.get('top1', float('nan')):.2f}", f"{r.get('rel_l2_error', float('nan')):.3f}",
+                      str(r.get("correct", r.get("error", ""))))
+        console.print(t)
+        console.print(f"chosen: {rep['chosen']} ({rep['speedup_vs_fp32_torch']:.2f}x vs fp32 torch, "
+                      f"{rep['speedup_vs_fp32_ort']:.2f}x vs fp32 ONNX Runtime); fastest overall: {rep['fastest_overall']}")
+        if rep["chosen"].startswith("ort"):
+            save_model(q, out / "model.safetensors", input_size=size, metadata={"int8": rep["chosen"]})
+        else:
+            console.print("torch x86 int8 modules are not saved by torchslim.io; use --path ort-qdq to save")
+    else:
+        opts = {"epochs": args.epochs, "fit": fit_cfg}
+        if m == "kmeans" and args.bits:
+            opts["bits"] = parse_bits(args.bits)
+        q = quantize(model, m, data=data, **opts)
+        figures["test"] = evaluate(q, data.test)
+        figures["test_before"] = evaluate(model, data.test)
+        save_model(q, out / "model.safetensors", input_size=size)
+        if m == "kmeans":
+            from torchslim import encode
+
+            encode.save(q, out / "model.slim", input_size=size)
+            rep = encode.storage_report(out / "model.slim")
+            figures["storage"] = rep
+            console.print(f".slim: {rep['file_bytes']} bytes, {rep['compression']:.1f}x smaller than fp32 parameters")
+        console.print(f"top-1 {figures['test_before']['top1']:.2f} % -> {figures['test']['top1']:.2f} %  ->  {out}")
+    tmp = out / "quantize.json.tmp"
+    tmp.write_text(json.dumps(figures, indent=2, default=str))
+    tmp.replace(out / "quantize.json")
+    return 0

@@ -1,0 +1,101 @@
+"""Quantization: int8 with real int8 execution (PTQ, QAT), k-means weight sharing, binary/ternary weights.
+
+`torchslim.quantize(model, method=..., ...)` resolves `method` through `METHODS` (one file per method).
+"""
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+
+from torchslim.errors import InvalidInputError
+from torchslim.quant.binary import LowBitConfig, LowBitConv2d, LowBitLinear, low_bit_quantize
+from torchslim.quant.bn_fold import fold_bn
+from torchslim.quant.int8_ptq import PATHS, Int8Config, OnnxRuntimeModule, quantize_int8
+from torchslim.quant.kmeans import (KMeansConfig, SharedWeightConv2d, SharedWeightLinear, kmeans_quantize,
+                                    share_weights)
+from torchslim.quant.observers import OBSERVERS
+from torchslim.quant.qat import QATConfig, qat_quantize
+from torchslim.registry import Registry
+
+METHODS: Registry = Registry("quantization method")
+
+
+def _split(data):
+    from torchslim.sparsity.api import split_data
+
+    return split_data(data)
+
+
+def _with(cfg, options: dict):
+    from dataclasses import fields, replace
+
+    names = {f.name for f in fields(cfg)}
+    bad = set(options) - names
+    if bad:
+        raise InvalidInputError(f"unknown option(s) {sorted(bad)} for {type(cfg).__name__}; known: {sorted(names)}")
+    return replace(cfg, **options)
+
+
+@METHODS.register("int8-ptq")
+def _int8_ptq(model, *, calib=None, data=None, config=None, eval_loader=None, **options):
+    calib = calib if calib is not None else data
+    return quantize_int8(model, calib, _with(config or Int8Config(), options), eval_loader=eval_loader)
+
+
+@METHODS.register("int8-qat")
+def _int8_qat(model, *, calib=None, data=None, config=None, eval_loader=None, **options):
+    train, val = _split(data)
+    if train is None:
+        raise InvalidInputError("method 'int8-qat' trains the model: pass data= (a DataBundle or a DataLoader)")
+    return qat_quantize(model, train, val, _with(config or QATConfig(), options),
+                        calib=calib if calib is not None else train, eval_loader=eval_loader)
+
+
+@METHODS.register("kmeans")
+def _kmeans(model, *, calib=None, data=None, config=None, eval_loader=None, **options):
+    train, val = _split(data)
+    return kmeans_quantize(model, _with(config or KMeansConfig(), options), train_loader=train, val_loader=val)
+
+
+def _low_bit(mode):
+    def run(model, *, calib=None, data=None, config=None, eval_loader=None, **options):
+        train, val = _split(data)
+        return low_bit_quantize(model, _with(config or LowBitConfig(mode=mode), {"mode": mode, **options}),
+                                train_loader=train, val_loader=val)
+    return run
+
+
+METHODS.register("binary")(_low_bit("binary"))
+METHODS.register("ternary")(_low_bit("ternary"))
+
+
+def quantize(model: nn.Module, method: str = "int8-ptq", *, calib=None, data=None, config=None,
+             eval_loader=None, inplace: bool = False, **options) -> nn.Module:
+    """Quantize `model` with a method of `torchslim.quant.METHODS`; returns a new model.
+
+    Args:
+        method: int8-ptq (calibration only; real int8 execution through ONNX Runtime or torch x86, the
+            fastest correct path measured on this machine), int8-qat (fake-quant training, then the
+            same int8 paths), kmeans (Deep Compression weight sharing + centroid fine-tuning),
+            binary / ternary (STE training).
+        calib: calibration data for int8 (DataBundle, DataLoader, or tensors).
+        data: training data (DataBundle, DataLoader or (train, val)) for the methods that train.
+        config: the method's config dataclass; `options` override its fields (e.g. observer="mse",
+            bits={"conv": 8, "fc": 5}, epochs=2).
+        eval_loader: int8 methods report top-1 of every execution path on it.
+
+    Example:
+        >>> q = torchslim.quantize(model, "int8-ptq", calib=data.calibration_batches(256))
+        >>> q.quant_report["chosen"], q.quant_report["paths"]
+        >>> k = torchslim.quantize(model, "kmeans", data=data, bits={"conv": 8, "fc": 5}, epochs=1)
+    """
+    fn = METHODS.get(method)
+    if not inplace and method in ("kmeans", "binary", "ternary"):
+        model = copy.deepcopy(model)  # these methods work in place on the copy
+    return fn(model, calib=calib, data=data, config=config, eval_loader=eval_loader, **options)
+
+
+__all__ = ["METHODS", "OBSERVERS", "PATHS", "Int8Config", "KMeansConfig", "LowBitConfig", "LowBitConv2d",
+           "LowBitLinear", "OnnxRuntimeModule", "QATConfig", "SharedWeightConv2d", "SharedWeightLinear", "fold_bn",
+           "kmeans_quantize", "low_bit_quantize", "qat_quantize", "quantize", "quantize_int8", "share_weights"]
