@@ -5,6 +5,9 @@ Public verbs take a model and a config and return a model:
 """
 __version__ = "0.1.0"
 
+# Verbs that share their package's name (torchslim.prune is a package and a function) are bound
+# here, after their packages are imported, so the function is what `torchslim.prune` names.
 from torchslim.analysis import profile as analyze  # noqa: E402
+from torchslim.api import export, load, save  # noqa: E402
 
-__all__ = ["analyze", "__version__"]
+__all__ = ["__version__", "analyze", "export", "load", "save"]

@@ -2,8 +2,9 @@
 from torchslim.analysis.profile import LayerProfile, ModelProfile, profile
 from torchslim.analysis.latency import LatencyResult, machine_info, measure_latency, peak_gemm_flops
 from torchslim.analysis.size import saved_size_bytes
+from torchslim.analysis.energy import EnergyCosts, LayerEnergy, estimate_energy
 
 __all__ = [
     "LayerProfile", "ModelProfile", "profile", "LatencyResult", "machine_info", "measure_latency",
-    "peak_gemm_flops", "saved_size_bytes",
+    "peak_gemm_flops", "saved_size_bytes", "EnergyCosts", "LayerEnergy", "estimate_energy",
 ]

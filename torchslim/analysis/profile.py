@@ -198,7 +198,7 @@ def profile(model: nn.Module, input_size: tuple | None = None, *, example_input:
                 input_shape=tuple(inp.shape) if inp is not None else (),
                 output_shape=tuple(o.shape),
                 params=sum(p.numel() for p in own),
-                nonzero_params=sum(int(torch.count_nonzero(_effective(m, n, p))) for n, p in m.named_parameters(recurse=False)),
+                nonzero_params=sum(_nonzero(m, n, p) for n, p in m.named_parameters(recurse=False)),
                 macs=macs, other_ops=other,
                 weight_bytes=sum(t.numel() * t.element_size() for t in own + bufs),
                 activation_bytes=o.numel() // max(o.shape[0], 1) * o.element_size(),
@@ -236,6 +236,13 @@ def profile(model: nn.Module, input_size: tuple | None = None, *, example_input:
         weight_bytes=sum(t.numel() * t.element_size() for t in list(all_params.values()) + list(all_bufs.values())),
         functional_macs=functional,
     )
+
+
+def _nonzero(m: nn.Module, name: str, p: torch.Tensor) -> int:
+    """Nonzeros of a weight tensor; vectors (biases, BN affine) count as dense: sparsity is about weights."""
+    if p.ndim <= 1:
+        return p.numel()
+    return int(torch.count_nonzero(_effective(m, name, p)))
 
 
 def _effective(m: nn.Module, name: str, p: torch.Tensor) -> torch.Tensor:

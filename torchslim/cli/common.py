@@ -10,7 +10,10 @@ from rich.console import Console
 
 from torchslim.errors import InvalidInputError
 
-console = Console(stderr=False, highlight=False)
+import sys
+
+# Piped output (CI logs, files) gets wide tables instead of rich's 80-column default.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 
 
 def add_model_args(p: argparse.ArgumentParser, name: str = "model") -> None:

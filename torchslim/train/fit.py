@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -267,6 +268,9 @@ def fit(
             ev = evaluate(model, val_loader, device=device)
             metrics.update(val_top1=ev["top1"], val_loss=ev["loss"])
         result.history.append(metrics)
+        if cfg.progress and (bar is None or bar.disable):  # no live bar (a log file): one line per epoch
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "epoch")
+            print(f"epoch {epoch + 1}/{cfg.epochs}: {shown}", file=sys.stderr, flush=True)
         for cb in callbacks:
             cb.on_epoch_end(model, epoch, metrics)
         checkpoint(epoch + 1, 0)

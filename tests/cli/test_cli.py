@@ -1,0 +1,53 @@
+import json
+
+import pytest
+
+from torchslim.cli.main import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_analyze_json(capsys):
+    code, out, _ = run(capsys, "analyze", "resnet20", "--json")
+    assert code == 0
+    totals = json.loads(out)["totals"]
+    assert totals["params"] == 269_722 and 40e6 < totals["macs"] < 42e6  # He et al.: 41 M MACs
+
+
+def test_analyze_table_and_input_size(capsys):
+    code, out, _ = run(capsys, "analyze", "torchvision:mobilenet_v2", "--input-size", "3,96,96", "--max-rows", "5")
+    assert code == 0 and "total" in out and "more" in out
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["analyze", "resnet21"], "unknown model 'resnet21'"),
+    (["analyze", "resnet20", "--input-size", "3,32"], "--input-size must be C,H,W"),
+    (["analyze", "resnet20", "--input-size", "1,32,32"], "does not run on input size (1, 32, 32)"),
+    (["evaluate", "resnet20", "--data", "imagenet"], "unknown dataset 'imagenet'"),
+    (["analyze", "resnet20", "--weights", "/nonexistent.pt"], "/nonexistent.pt"),
+])
+def test_bad_input_is_one_line_and_exit_2(capsys, argv, needle):
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_train_then_evaluate_then_analyze_the_saved_model(capsys, tmp_path):
+    code, out, err = run(capsys, "train", "digits_cnn", "--data", "digits", "--epochs", "2", "--max-steps", "10",
+                         "-o", str(tmp_path / "run"))
+    assert code == 0, err
+    saved = tmp_path / "run" / "model.safetensors"
+    assert saved.is_file() and json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
+    code, out, _ = run(capsys, "evaluate", str(saved), "--data", "digits", "--json")
+    assert code == 0 and json.loads(out)["n"] == 360
+    code, out, _ = run(capsys, "analyze", str(saved), "--json")
+    assert code == 0 and json.loads(out)["input_shape"] == [1, 8, 8]
+
+
+def test_models_lists_names(capsys):
+    code, out, _ = run(capsys, "models", "resnet*")
+    assert code == 0 and "resnet56" in out and "torchvision" not in out

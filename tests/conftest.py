@@ -1,0 +1,24 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("TORCHSLIM_NO_DOWNLOAD", "1")  # tests never download
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def shared_data_available(relative: str) -> bool:
+    from torchslim.paths import find_data_file
+
+    return find_data_file(relative) is not None
+
+
+needs_cifar = pytest.mark.skipif(not shared_data_available("cifar10/test.npz"),
+                                 reason="../shared/data/cifar10 not present")
+needs_mnist = pytest.mark.skipif(not shared_data_available("mnist/test.npz"),
+                                 reason="../shared/data/mnist not present")

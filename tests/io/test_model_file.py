@@ -1,0 +1,68 @@
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from torchslim.errors import FileFormatError, InvalidInputError
+from torchslim.io import load_model, model_info, save_model
+from torchslim.models import create_model
+from torchslim.models.cifar_resnet import ChannelPadShortcut
+
+
+def test_round_trip_of_a_reshaped_model(tmp_path):
+    m = create_model("resnet20").eval()
+    blk = m.layer2[0]
+    blk.conv1 = nn.Conv2d(16, 10, 3, 2, 1, bias=False)
+    blk.bn1 = nn.BatchNorm2d(10)
+    blk.conv2 = nn.Conv2d(10, 32, 3, 1, 1, bias=False)
+    blk.shortcut = ChannelPadShortcut(16, 32, 2, index=list(range(0, 32, 2)))
+    m.layer3[1].conv1 = nn.Sequential(nn.Conv2d(64, 8, 1, bias=False), nn.Conv2d(8, 64, 3, 1, 1, bias=False))
+    m.eval()
+    path = save_model(m, tmp_path / "m.safetensors", metadata={"note": "pruned"})
+    info = model_info(path)
+    assert info["arch"]["name"] == "resnet20" and info["metadata"] == {"note": "pruned"}
+    assert set(info["replaced"]) == {"layer2.0.conv1", "layer2.0.bn1", "layer2.0.conv2", "layer2.0.shortcut",
+                                     "layer3.1.conv1"}
+    m2 = load_model(path)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(m(x), m2(x))
+
+
+def test_plain_sequential_without_arch(tmp_path):
+    m = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
+    m2 = load_model(save_model(m, tmp_path / "s.safetensors"))
+    x = torch.randn(1, 1, 8, 8)
+    assert torch.equal(m(x), m2(x))
+
+
+def test_foreign_module_types_are_refused(tmp_path):
+    class Mine(nn.Module):
+        def forward(self, x):
+            return x
+
+    with pytest.raises(InvalidInputError, match="register_module"):
+        save_model(nn.Sequential(Mine()), tmp_path / "x.safetensors")
+    # A crafted file naming any other importable callable is refused, never executed.
+    from safetensors.torch import save_file
+
+    manifest = {"format": "torchslim-model", "version": 1, "arch": None,
+                "replaced": {"": {"type": "os.system", "args": {"command": "echo hi"}}}}
+    save_file({}, str(tmp_path / "evil.safetensors"), metadata={"torchslim": json.dumps(manifest)})
+    with pytest.raises(FileFormatError, match="not allowed"):
+        load_model(tmp_path / "evil.safetensors")
+
+
+def test_damaged_files_give_clear_errors(tmp_path):
+    path = save_model(create_model("lenet300"), tmp_path / "m.safetensors")
+    data = path.read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(FileFormatError, match="cut.safetensors"):
+        load_model(tmp_path / "cut.safetensors")
+    with pytest.raises(FileNotFoundError, match="nope"):
+        load_model(tmp_path / "nope.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(FileFormatError, match="--weights"):
+        load_model(tmp_path / "plain.safetensors")
