@@ -89,8 +89,8 @@ def _teacher(quick: bool) -> tuple[nn.Module, str]:
 
 
 def part_cifar(quick: bool) -> dict:
-    cfg = dict(limit_train=600 if quick else 3000, limit_eval=500 if quick else 2000, epochs=1 if quick else 5,
-               batch_size=64, lr=0.05, weight_decay=5e-4, temperature=4.0, alpha=0.9, beta=1000.0, augment=False)
+    cfg = dict(limit_train=300 if quick else 1000, limit_eval=300 if quick else 1000, epochs=1 if quick else 4,
+               batch_size=50, lr=0.05, weight_decay=5e-4, temperature=4.0, alpha=0.9, beta=1000.0, augment=False)
     data = get_data("cifar10", batch_size=cfg["batch_size"], augment=False, limit_train=cfg["limit_train"],
                     limit_eval=cfg["limit_eval"])
     teacher, teacher_src = _teacher(quick)
@@ -127,9 +127,9 @@ def _figures(model, name: str, acc: float | None) -> dict:
 
 
 def part_convert(quick: bool) -> dict:
-    cfg = dict(calib_images=128 if quick else 512, steps=20 if quick else 150, kd_epochs=1 if quick else 3,
-               limit_train=600 if quick else 3000, limit_eval=500 if quick else 2000, lr=0.02, batch_size=64,
-               temperature=4.0, alpha=0.9)
+    cfg = dict(calib_images=64 if quick else 256, steps=10 if quick else 60, kd_epochs=1 if quick else 2,
+               limit_train=300 if quick else 1000, limit_eval=300 if quick else 1000, lr=0.02, batch_size=50,
+               temperature=4.0, alpha=0.9, variants=["depthwise"] if not quick else ["depthwise", "grouped (4 ch/group)"])
     data = get_data("cifar10", batch_size=cfg["batch_size"], augment=False, limit_train=cfg["limit_train"],
                     limit_eval=cfg["limit_eval"])
     original = create_model("resnet20", pretrained=True).eval()
@@ -139,6 +139,8 @@ def part_convert(quick: bool) -> dict:
     for label, conv_cfg in [("depthwise", ConvertConfig(calib_images=cfg["calib_images"], steps=cfg["steps"])),
                             ("grouped (4 ch/group)", ConvertConfig(calib_images=cfg["calib_images"], steps=cfg["steps"],
                                                                    group_channels=4))]:
+        if label not in cfg["variants"]:
+            continue
         svd_only, _ = to_separable(original, None, conv_cfg)
         acc_svd = evaluate(svd_only, data.test)["top1"]
         t = time.perf_counter()
@@ -213,21 +215,32 @@ def markdown(res: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny subsets, one epoch")
-    ap.add_argument("--parts", nargs="*", default=["mnist", "cifar", "convert"])
+    ap.add_argument("--parts", nargs="*", default=["mnist", "cifar", "convert"], choices=["mnist", "cifar", "convert"],
+                    help="parts to run (results of other parts already in the JSON are kept); none: re-render")
     args = ap.parse_args(argv)
     topic = "distill" + ("-quick" if args.quick else "")
-    res: dict = {"quick": args.quick}
     previous = RESULTS / f"{topic}.json"
-    if previous.is_file():  # parts run separately accumulate; each records its own command
-        res.update({k: v for k, v in json.loads(previous.read_text()).items() if k in ("mnist", "cifar", "convert")})
-    for part, fn in (("mnist", part_mnist), ("cifar", part_cifar), ("convert", part_convert)):
-        if part in args.parts:
-            t = time.perf_counter()
-            res[part] = fn(args.quick)
-            res[part]["part_s"] = round(time.perf_counter() - t, 1)
-            res[part]["command"] = command_line()
-            write_result(topic, res, markdown(res))  # after each part: a killed run keeps what it finished
+
+    def merged(new: dict) -> dict:  # parts run separately accumulate; each records its own command
+        res: dict = {"quick": args.quick}
+        if previous.is_file():
+            res.update({k: v for k, v in json.loads(previous.read_text()).items() if k in PARTS})
+        res.update(new)
+        return res
+
+    for part in args.parts:
+        t = time.perf_counter()
+        out = PARTS[part](args.quick)
+        out.update(part_s=round(time.perf_counter() - t, 1), command=command_line())
+        res = merged({part: out})
+        write_result(topic, res, markdown(res))  # after each part: a killed run keeps what it finished
+    if not args.parts:  # re-render the markdown from the JSON
+        res = merged({})
+        write_result(topic, res, markdown(res))
     return 0
+
+
+PARTS = {"mnist": part_mnist, "cifar": part_cifar, "convert": part_convert}
 
 
 if __name__ == "__main__":

@@ -9,5 +9,6 @@ __version__ = "0.1.0"
 # here, after their packages are imported, so the function is what `torchslim.prune` names.
 from torchslim.analysis import profile as analyze  # noqa: E402
 from torchslim.api import export, load, save  # noqa: E402
+from torchslim.distill import distill  # noqa: E402
 
-__all__ = ["__version__", "analyze", "export", "load", "save"]
+__all__ = ["__version__", "analyze", "distill", "export", "load", "save"]

@@ -53,6 +53,20 @@ def _model(name: str, pretrained: bool, weights, data_dir, what: str):
     return create_model(name, pretrained=pretrained, weights=weights, data_dir=data_dir)
 
 
+def _check_classes(teacher, student, data, size) -> None:
+    import torch
+
+    from torchslim.errors import InvalidInputError
+
+    x = torch.zeros(2, *size)
+    for what, m in (("teacher", teacher), ("student", student)):
+        with torch.no_grad():
+            out = m.eval()(x)
+        if out.ndim != 2 or out.shape[1] != data.num_classes:
+            raise InvalidInputError(f"the {what} outputs {tuple(out.shape[1:])} on {data.name} inputs, which have "
+                                    f"{data.num_classes} classes; distillation needs logits over the data's classes")
+
+
 def run(args: argparse.Namespace) -> int:
 
     from torchslim.analysis import profile
@@ -70,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
                       device=args.device, max_steps_per_epoch=args.max_steps, progress=True),
         temperature=args.temperature, alpha=args.alpha, beta=args.beta, at_mode=args.at_mode,
         cache_teacher=args.cache_teacher, checkpoint_dir=str(Path(args.output) / "checkpoint"))
+    _check_classes(teacher, student, data, size)
     t_acc = evaluate(teacher, data.test)["top1"]
     s_before = evaluate(student, data.test)["top1"]
     console.print(f"teacher top-1 {t_acc:.2f} %, student before {s_before:.2f} %; methods {' + '.join(args.method)}")

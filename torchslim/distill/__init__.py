@@ -94,8 +94,8 @@ def distill_fit(student: nn.Module, teacher: nn.Module, data, method: str | Sequ
     """`distill`, returning also the training history and the loss (with its adapters)."""
     cfg = config or DistillConfig()
     train, val = _loaders(data)
-    loss = build_loss(teacher, method, cfg)
     requires_grad = [p.requires_grad for p in teacher.parameters()]
+    loss = build_loss(teacher, method, cfg)
     from torchslim.train.fit import resolve_device
 
     device = resolve_device(cfg.fit.device, student)
