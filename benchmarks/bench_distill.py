@@ -48,7 +48,7 @@ def errors(model, loader) -> tuple[int, int]:
 
 
 def part_mnist(quick: bool) -> dict:
-    cfg = dict(teacher_hidden=800, teacher_dropout=0.3, teacher_epochs=1 if quick else 3, student_hidden=100,
+    cfg = dict(teacher_hidden=800, teacher_dropout=0.2, teacher_epochs=1 if quick else 12, student_hidden=100,
                student_epochs=1 if quick else 8, temperature=4.0, alpha=0.9, lr=0.05, batch_size=128,
                limit_train=3000 if quick else 20000, limit_eval=2000 if quick else None)
     data = get_data("mnist", batch_size=cfg["batch_size"], limit_train=cfg["limit_train"],
@@ -196,6 +196,7 @@ def markdown(res: dict) -> str:
     if "convert" in res:
         v = res["convert"]
         k = v["config"]
+        o = v["rows"][0]
         md += [f"Command: `{v['command']}`", "",
                f"**Conversion to separable blocks.** Pretrained ResNet-20 (../shared/data weights); every 3x3 conv "
                f"with >= 8 input channels replaced by a spatial conv (depthwise, or groups of 4 channels) + 1x1 conv, "
@@ -204,11 +205,14 @@ def markdown(res: dict) -> str:
                f"{k['limit_train']} unaugmented train images). Top-1 on {v['test_images']} test images; latency: "
                "torch eager, 1 thread, median, measured side by side in this run. MobileNets (Howard et al. 2017, "
                "eq. 5) give the per-layer cost ratio 1/N + 1/D_K^2 (0.17 for N = 16, D_K = 3).", "",
-               md_table(["model", "MACs (M)", "params (k)", "size (kB)", "latency b=1 (ms)", "latency b=32 (ms)",
-                         "top-1 % SVD init", "top-1 % reconstructed", "top-1 % after KD"],
-                        [[r["model"], r["macs"] / 1e6, r["params"] / 1e3, r["size_bytes"] / 1e3, r["latency_b1_ms"],
-                          r["latency_b32_ms"], r.get("top1_svd_init", "-"), r.get("top1_reconstructed", "-"),
-                          r["top1"]] for r in v["rows"]]), ""]
+               md_table(["model", "MACs (M)", "MACs ratio", "params (k)", "size (kB)", "latency b=1 (ms)",
+                         "latency b=32 (ms)", "speed-up b=1 / b=32", "top-1 % SVD init", "top-1 % reconstructed",
+                         "top-1 % final (after KD)"],
+                        [[r["model"], r["macs"] / 1e6, f"{r['macs'] / o['macs']:.3f}", r["params"] / 1e3,
+                          r["size_bytes"] / 1e3, r["latency_b1_ms"], r["latency_b32_ms"],
+                          f"{o['latency_b1_ms'] / r['latency_b1_ms']:.2f}x / {o['latency_b32_ms'] / r['latency_b32_ms']:.2f}x",
+                          r.get("top1_svd_init", "-"), r.get("top1_reconstructed", "-"), r["top1"]]
+                         for r in v["rows"]]), ""]
     return "\n".join(md)
 
 

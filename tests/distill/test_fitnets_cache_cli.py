@@ -6,7 +6,7 @@ import torch
 import torchslim
 from torchslim.cli.main import main
 from torchslim.data import get_data
-from torchslim.distill import DistillConfig, DistillLoss, Hint, TeacherCache, build_loss, distill_fit
+from torchslim.distill import DistillConfig, Hint, TeacherCache, build_loss, distill_fit
 from torchslim.errors import InvalidInputError
 from torchslim.io import load_model, save_model
 from torchslim.models import create_model

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
