@@ -49,33 +49,37 @@ def errors(model, loader) -> tuple[int, int]:
 
 def part_mnist(quick: bool) -> dict:
     cfg = dict(teacher_hidden=800, teacher_dropout=0.2, teacher_epochs=1 if quick else 12, student_hidden=100,
-               student_epochs=1 if quick else 8, temperature=4.0, alpha=0.9, lr=0.05, batch_size=128,
+               student_epochs=1 if quick else 8, temperature=4.0, alpha=0.9, lr=0.05, student_lrs=[0.05, 0.02],
+               batch_size=128,
                limit_train=3000 if quick else 20000, limit_eval=2000 if quick else None)
     data = get_data("mnist", batch_size=cfg["batch_size"], limit_train=cfg["limit_train"],
                     limit_eval=cfg["limit_eval"])
-    fc = lambda e: FitConfig(epochs=e, lr=cfg["lr"], momentum=0.9, nesterov=True, weight_decay=0.0,  # noqa: E731
+    fc = lambda e, lr=cfg["lr"]: FitConfig(epochs=e, lr=lr, momentum=0.9, nesterov=True, weight_decay=0.0,  # noqa: E731
                              eval_every=0, progress=False)
     torch.manual_seed(0)
     teacher = mlp(cfg["teacher_hidden"], cfg["teacher_dropout"])
     t = time.perf_counter()
     fit(teacher, data.train, config=fc(cfg["teacher_epochs"]))
-    rows = [{"model": f"teacher 784-{cfg['teacher_hidden']}x2-10, dropout", "soft_targets": "-",
+    rows = [{"model": f"teacher 784-{cfg['teacher_hidden']}x2-10, dropout", "lr": cfg["lr"], "soft_targets": "-",
              "params": sum(p.numel() for p in teacher.parameters()), "train_s": round(time.perf_counter() - t, 1)}]
     rows[0]["errors"], n = errors(teacher, data.test)
-    for soft in (False, True):
-        torch.manual_seed(1)
-        student = mlp(cfg["student_hidden"])
-        t = time.perf_counter()
-        if soft:
-            distill_fit(student, teacher, data, "kd", DistillConfig(fit=fc(cfg["student_epochs"]), cache_teacher=True,
-                                                                   temperature=cfg["temperature"], alpha=cfg["alpha"]))
-        else:
-            fit(student, data.train, config=fc(cfg["student_epochs"]))
-        e, _ = errors(student, data.test)
-        rows.append({"model": f"student 784-{cfg['student_hidden']}x2-10", "soft_targets": "yes" if soft else "no",
-                     "params": sum(p.numel() for p in student.parameters()), "errors": e,
-                     "train_s": round(time.perf_counter() - t, 1)})
-        print(rows[-1], flush=True)
+    for lr in cfg["student_lrs"]:
+        for soft in (False, True):
+            torch.manual_seed(1)
+            student = mlp(cfg["student_hidden"])
+            t = time.perf_counter()
+            if soft:
+                distill_fit(student, teacher, data, "kd", DistillConfig(
+                    fit=fc(cfg["student_epochs"], lr), cache_teacher=True, temperature=cfg["temperature"],
+                    alpha=cfg["alpha"]))
+            else:
+                fit(student, data.train, config=fc(cfg["student_epochs"], lr))
+            e, _ = errors(student, data.test)
+            rows.append({"model": f"student 784-{cfg['student_hidden']}x2-10", "lr": lr,
+                         "soft_targets": "yes" if soft else "no",
+                         "params": sum(p.numel() for p in student.parameters()), "errors": e,
+                         "train_s": round(time.perf_counter() - t, 1)})
+            print(rows[-1], flush=True)
     return {"config": cfg, "test_images": n, "rows": rows}
 
 
@@ -90,17 +94,18 @@ def _teacher(quick: bool) -> tuple[nn.Module, str]:
 
 def part_cifar(quick: bool) -> dict:
     cfg = dict(limit_train=300 if quick else 1000, limit_eval=300 if quick else 1000, epochs=1 if quick else 4,
-               batch_size=50, lr=0.05, weight_decay=5e-4, temperature=4.0, alpha=0.9, beta=1000.0, augment=False)
+               batch_size=50, lrs=[0.05, 0.02], weight_decay=5e-4, temperature=4.0, alpha=0.9, beta=1000.0, augment=False)
     data = get_data("cifar10", batch_size=cfg["batch_size"], augment=False, limit_train=cfg["limit_train"],
                     limit_eval=cfg["limit_eval"])
     teacher, teacher_src = _teacher(quick)
     t_acc = evaluate(teacher, data.test)["top1"]
     print("teacher", teacher_src, t_acc, flush=True)
     rows = []
-    for name, methods in [("scratch", None), ("KD", ["kd"]), ("AT", ["at"]), ("KD+AT", ["kd", "at"])]:
+    for lr, (name, methods) in [(lr, arm) for lr in cfg["lrs"] for arm in
+                                [("scratch", None), ("KD", ["kd"]), ("AT", ["at"]), ("KD+AT", ["kd", "at"])]]:
         torch.manual_seed(0)
         student = create_model("resnet20")
-        fc = FitConfig(epochs=cfg["epochs"], lr=cfg["lr"], momentum=0.9, nesterov=True,
+        fc = FitConfig(epochs=cfg["epochs"], lr=lr, momentum=0.9, nesterov=True,
                        weight_decay=cfg["weight_decay"], eval_every=0, progress=False, seed=0)
         t = time.perf_counter()
         if methods is None:
@@ -109,11 +114,11 @@ def part_cifar(quick: bool) -> dict:
             distill_fit(student, teacher, data, methods, DistillConfig(
                 fit=fc, temperature=cfg["temperature"], alpha=cfg["alpha"], beta=cfg["beta"], cache_teacher=True))
         acc = evaluate(student, data.test)["top1"]
-        rows.append({"student": "resnet20", "method": name, "top1": acc, "train_s": round(time.perf_counter() - t, 1)})
+        rows.append({"student": "resnet20", "lr": lr, "method": name, "top1": acc,
+                     "train_s": round(time.perf_counter() - t, 1)})
         print(rows[-1], flush=True)
-    base = rows[0]["top1"]
     for r in rows:
-        r["gain"] = r["top1"] - base
+        r["gain"] = r["top1"] - next(b["top1"] for b in rows if b["lr"] == r["lr"] and b["method"] == "scratch")
     return {"config": cfg, "teacher": teacher_src, "teacher_top1": t_acc, "rows": rows,
             "train_images": len(data.train.dataset), "test_images": len(data.test.dataset)}
 
@@ -127,18 +132,18 @@ def _figures(model, name: str, acc: float | None) -> dict:
 
 
 def part_convert(quick: bool) -> dict:
-    cfg = dict(calib_images=64 if quick else 256, steps=10 if quick else 60, kd_epochs=1 if quick else 2,
-               limit_train=300 if quick else 1000, limit_eval=300 if quick else 1000, lr=0.02, batch_size=50,
-               temperature=4.0, alpha=0.9, variants=["depthwise"] if not quick else ["depthwise", "grouped (4 ch/group)"])
+    cfg = dict(calib_images=64 if quick else 256, steps=10 if quick else 120, rec_lr=3e-3, kd_epochs=1 if quick else 2,
+               limit_train=300 if quick else 1000, limit_eval=300 if quick else 1000, lr=0.01, batch_size=50,
+               temperature=4.0, alpha=0.9, variants=["depthwise", "grouped (4 ch/group)"])
     data = get_data("cifar10", batch_size=cfg["batch_size"], augment=False, limit_train=cfg["limit_train"],
                     limit_eval=cfg["limit_eval"])
     original = create_model("resnet20", pretrained=True).eval()
     rows = [_figures(original, "resnet20 (original)", evaluate(original, data.test)["top1"])]
     print(rows[-1], flush=True)
     variants = {}
-    for label, conv_cfg in [("depthwise", ConvertConfig(calib_images=cfg["calib_images"], steps=cfg["steps"])),
-                            ("grouped (4 ch/group)", ConvertConfig(calib_images=cfg["calib_images"], steps=cfg["steps"],
-                                                                   group_channels=4))]:
+    common = dict(calib_images=cfg["calib_images"], steps=cfg["steps"], lr=cfg["rec_lr"])
+    for label, conv_cfg in [("depthwise", ConvertConfig(**common)),
+                            ("grouped (4 ch/group)", ConvertConfig(**common, group_channels=4))]:
         if label not in cfg["variants"]:
             continue
         svd_only, _ = to_separable(original, None, conv_cfg)
@@ -178,8 +183,9 @@ def markdown(res: dict) -> str:
                f"Test errors out of {m['test_images']}; the paper (2 x 1200 teacher, 2 x 800 student, "
                f"full training) reports {HINTON_MNIST['teacher_errors']} / {HINTON_MNIST['student_errors']} / "
                f"{HINTON_MNIST['distilled_errors']} errors for teacher / student / distilled student.", "",
-               md_table(["model", "soft targets", "params", "test errors", "train s"],
-                        [[r["model"], r["soft_targets"], r["params"], r["errors"], r["train_s"]] for r in m["rows"]]), ""]
+               md_table(["model", "lr", "soft targets", "params", "test errors", "train s"],
+                        [[r["model"], r.get("lr", c["lr"]), r["soft_targets"], r["params"], r["errors"], r["train_s"]]
+                         for r in m["rows"]]), ""]
     if "cifar" in res:
         c = res["cifar"]
         k = c["config"]
@@ -187,12 +193,14 @@ def markdown(res: dict) -> str:
                f"**CIFAR-10, ResNet-56 -> ResNet-20.** Teacher: {c['teacher']}, {c['teacher_top1']:.2f} % on the "
                f"test subset. Students from random init under one budget: {c['train_images']} training images "
                f"(a fixed random subset), no augmentation (so the teacher's targets are cached honestly), "
-               f"{k['epochs']} epochs, batch {k['batch_size']}, SGD Nesterov lr {k['lr']}, cosine; KD T = "
+               f"{k['epochs']} epochs, batch {k['batch_size']}, SGD Nesterov, cosine, each arm at lr "
+               f"{' and '.join(map(str, k['lrs']))} (gains are against scratch at the same lr); KD T = "
                f"{k['temperature']}, alpha = {k['alpha']}; AT beta = {k['beta']}, p = 2, pairs = the ends of the three "
                f"stages. Top-1 on {c['test_images']} test images. {AT_PAPER}; theirs are full 200-epoch runs, "
                "ours a few CPU minutes on a subset.", "",
-               md_table(["student", "method", "top-1 %", "gain vs scratch (points)", "train s"],
-                        [[r["student"], r["method"], r["top1"], r["gain"], r["train_s"]] for r in c["rows"]]), ""]
+               md_table(["student", "lr", "method", "top-1 %", "gain vs scratch (points)", "train s"],
+                        [[r["student"], r["lr"], r["method"], r["top1"], r["gain"], r["train_s"]] for r in c["rows"]]),
+               ""]
     if "convert" in res:
         v = res["convert"]
         k = v["config"]
@@ -201,8 +209,8 @@ def markdown(res: dict) -> str:
                f"**Conversion to separable blocks.** Pretrained ResNet-20 (../shared/data weights); every 3x3 conv "
                f"with >= 8 input channels replaced by a spatial conv (depthwise, or groups of 4 channels) + 1x1 conv, "
                f"initialised by per-group truncated SVD, reconstructed layer by layer ({k['calib_images']} images, "
-               f"{k['steps']} Adam steps per layer), then KD from the original ({k['kd_epochs']} epochs on "
-               f"{k['limit_train']} unaugmented train images). Top-1 on {v['test_images']} test images; latency: "
+               f"{k['steps']} Adam steps per layer, lr {k.get('rec_lr', 1e-3)}), then KD from the original "
+               f"({k['kd_epochs']} epochs on {k['limit_train']} unaugmented train images, SGD lr {k['lr']}). Top-1 on {v['test_images']} test images; latency: "
                "torch eager, 1 thread, median, measured side by side in this run. MobileNets (Howard et al. 2017, "
                "eq. 5) give the per-layer cost ratio 1/N + 1/D_K^2 (0.17 for N = 16, D_K = 3).", "",
                md_table(["model", "MACs (M)", "MACs ratio", "params (k)", "size (kB)", "latency b=1 (ms)",
