@@ -125,20 +125,32 @@ def part_cifar(quick: bool) -> dict:
 
 def _figures(model, name: str, acc: float | None) -> dict:
     p = profile(model, (3, 32, 32))
-    lat1 = measure_latency(model, input_size=(3, 32, 32), batch_size=1, threads=1, with_peak=False)
-    lat32 = measure_latency(model, input_size=(3, 32, 32), batch_size=32, threads=1, with_peak=False)
-    return {"model": name, "macs": p.macs, "params": p.params, "size_bytes": saved_size_bytes(model),
-            "latency_b1_ms": lat1.median_ms, "latency_b32_ms": lat32.median_ms, "top1": acc}
+    return {"model": name, "macs": p.macs, "params": p.params, "size_bytes": saved_size_bytes(model), "top1": acc}
+
+
+def _latencies(models: list, rounds: int) -> list[dict]:
+    """Median latency per model, measured in interleaved rounds (A B C A B C ...) so that the load of a
+    shared machine drifts over all models alike; the figure is the median over rounds of each round's median."""
+    got: list[dict] = [{"b1": [], "b32": []} for _ in models]
+    for _ in range(rounds):
+        for m, g in zip(models, got):
+            for bs in (1, 32):
+                r = measure_latency(m, input_size=(3, 32, 32), batch_size=bs, threads=1, with_peak=False,
+                                    repeats=10 if bs == 32 else 30)
+                g[f"b{bs}"].append(r.median_ms)
+    med = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
+    return [{"latency_b1_ms": med(g["b1"]), "latency_b32_ms": med(g["b32"]), "latency_rounds": g} for g in got]
 
 
 def part_convert(quick: bool) -> dict:
     cfg = dict(calib_images=64 if quick else 256, steps=10 if quick else 120, rec_lr=3e-3, kd_epochs=1 if quick else 2,
                limit_train=300 if quick else 1000, limit_eval=300 if quick else 1000, lr=0.01, batch_size=50,
-               temperature=4.0, alpha=0.9, variants=["depthwise", "grouped (4 ch/group)"])
+               temperature=4.0, alpha=0.9, variants=["depthwise", "grouped (4 ch/group)"], latency_rounds=2 if quick else 5)
     data = get_data("cifar10", batch_size=cfg["batch_size"], augment=False, limit_train=cfg["limit_train"],
                     limit_eval=cfg["limit_eval"])
     original = create_model("resnet20", pretrained=True).eval()
     rows = [_figures(original, "resnet20 (original)", evaluate(original, data.test)["top1"])]
+    models = [original]
     print(rows[-1], flush=True)
     variants = {}
     common = dict(calib_images=cfg["calib_images"], steps=cfg["steps"], lr=cfg["rec_lr"])
@@ -162,8 +174,11 @@ def part_convert(quick: bool) -> dict:
         row.update(top1_svd_init=acc_svd, top1_reconstructed=acc_rec, reconstruct_s=round(rec_s, 1),
                    kd_s=round(kd_s, 1))
         rows.append(row)
+        models.append(converted.eval())
         variants[label] = layers
         print(row, flush=True)
+    for row, lat in zip(rows, _latencies(models, cfg["latency_rounds"])):
+        row.update(lat)
     return {"config": cfg, "rows": rows, "layers": variants, "test_images": len(data.test.dataset)}
 
 
@@ -211,7 +226,8 @@ def markdown(res: dict) -> str:
                f"initialised by per-group truncated SVD, reconstructed layer by layer ({k['calib_images']} images, "
                f"{k['steps']} Adam steps per layer, lr {k.get('rec_lr', 1e-3)}), then KD from the original "
                f"({k['kd_epochs']} epochs on {k['limit_train']} unaugmented train images, SGD lr {k['lr']}). Top-1 on {v['test_images']} test images; latency: "
-               "torch eager, 1 thread, median, measured side by side in this run. MobileNets (Howard et al. 2017, "
+               f"torch eager, 1 thread, median over {k.get('latency_rounds', 1)} interleaved rounds of per-round medians, "
+               "measured side by side in this run on a shared, loaded 2-core machine (expect noise of 10-20 %). MobileNets (Howard et al. 2017, "
                "eq. 5) give the per-layer cost ratio 1/N + 1/D_K^2 (0.17 for N = 16, D_K = 3).", "",
                md_table(["model", "MACs (M)", "MACs ratio", "params (k)", "size (kB)", "latency b=1 (ms)",
                          "latency b=32 (ms)", "speed-up b=1 / b=32", "top-1 % SVD init", "top-1 % reconstructed",
