@@ -209,17 +209,20 @@ def markdown(res: dict) -> str:
                f"test subset. Students from random init under one budget: {c['train_images']} training images "
                f"(a fixed random subset), no augmentation (so the teacher's targets are cached honestly), "
                f"{k['epochs']} epochs, batch {k['batch_size']}, SGD Nesterov, cosine, each arm at lr "
-               f"{' and '.join(map(str, k['lrs']))} (gains are against scratch at the same lr); KD T = "
+               f"{' and '.join(map(str, k.get('lrs', [k.get('lr')])))} (gains are against scratch at the same lr); KD T = "
                f"{k['temperature']}, alpha = {k['alpha']}; AT beta = {k['beta']}, p = 2, pairs = the ends of the three "
                f"stages. Top-1 on {c['test_images']} test images. {AT_PAPER}; theirs are full 200-epoch runs, "
                "ours a few CPU minutes on a subset.", "",
                md_table(["student", "lr", "method", "top-1 %", "gain vs scratch (points)", "train s"],
-                        [[r["student"], r["lr"], r["method"], r["top1"], r["gain"], r["train_s"]] for r in c["rows"]]),
+                        [[r["student"], r.get("lr", k.get("lr")), r["method"], r["top1"], r["gain"], r["train_s"]] for r in c["rows"]]),
                ""]
     if "convert" in res:
         v = res["convert"]
         k = v["config"]
         o = v["rows"][0]
+        for r in v["rows"]:  # runs from before the interleaved latency rounds
+            r.setdefault("latency_b1_ms", float("nan"))
+            r.setdefault("latency_b32_ms", float("nan"))
         md += [f"Command: `{v['command']}`", "",
                f"**Conversion to separable blocks.** Pretrained ResNet-20 (../shared/data weights); every 3x3 conv "
                f"with >= 8 input channels replaced by a spatial conv (depthwise, or groups of 4 channels) + 1x1 conv, "
