@@ -10,8 +10,11 @@ __version__ = "0.1.0"
 # here, after their packages are imported, so the function is what `torchslim.prune` names.
 from torchslim.analysis import profile as analyze  # noqa: E402
 from torchslim.api import export, load, save  # noqa: E402
+from torchslim.distill import distill  # noqa: E402
+from torchslim.lowrank import decompose  # noqa: E402
+from torchslim.quant import quantize  # noqa: E402
 from torchslim.recipe import run_recipe as compress  # noqa: E402
 from torchslim.sparsity import sparsify  # noqa: E402
-from torchslim.quant import quantize  # noqa: E402
 
-__all__ = ["__version__", "analyze", "compress", "export", "load", "quantize", "save", "sparsify"]
+__all__ = ["__version__", "analyze", "compress", "decompose", "distill", "export", "load", "quantize", "save",
+           "sparsify"]

@@ -5,6 +5,6 @@
     create_model("lenet5", weights="lenet5.safetensors")
 """
 from torchslim.models.registry import MODELS, create_model, list_models, load_weights, model_input_size
-from torchslim.models import lenet, cifar_resnet, vgg, small  # noqa: F401  (registration)
+from torchslim.models import lenet, cifar_resnet, vgg, small, efficient  # noqa: F401  (registration)
 
 __all__ = ["MODELS", "create_model", "list_models", "load_weights", "model_input_size"]

@@ -1,0 +1,109 @@
+"""`torchslim distill`: train a student to imitate a teacher (KD, attention transfer, FitNets hints)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "distill", help="train a student model from a teacher (Hinton KD, attention transfer, hints)",
+        description="Train STUDENT to imitate TEACHER on --data; writes DIR/model.safetensors and DIR/distill.json. "
+                    "Example: torchslim distill --teacher resnet56 --teacher-pretrained --student resnet20 "
+                    "--data cifar10 --epochs 30 --method kd at -o runs/kd")
+    p.add_argument("--teacher", required=True, help="model name or saved torchslim model file")
+    p.add_argument("--teacher-pretrained", action="store_true", help="load the teacher's reference checkpoint")
+    p.add_argument("--teacher-weights", help="checkpoint file for a named teacher")
+    p.add_argument("--student", required=True, help="model name (fresh init) or saved model file (e.g. a pruned model)")
+    p.add_argument("--student-weights", help="checkpoint file for a named student")
+    p.add_argument("--method", nargs="+", default=["kd"], help="kd, at, hint (several add up); default kd")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "adamw"])
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--temperature", type=float, default=4.0)
+    p.add_argument("--alpha", type=float, default=0.9, help="weight of the soft (KD) term; the hard loss gets 1 - alpha")
+    p.add_argument("--beta", type=float, default=1000.0, help="weight of the attention-transfer term")
+    p.add_argument("--at-mode", default="activation", choices=["activation", "gradient"])
+    p.add_argument("--cache-teacher", action="store_true",
+                   help="compute teacher targets once (turns augmentation off, so every epoch sees the same inputs)")
+    p.add_argument("--max-steps", type=int, help="stop each epoch after this many batches (quick runs)")
+    p.add_argument("--data", required=True, help="data set: digits, mnist or cifar10")
+    p.add_argument("--data-dir", help="directory with <data>/{train,test}.npz")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--limit", type=int, help="use a fixed random subset of N images per split")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
+    p.set_defaults(func=run)
+
+
+def _model(name: str, pretrained: bool, weights, data_dir, what: str):
+    from torchslim.errors import InvalidInputError
+    from torchslim.io import load_model
+    from torchslim.models import create_model
+
+    if Path(name).exists():
+        if pretrained or weights:
+            raise InvalidInputError(f"--{what} {name} is a saved model file; --{what}-weights/--{what}-pretrained "
+                                    "apply to model names only")
+        return load_model(name)
+    return create_model(name, pretrained=pretrained, weights=weights, data_dir=data_dir)
+
+
+def _check_classes(teacher, student, data, size) -> None:
+    import torch
+
+    from torchslim.errors import InvalidInputError
+
+    x = torch.zeros(2, *size)
+    for what, m in (("teacher", teacher), ("student", student)):
+        with torch.no_grad():
+            out = m.eval()(x)
+        if out.ndim != 2 or out.shape[1] != data.num_classes:
+            raise InvalidInputError(f"the {what} outputs {tuple(out.shape[1:])} on {data.name} inputs, which have "
+                                    f"{data.num_classes} classes; distillation needs logits over the data's classes")
+
+
+def run(args: argparse.Namespace) -> int:
+
+    from torchslim.analysis import profile
+    from torchslim.cli.common import console, load_data_from_args
+    from torchslim.distill import DistillConfig, distill_fit
+    from torchslim.io import save_model
+    from torchslim.train import FitConfig, evaluate
+
+    teacher = _model(args.teacher, args.teacher_pretrained, args.teacher_weights, args.data_dir, "teacher")
+    student = _model(args.student, False, args.student_weights, args.data_dir, "student")
+    data = load_data_from_args(args, augment=not args.cache_teacher)
+    size = data.input_size
+    cfg = DistillConfig(
+        fit=FitConfig(epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay,
+                      device=args.device, max_steps_per_epoch=args.max_steps, progress=True),
+        temperature=args.temperature, alpha=args.alpha, beta=args.beta, at_mode=args.at_mode,
+        cache_teacher=args.cache_teacher, checkpoint_dir=str(Path(args.output) / "checkpoint"))
+    _check_classes(teacher, student, data, size)
+    t_acc = evaluate(teacher, data.test)["top1"]
+    s_before = evaluate(student, data.test)["top1"]
+    console.print(f"teacher top-1 {t_acc:.2f} %, student before {s_before:.2f} %; methods {' + '.join(args.method)}")
+    result = distill_fit(student, teacher, data, args.method, cfg)
+    s_after = evaluate(student, data.test)["top1"]
+    tp, sp = profile(teacher, size), profile(student, size)
+    figures = {
+        "teacher": args.teacher, "student": args.student, "methods": args.method, "data": args.data,
+        "teacher_top1": t_acc, "student_top1_before": s_before, "student_top1": s_after,
+        "teacher_macs": tp.macs, "student_macs": sp.macs, "teacher_params": tp.params, "student_params": sp.params,
+        "config": {k: v for k, v in vars(args).items() if k != "func"}, "history": result.fit.history,
+    }
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    save_model(student.cpu().eval(), out / "model.safetensors", input_size=size,
+               metadata={"distill": {k: figures[k] for k in ("teacher", "methods", "data", "student_top1")}})
+    tmp = out / "distill.json.tmp"
+    tmp.write_text(json.dumps(figures, indent=2, default=str))
+    os.replace(tmp, out / "distill.json")
+    console.print(f"student top-1 {s_before:.2f} % -> {s_after:.2f} % (teacher {t_acc:.2f} %); "
+                  f"{sp.macs / 1e6:.1f} M MACs vs {tp.macs / 1e6:.1f} M; wrote {out / 'model.safetensors'}")
+    return 0

@@ -1,0 +1,145 @@
+"""Teacher-student training: Hinton KD, attention transfer, FitNets hints; `distill` is the verb.
+
+    student = torchslim.distill(student, teacher, data, method=["kd", "at"])
+
+Every method is a `Term` of one `DistillLoss`, the `loss_fn` of `torchslim.train.fit`. As the
+recovery step after compression, the uncompressed model teaches its compressed copy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from torch import nn
+from torch.utils.data import DataLoader
+
+from torchslim.distill.attention import AttentionTransfer, at_loss, attention_map, input_gradient
+from torchslim.distill.cache import TeacherCache
+from torchslim.distill.core import Batch, DistillLoss, Term, capture, match_pairs, stage_ends
+from torchslim.distill.fitnets import Hint
+from torchslim.distill.kd import KD, kd_loss
+from torchslim.errors import InvalidInputError
+from torchslim.registry import Registry
+from torchslim.train import FitConfig, FitResult, fit
+
+METHODS: Registry[Callable[["DistillConfig"], Term]] = Registry("distillation method")
+
+
+@dataclass
+class DistillConfig:
+    """Settings of `distill`; the defaults are the papers' (KD: T=4, alpha=0.9; AT: beta=1000, p=2).
+
+    Args:
+        fit: the training run (epochs, lr, schedule, ...) handed to `torchslim.train.fit`.
+        temperature, alpha: Hinton KD.
+        beta, p, at_pairs, at_mode: attention transfer ("auto" pairs by spatial size; "activation" or "gradient").
+        hint_weight, hint_pairs: FitNets hints ("middle", "all" or [(student, teacher), ...]).
+        cache_teacher: precompute teacher targets once (only for training data without augmentation).
+        checkpoint_dir: resumable checkpoints of the run.
+    """
+
+    fit: FitConfig = field(default_factory=lambda: FitConfig(epochs=1, lr=0.01))
+    temperature: float = 4.0
+    alpha: float = 0.9
+    beta: float = 1000.0
+    p: float = 2.0
+    at_pairs: str | list = "auto"
+    at_mode: str = "activation"
+    hint_weight: float = 1.0
+    hint_pairs: str | list = "middle"
+    cache_teacher: bool = False
+    checkpoint_dir: str | None = None
+
+
+METHODS.register("kd")(lambda c: KD(c.temperature, c.alpha))
+METHODS.register("at")(lambda c: AttentionTransfer(c.beta, c.p, c.at_pairs, c.at_mode))
+METHODS.register("hint")(lambda c: Hint(c.hint_weight, c.hint_pairs))
+
+
+@dataclass
+class DistillResult:
+    student: nn.Module
+    fit: FitResult
+    loss: DistillLoss
+
+
+def _loaders(data) -> tuple[DataLoader, DataLoader | None]:
+    if hasattr(data, "train") and hasattr(data, "val"):
+        return data.train, data.val
+    if isinstance(data, DataLoader):
+        return data, None
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return data[0], data[1]
+    if isinstance(data, str):
+        from torchslim.data import get_data
+
+        d = get_data(data)
+        return d.train, d.val
+    raise InvalidInputError(f"data must be a DataBundle, a DataLoader, (train, val) loaders or a data set name; "
+                            f"got {type(data).__name__}")
+
+
+def build_loss(teacher: nn.Module, method: str | Sequence[str] = "kd", config: DistillConfig | None = None) -> DistillLoss:
+    """The `DistillLoss` of the named methods (see `METHODS.names()`)."""
+    cfg = config or DistillConfig()
+    names = [method] if isinstance(method, str) else list(method)
+    if not names:
+        raise InvalidInputError(f"no distillation method given; choose from {', '.join(METHODS.names())}")
+    return DistillLoss(teacher, [METHODS.get(n)(cfg) for n in names])
+
+
+def distill_fit(student: nn.Module, teacher: nn.Module, data, method: str | Sequence[str] = "kd",
+                config: DistillConfig | None = None, callbacks: Sequence = ()) -> DistillResult:
+    """`distill`, returning also the training history and the loss (with its adapters)."""
+    cfg = config or DistillConfig()
+    train, val = _loaders(data)
+    requires_grad = [p.requires_grad for p in teacher.parameters()]
+    loss = build_loss(teacher, method, cfg)
+    from torchslim.train.fit import resolve_device
+
+    device = resolve_device(cfg.fit.device, student)
+    student.to(device)
+    x0, _ = next(iter(train))
+    loss.setup(student, x0.to(device))
+    if cfg.cache_teacher:
+        loss.cache = TeacherCache(loss, train, device=device)
+    # Adapters (FitNets) train with the student: one optimizer over both, built as fit would build it.
+    from torchslim.train.fit import _make_optimizer
+
+    opt = _make_optimizer(nn.ModuleList([student, loss.terms]), cfg.fit)
+    try:
+        result = fit(student, train, val_loader=val, config=cfg.fit, loss_fn=loss, optimizer=opt,
+                     callbacks=[loss.callback(), *callbacks], checkpoint_dir=cfg.checkpoint_dir)
+    finally:
+        for p, r in zip(teacher.parameters(), requires_grad):
+            p.requires_grad_(r)
+    return DistillResult(student, result, loss)
+
+
+def distill(student: nn.Module, teacher: nn.Module, data, method: str | Sequence[str] = "kd",
+            config: DistillConfig | None = None) -> nn.Module:
+    """Train `student` (in place) to imitate `teacher` on `data`; returns the student.
+
+    Args:
+        student: the model to train, e.g. a pruned/decomposed/quantization-aware copy of the teacher.
+        teacher: the trained model; frozen and run in eval mode. Same number of classes as the student.
+        data: a `DataBundle` (`torchslim.data.get_data`), a train DataLoader, (train, val) loaders or a name.
+        method: "kd", "at", "hint" or a list of them (their losses add up), e.g. ["kd", "at"].
+        config: `DistillConfig` (epochs and lr live in `config.fit`).
+
+    Example:
+        >>> teacher = create_model("resnet56", pretrained=True)
+        >>> student = create_model("resnet20")
+        >>> cfg = DistillConfig(fit=FitConfig(epochs=30, lr=0.1))
+        >>> torchslim.distill(student, teacher, get_data("cifar10"), method=["kd", "at"], config=cfg)
+
+    As recovery after compression, keep the original as the teacher:
+        >>> teacher = copy.deepcopy(model); small = torchslim.prune(model, ...)
+        >>> torchslim.distill(small, teacher, data, method="kd")
+    """
+    return distill_fit(student, teacher, data, method, config).student
+
+
+__all__ = ["AttentionTransfer", "Batch", "DistillConfig", "DistillLoss", "DistillResult", "Hint", "KD", "METHODS",
+           "TeacherCache", "Term", "at_loss", "attention_map", "build_loss", "capture", "distill", "distill_fit",
+           "input_gradient", "kd_loss", "match_pairs", "stage_ends"]
