@@ -1,0 +1,168 @@
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import torchslim
+from torchslim.errors import InvalidInputError, UnknownNameError
+from torchslim.io import load_model, save_model
+from torchslim.lowrank import METHODS, Context, decompose_layer, decompose_with_report, evbmf
+from torchslim.lowrank.ranks import energy_rank
+from torchslim.models import create_model
+
+CONVS = [  # (conv, input) covering stride, padding, dilation, bias, rectangular kernels
+    (lambda: nn.Conv2d(6, 10, 3, padding=1), (2, 6, 9, 11)),
+    (lambda: nn.Conv2d(6, 10, 3, stride=2, padding=1, bias=False), (2, 6, 9, 11)),
+    (lambda: nn.Conv2d(6, 10, (3, 5), padding=(2, 1), dilation=(2, 1)), (1, 6, 10, 12)),
+    (lambda: nn.Conv2d(6, 8, 3, padding="same"), (1, 6, 7, 7)),
+    (lambda: nn.Conv2d(3, 8, 5, padding=2), (1, 3, 8, 8)),  # first layer: output mode only (tucker)
+    (lambda: nn.Conv2d(8, 12, 1, stride=2), (1, 8, 6, 6)),
+]
+
+
+def _ctx_for(method, layer, x):
+    if not METHODS.get(method).needs_data:
+        return None
+    return Context("layer", tuple(x.shape[1:]), None, x, None, {})
+
+
+def _data(x):
+    return torch.randn(16, *x.shape[1:])
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+@pytest.mark.parametrize("case", range(len(CONVS) + 1))
+def test_full_rank_reproduces_layer(method, case):
+    """rank=1.0 keeps full rank: the chain equals the layer up to float error, for every method."""
+    if case == len(CONVS):
+        layer, shape = nn.Linear(20, 12), (3, 20)
+    else:
+        make, shape = CONVS[case]
+        layer = make()
+    x = torch.randn(*shape)
+    m = METHODS.get(method)
+    ctx = _ctx_for(method, layer, _data(x))
+    chain, res = decompose_layer(layer, m, 1.0, ctx=ctx, allow_growth=True)
+    if not isinstance(layer, m.layer_types) or m.skip_reason(layer):
+        pytest.skip(f"{method} does not apply to {layer}")
+    assert res.status == "decomposed", res.reason
+    assert res.rel_error < 1e-5
+    with torch.no_grad():
+        torch.testing.assert_close(chain(x), layer(x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["tucker", "cp", "separable"])
+def test_never_grows_a_layer(method):
+    layer = nn.Conv2d(8, 8, 3, padding=1)
+    chain, res = decompose_layer(layer, method, 1.0)
+    assert chain is layer and res.status == "skipped" and "would not reduce" in res.reason
+
+
+def test_grouped_conv_left_alone_with_reason():
+    layer = nn.Conv2d(16, 16, 3, groups=16)
+    for method in ("tucker", "cp", "separable"):
+        chain, res = decompose_layer(layer, method, 4)
+        assert chain is layer and "groups=16" in res.reason
+
+
+def test_1x1_without_gain_is_left_alone():
+    layer = nn.Conv2d(8, 8, 1)
+    chain, res = decompose_layer(layer, "tucker", 6)  # 6 * (8 + 8) = 96 > 64
+    assert chain is layer and "would not reduce" in res.reason
+
+
+def test_vbmf_finds_planted_rank():
+    g = torch.Generator().manual_seed(1)
+    for r in (1, 4, 12):
+        Y = torch.randn(40, r, generator=g) @ torch.randn(r, 90, generator=g) + 0.05 * torch.randn(40, 90, generator=g)
+        assert evbmf(Y).rank == r
+        assert evbmf(Y.T).rank == r
+    assert evbmf(torch.randn(40, 90, generator=g)).rank <= 1
+
+
+def test_tucker_vbmf_ranks_match_planted_tucker_ranks():
+    g = torch.Generator().manual_seed(2)
+    core = torch.randn(5, 3, 3, 3, generator=g)  # R4=5, R3=3
+    U4, U3 = torch.linalg.qr(torch.randn(32, 5, generator=g))[0], torch.linalg.qr(torch.randn(24, 3, generator=g))[0]
+    W = torch.einsum("rqij,tr,sq->tsij", core, U4, U3) + 0.003 * torch.randn(32, 24, 3, 3, generator=g)
+    conv = nn.Conv2d(24, 32, 3, padding=1, bias=False)
+    conv.weight.data.copy_(W)
+    _, res = decompose_layer(conv, "tucker", "vbmf")
+    assert res.ranks == (3, 5) and res.rel_error < 0.05
+
+
+def test_energy_rank_and_error_bound():
+    layer = nn.Linear(40, 30)
+    s = torch.linalg.svdvals(layer.weight.detach())
+    assert energy_rank(s, 1.0) == 30
+    for q in (0.5, 0.8, 0.95):
+        _, res = decompose_layer(layer, "svd", q, allow_growth=True)
+        assert res.ranks[0] == energy_rank(s, q)
+        assert res.rel_error**2 <= 1 - q + 1e-6  # Eckart-Young: the dropped energy
+
+
+@pytest.mark.parametrize("method", ["tucker", "cp", "separable", "svd"])
+def test_compression_target_is_met(method):
+    layer = nn.Linear(64, 48) if method == "svd" else nn.Conv2d(16, 24, 3, padding=1)
+    _, res = decompose_layer(layer, method, {"compression": 3})
+    assert res.status == "decomposed" and res.compression >= 3
+    assert res.compression < 6  # the largest ranks meeting the target, not arbitrary small ones
+
+
+def test_explicit_ranks_and_bad_rank_values():
+    conv = nn.Conv2d(16, 24, 3)
+    _, res = decompose_layer(conv, "tucker", (4, 6))
+    assert res.ranks == (4, 6)
+    for bad in (0, 1.5, -0.1, "auto", {"compression": 0.5}, (2, 0), True):
+        with pytest.raises(InvalidInputError):
+            decompose_layer(conv, "tucker", bad)
+    with pytest.raises(InvalidInputError, match="needs 2"):
+        decompose_layer(conv, "tucker", (1, 2, 3))
+    with pytest.raises(UnknownNameError, match="tucker"):
+        decompose_layer(conv, "nope", 2)
+
+
+def test_randomized_svd_for_large_matrix_matches_exact():
+    g = torch.Generator().manual_seed(3)
+    W = torch.randn(1100, 20, generator=g) @ torch.randn(20, 1024, generator=g) + 0.01 * torch.randn(1100, 1024, generator=g)
+    layer = nn.Linear(1024, 1100, bias=False)
+    layer.weight.data.copy_(W)
+    _, res = decompose_layer(layer, "svd", 20)
+    assert res.rel_error < 0.01
+
+
+def _toy_data(n=64):
+    return [torch.randn(n, 1, 8, 8)]
+
+
+def test_whole_model_roundtrips_and_reports(tmp_path):
+    model = create_model("digits_cnn").eval()
+    small, rep = decompose_with_report(model, "tucker", {"compression": 2})
+    assert small is not model and all(isinstance(m, nn.Conv2d) for m in [model[0]])  # original untouched
+    tot = rep.totals()
+    assert tot["decomposed"] >= 3 and tot["compression"] > 1.5 and tot["speedup"] > 1.2
+    first = rep.layers[0]
+    assert first.ranks[0] == 1  # 1 input channel: output mode only
+    json.dumps(rep.to_dict())
+    x = torch.randn(4, 1, 8, 8)
+    path = save_model(small, tmp_path / "m.safetensors")
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(path).eval()(x), small.eval()(x))
+    rep.measure(threads=1, repeats=2, min_time_s=0.0)
+    assert all(l.latency_before_ms and l.latency_after_ms for l in rep.layers)
+    from rich.console import Console
+
+    Console(file=open(tmp_path / "t.txt", "w"), width=200).print(rep.table())
+    assert "total" in (tmp_path / "t.txt").read_text()
+
+
+def test_layer_selection_and_verb():
+    model = create_model("digits_cnn")
+    small = torchslim.decompose(model, "cp", 4, layers=["3"])
+    assert isinstance(small[3], nn.Sequential) and isinstance(small[0], nn.Conv2d)
+    assert isinstance(small[-1], nn.Linear)
+    small = torchslim.decompose(model, "tucker", 2, layers=lambda m, n: isinstance(m, nn.Linear))
+    assert isinstance(small[-1], nn.Sequential)
+    with pytest.raises(InvalidInputError, match="matches no"):
+        torchslim.decompose(model, "tucker", 2, layers=["features.*"])
