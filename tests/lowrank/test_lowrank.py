@@ -166,3 +166,47 @@ def test_layer_selection_and_verb():
     assert isinstance(small[-1], nn.Sequential)
     with pytest.raises(InvalidInputError, match="matches no"):
         torchslim.decompose(model, "tucker", 2, layers=["features.*"])
+
+
+def _correlated_inputs(n=32, S=16, k=4, hw=8):
+    g = torch.Generator().manual_seed(4)
+    src = torch.randn(n, k, hw, hw, generator=g)
+    mix = torch.randn(S, k, generator=g)
+    return torch.einsum("nkhw,sk->nshw", src, mix) + 0.05 * torch.randn(n, S, hw, hw, generator=g)
+
+
+def test_channel_decomposition_reconstructs_responses_better_than_weights():
+    """Zhang et al.: fitting the responses beats fitting the weights (Tucker) at the same MACs."""
+    conv = nn.Conv2d(16, 24, 3, padding=1)
+    x = _correlated_inputs()
+    y = torch.relu(conv(x)).detach()
+    ctx = Context("c", (16, 8, 8), (24, 8, 8), x, None, {})
+    ch, res = decompose_layer(conv, "channel", 6, ctx=ctx)
+    ctx_lin = Context("c", (16, 8, 8), (24, 8, 8), x, None, {"nonlinear": False})
+    ch_lin, res_lin = decompose_layer(conv, "channel", 6, ctx=ctx_lin)
+    # the weight-reconstruction chain with the same MACs: Tucker on the output mode only (rank 6)
+    from torchslim.lowrank.tucker import tucker2, tucker2_to_tensor
+
+    w_hat = tucker2_to_tensor(*tucker2(conv.weight.detach(), None, 6)).float()
+    tk = lambda inp: torch.nn.functional.conv2d(inp, w_hat, conv.bias, padding=1)
+    err = lambda m: float((torch.relu(m(x)) - y).norm() / y.norm())
+    with torch.no_grad():
+        assert err(ch_lin) < 0.8 * err(tk)
+        assert err(ch) <= err(ch_lin) * 1.02
+    assert res.response_error is not None and res.response_error < res.rel_error
+
+
+def test_channel_needs_data_and_uses_following_batchnorm(tmp_path):
+    model = create_model("digits_cnn").eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1); m.running_var.uniform_(0.5, 2); m.weight.data.uniform_(0.5, 2)
+    with pytest.raises(InvalidInputError, match="data="):
+        decompose_with_report(model, "channel", 0.9)
+    small, rep = decompose_with_report(model, "channel", 1.0, data=[torch.randn(8, 1, 8, 8)], allow_growth=True)
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), model(x), atol=1e-4, rtol=1e-4)
+    path = save_model(small, tmp_path / "c.safetensors")
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(path).eval()(x), small(x))

@@ -62,7 +62,7 @@ class Method:
             return f"grouped conv (groups={layer.groups}) is already factorised"
         return None
 
-    def analyze(self, layer: nn.Module, need_spectra: bool) -> Analysis:
+    def analyze(self, layer: nn.Module, need_spectra: bool, ctx: Context | None = None) -> Analysis:
         raise NotImplementedError
 
     def cost(self, layer: nn.Module, ranks: tuple) -> tuple[int, int, int]:
@@ -190,7 +190,7 @@ def decompose_layer(layer: nn.Module, method: str | Method = "tucker", rank: Ran
             raise Skip(reason)
         if m.needs_data and ctx.inputs is None:
             raise Skip("needs calibration inputs (pass data=...)")
-        analysis = m.analyze(layer, need_spectra=isinstance(rank, (str, float)))
+        analysis = m.analyze(layer, need_spectra=isinstance(rank, (str, float)), ctx=ctx)
         ranks = resolve_ranks(rank, analysis.spectra, analysis.full, lambda r: m.cost(layer, r)[0], before[0])
         ranks = m.adjust_ranks(layer, rank, ranks, analysis)
         res.ranks = ranks

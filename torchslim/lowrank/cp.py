@@ -111,7 +111,7 @@ class CPDecomposition(Method):
             return "1x1 conv has no spatial modes for CP (use svd)"
         return None
 
-    def analyze(self, layer, need_spectra):
+    def analyze(self, layer, need_spectra, ctx=None):
         W = layer.weight.detach()
         T, S, kh, kw = W.shape
         spectra = [(left_singular(unfold(W, 0))[1][: min(T, S * kh * kw)], (T, S * kh * kw))] if need_spectra \

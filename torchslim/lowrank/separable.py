@@ -31,7 +31,7 @@ class SeparableExpansion(Method):
             return f"kernel {layer.kernel_size} is already separable"
         return None
 
-    def analyze(self, layer, need_spectra):
+    def analyze(self, layer, need_spectra, ctx=None):
         M = _reshaped(layer.weight.detach())
         U, s, Vh = torch.linalg.svd(M, full_matrices=False)
         return Analysis([(s, tuple(M.shape))], (min(M.shape),), {"svd": (U, s, Vh)})

@@ -49,7 +49,7 @@ class TruncatedSVD(Method):
                 return f"svd factorises linears and 1x1 convs; this kernel is {layer.kernel_size} (use tucker)"
         return None
 
-    def analyze(self, layer, need_spectra):
+    def analyze(self, layer, need_spectra, ctx=None):
         W = _matrix(layer)
         T, S = W.shape
         cache, spectra = {}, []

@@ -66,7 +66,7 @@ class Tucker2(Method):
     def _output_only(self, layer):
         return layer.in_channels <= FIRST_LAYER_MAX_IN
 
-    def analyze(self, layer, need_spectra):
+    def analyze(self, layer, need_spectra, ctx=None):
         if self._is_1x1(layer):  # a matrix: both modes are the same SVD
             a = METHODS.get("svd").analyze(layer, need_spectra)
             return Analysis(a.spectra * 2, a.full * 2, a.cache)
