@@ -210,3 +210,27 @@ def test_channel_needs_data_and_uses_following_batchnorm(tmp_path):
     path = save_model(small, tmp_path / "c.safetensors")
     with torch.no_grad():
         torch.testing.assert_close(load_model(path).eval()(x), small(x))
+
+
+def test_tt_linear_roundtrips_and_matches_its_dense_weight(tmp_path):
+    from torchslim.lowrank.tt import TTLinear, factor_modes
+
+    assert factor_modes(4096, 3) == [16, 16, 16] and factor_modes(10, 3) == [5, 2, 1]
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 10))
+    small, rep = decompose_with_report(model, "tt", 0.9, layers=["1"], linear_method=None)
+    tt = small[1]
+    assert isinstance(tt, TTLinear) and rep.layers[0].rel_error ** 2 <= 0.1 + 1e-6
+    x = torch.randn(5, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(tt(x), x @ tt.weight_matrix().T + tt.bias, atol=1e-5, rtol=1e-5)
+    path = save_model(small, tmp_path / "tt.safetensors")
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(path)(x), small(x))
+
+
+def test_block_term_uses_grouped_conv_and_fits_like_tucker():
+    conv = nn.Conv2d(32, 48, 3, padding=1)
+    chain, res = decompose_layer(conv, "btd", {"compression": 3})
+    _, res_t = decompose_layer(conv, "tucker", {"compression": 3})
+    assert res.status == "decomposed" and chain[1].groups == 2 and res.compression >= 3
+    assert res.rel_error < res_t.rel_error + 0.05  # same budget, comparable fit

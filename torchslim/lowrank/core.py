@@ -77,6 +77,11 @@ class Method:
     def adjust_ranks(self, layer: nn.Module, rank: RankSpec, ranks: tuple, analysis: Analysis) -> tuple:
         return ranks
 
+    def resolve(self, layer: nn.Module, rank: RankSpec, analysis: Analysis, params_before: int) -> tuple:
+        """Ranks for this layer from the one `rank` argument (methods with sequential spectra override)."""
+        ranks = resolve_ranks(rank, analysis.spectra, analysis.full, lambda r: self.cost(layer, r)[0], params_before)
+        return self.adjust_ranks(layer, rank, ranks, analysis)
+
 
 METHODS: Registry[Method] = Registry("decomposition method")
 
@@ -191,10 +196,10 @@ def decompose_layer(layer: nn.Module, method: str | Method = "tucker", rank: Ran
         if m.needs_data and ctx.inputs is None:
             raise Skip("needs calibration inputs (pass data=...)")
         analysis = m.analyze(layer, need_spectra=isinstance(rank, (str, float)), ctx=ctx)
-        ranks = resolve_ranks(rank, analysis.spectra, analysis.full, lambda r: m.cost(layer, r)[0], before[0])
-        ranks = m.adjust_ranks(layer, rank, ranks, analysis)
+        ranks = m.resolve(layer, rank, analysis, before[0])
         res.ranks = ranks
-        after = m.cost(layer, ranks)
+        after = m.cost(layer, ranks, **({"L": analysis.cache["L"]} if "L" in analysis.cache else
+                                        {"analysis": analysis} if "in_modes" in analysis.cache else {}))
         res.params_after, res.macs_after = after[0], _macs(after, ctx)
         if not allow_growth and (after[0] >= before[0] or res.macs_after >= res.macs_before):
             raise Skip(f"ranks {ranks} would not reduce the layer ({after[0]} vs {before[0]} params, "
