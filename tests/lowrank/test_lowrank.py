@@ -216,13 +216,13 @@ def test_tt_linear_roundtrips_and_matches_its_dense_weight(tmp_path):
     from torchslim.lowrank.tt import TTLinear, factor_modes
 
     assert factor_modes(4096, 3) == [16, 16, 16] and factor_modes(10, 3) == [5, 2, 1]
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 10))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 10))
     _, res = decompose_layer(model[1], "tt", 0.9, allow_growth=True)
     assert res.rel_error**2 <= 0.1 + 1e-6  # delta-truncated TT-SVD keeps the energy asked for
     small, rep = decompose_with_report(model, "tt", 4, layers=["1"], linear_method=None)
     tt = small[1]
     assert isinstance(tt, TTLinear) and rep.layers[0].compression > 3
-    x = torch.randn(5, 64)
+    x = torch.randn(5, 512)
     with torch.no_grad():
         torch.testing.assert_close(tt(x), x @ tt.weight_matrix().T + tt.bias, atol=1e-5, rtol=1e-5)
     path = save_model(small, tmp_path / "tt.safetensors")
