@@ -43,9 +43,12 @@ INPUT = (3, 32, 32)
 
 
 def _budget(quick: bool) -> dict:
-    return dict(eval_images=500 if quick else 2000, ft_steps=5 if quick else 150, ft_batch=64,
-                vgg_train_images=2000 if quick else 10000, vgg_epochs=1 if quick else 3, vgg_batch=64,
+    return dict(eval_images=500 if quick else 2000, ft_steps=5 if quick else 100, ft_batch=64,
+                vgg_train_images=2000 if quick else 5000, vgg_epochs=1 if quick else 2, vgg_batch=64,
                 lat_repeats=5 if quick else 20)
+
+
+RANKS = {"vbmf": "vbmf", "x3": {"compression": 3}}  # Kim et al.'s VBMF, and a fixed 3x size target
 
 
 def resnet56_baseline() -> tuple[nn.Module, str]:
@@ -82,16 +85,16 @@ def _not_classifier(num_classes=10):
     return lambda m, n: not (isinstance(m, nn.Linear) and m.out_features == num_classes)
 
 
-def whole(name: str, model: nn.Module, origin: str, b: dict) -> dict:
+def whole(name: str, model: nn.Module, origin: str, b: dict, rank="vbmf") -> dict:
     data = get_data("cifar10", batch_size=b["ft_batch"], limit_eval=b["eval_images"])
     model.eval()
     acc0 = evaluate(model, data.test)
-    small, rep = decompose_with_report(model, "tucker", "vbmf", _not_classifier(), input_size=INPUT)
+    small, rep = decompose_with_report(model, "tucker", rank, _not_classifier(), input_size=INPUT)
     p0, p1 = profile(model, INPUT), profile(small, INPUT)
     lat = {}
     for bs in (1, 32):
         before, after = _latency(model, bs, b["lat_repeats"]), _latency(small, bs, b["lat_repeats"])
-        lat[bs] = {"before_ms": before, "after_ms": after, "speedup": before / after}
+        lat[f"bs{bs}"] = {"before_ms": before, "after_ms": after, "speedup": before / after}
     rep.measure(threads=1, batch_size=1, repeats=b["lat_repeats"], min_time_s=0.05)
     acc1 = evaluate(small, data.test)
     cfg = FitConfig(epochs=1, lr=0.01, nesterov=True, weight_decay=1e-4, max_steps_per_epoch=b["ft_steps"],
@@ -100,7 +103,7 @@ def whole(name: str, model: nn.Module, origin: str, b: dict) -> dict:
     fit(small, data.train, config=cfg)
     ft_s = time.perf_counter() - t
     acc2 = evaluate(small, data.test)
-    return {"model": name, "origin": origin, "params_before": p0.params, "params_after": p1.params,
+    return {"model": name, "rank": str(rank), "origin": origin, "params_before": p0.params, "params_after": p1.params,
             "macs_before": p0.macs, "macs_after": p1.macs, "size_ratio": p0.params / p1.params,
             "macs_ratio": p0.macs / p1.macs, "latency": lat, "top1_before": acc0["top1"],
             "top1_after": acc1["top1"], "top1_finetuned": acc2["top1"], "top5_before": acc0["top5"],
@@ -153,8 +156,8 @@ def recipe(quick: bool) -> dict:
                  and m.groups == 1]
         if quick:
             convs = convs[:4]
-        t_ours = t_rec = 0.0
-        e_ours, e_rec, norms = [], [], []
+        t_ours = t_rec = t_ours10 = 0.0
+        e_ours, e_rec, e_ours10 = [], [], []
         for n, m in convs:
             W = m.weight.detach()
             T, S = W.shape[:2]
@@ -164,6 +167,10 @@ def recipe(quick: bool) -> dict:
             w1 = tucker2_to_tensor(*tucker2(W, R3, R4)).float()
             t_ours += time.process_time() - t
             t = time.process_time()
+            w3 = tucker2_to_tensor(*tucker2(W, R3, R4, n_iter=10)).float()
+            t_ours10 += time.process_time() - t
+            e_ours10.append(float((W - w3).norm() / W.norm()))
+            t = time.process_time()
             w2 = _recipe_tucker(W, R3, R4)
             t_rec += time.process_time() - t
             e_ours.append(float((W - w1).norm() / W.norm()))
@@ -172,7 +179,9 @@ def recipe(quick: bool) -> dict:
                               "recipe_cpu_s": t_rec, "time_ratio": t_rec / max(t_ours, 1e-9),
                               "ours_mean_rel_error": sum(e_ours) / len(e_ours),
                               "recipe_mean_rel_error": sum(e_rec) / len(e_rec),
-                              "ours_worse_layers": sum(a > b_ + 1e-4 for a, b_ in zip(e_ours, e_rec))})
+                              "ours_worse_layers": sum(a > b_ + 1e-4 for a, b_ in zip(e_ours, e_rec)),
+                              "ours10_cpu_s": t_ours10, "ours10_mean_rel_error": sum(e_ours10) / len(e_ours10),
+                              "ours10_worse_layers": sum(a > b_ + 1e-4 for a, b_ in zip(e_ours10, e_rec))})
         print(out["tucker"][-1], flush=True)
     model = models[0][1]
     convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)
@@ -193,10 +202,10 @@ def recipe(quick: bool) -> dict:
 
 def _md_whole(r: dict) -> str:
     lat = r["latency"]
-    rows = [[r["model"], f"{r['size_ratio']:.2f}x", f"{r['macs_ratio']:.2f}x",
-             f"{lat[1]['speedup']:.2f}x", f"{lat[32]['speedup']:.2f}x", r["top1_before"], r["top1_after"],
+    rows = [[r["model"], r["rank"], f"{r['size_ratio']:.2f}x", f"{r['macs_ratio']:.2f}x",
+             f"{lat['bs1']['speedup']:.2f}x", f"{lat['bs32']['speedup']:.2f}x", r["top1_before"], r["top1_after"],
              r["top1_finetuned"], r["top5_before"] - r["top5_finetuned"]]]
-    table = md_table(["model", "size", "MACs", "measured bs 1", "measured bs 32", "top-1 before %",
+    table = md_table(["model", "ranks", "size", "MACs", "measured bs 1", "measured bs 32", "top-1 before %",
                       "top-1 after %", "top-1 fine-tuned %", "top-5 loss (pts)"], rows)
     layers = [l for l in r["report"]["layers"]]
     lrows = [[l["name"], l["layer"], ",".join(map(str, l["ranks"] or [])) or "-", l["rel_error"] or 0.0,
@@ -204,7 +213,7 @@ def _md_whole(r: dict) -> str:
               "-" if l["measured_speedup"] is None else f"{l['measured_speedup']:.2f}x"] for l in layers]
     slower = sum(1 for l in layers if l["status"] == "decomposed" and (l["measured_speedup"] or 9) < 1)
     dec = sum(1 for l in layers if l["status"] == "decomposed")
-    head = (f"**{r['model']}** ({r['origin']}); accuracy on {r['eval_images']} test images; fine-tuning "
+    head = (f"**{r['model']}, ranks {r['rank']}** ({r['origin']}); accuracy on {r['eval_images']} test images; fine-tuning "
             f"{r['finetune']}; decomposition took {r['decompose_s']:.1f} s. Per layer (batch 1, 1 thread), "
             f"{slower} of {dec} decomposed layers measured slower than the original despite fewer MACs:")
     if len(lrows) > 25:
@@ -213,56 +222,99 @@ def _md_whole(r: dict) -> str:
                                                       "measured"], lrows)])
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--parts", nargs="*", default=["whole", "cp", "recipe"])
-    ap.add_argument("--models", nargs="*", default=["resnet56", "vgg16_cifar"])
-    args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    b = _budget(args.quick)
-    res: dict = {"command": command_line(), "quick": args.quick, "budget": b}
-    md = ["## Low-rank decomposition (`benchmarks/bench_lowrank.py`)", "", f"Command: `{command_line()}`", "",
-          "All timings: PyTorch eager, 1 thread, medians, before/after measured side by side in one run.", ""]
-    if args.quick:
-        md.insert(2, "_Quick mode: tiny subsets and budgets; not the reference figures._\n")
-    if "whole" in args.parts:
-        res["whole"] = []
-        md += ["### One-shot whole-network Tucker-2 + SVD, VBMF ranks (Kim et al. 2016)", "",
-               f"Paper: {KIM_ALEXNET}. Here: every conv (Tucker-2, first layer output mode only, 1x1 by SVD) "
-               "and hidden FC (SVD); the 10-way classifier kept.", ""]
-        for name in args.models:
-            model, origin = resnet56_baseline() if name == "resnet56" else vgg16_trained(b, args.quick)
-            r = whole(name, model, origin, b)
-            res["whole"].append(r)
-            print({k: v for k, v in r.items() if k != "report"}, flush=True)
+def render(res: dict) -> str:
+    """The markdown fragment, from the JSON (so runs of separate parts merge into one section)."""
+    md = ["## Low-rank decomposition (`benchmarks/bench_lowrank.py`)", ""]
+    if res.get("quick"):
+        md += ["_Quick mode: tiny subsets and budgets; not the reference figures._", ""]
+    md += ["Commands: " + ", ".join(f"`{c}`" for c in res.get("commands", [])), "",
+           "All timings: PyTorch eager, 1 thread, medians, before/after measured side by side in one run. "
+           f"Budgets: {res.get('budget')}.", ""]
+    if res.get("whole"):
+        md += ["### One-shot whole-network Tucker-2 + SVD (Kim et al. 2016)", "",
+               f"Paper: {KIM_ALEXNET}. Here: every conv (Tucker-2; first layer output mode only; 1x1 by SVD) "
+               "and hidden FC (SVD); the 10-way classifier kept. Ranks by VBMF (Kim et al.) and by a fixed "
+               "3x parameter target per layer.", ""]
+        for r in sorted(res["whole"].values(), key=lambda r: (r["model"], r["rank"])):
             md += [_md_whole(r), ""]
-    if "cp" in args.parts:
-        r = cp_sweep(b, args.quick)
-        res["cp"] = r
+    if res.get("cp"):
+        r = res["cp"]
         md += ["### CP decomposition of one layer at increasing rank (Lebedev et al. 2015)", "",
                f"Paper: {LEBEDEV}. Here: ResNet-56 `{r['layer']}` (conv3x3 64->64 at 8x8; {r['origin']}), "
                f"no fine-tuning, top-1 of the whole network on {r['eval_images']} test images "
                f"(before: {r['top1_before']:.2f} %); layer latency at batch {r['latency_batch']}:", "",
                md_table(["rank R", "rel. error", "E (MACs)", "measured speedup", "top-1 %", "CP-ALS s"],
-                        [[x["rank"], x["rel_error"], x["theoretical_speedup"], x["measured_speedup"], x["top1"],
+                        [[x["rank"], f"{x['rel_error']:.3f}", x["theoretical_speedup"], x["measured_speedup"], x["top1"],
                           x["decompose_s"]] for x in r["rows"]]), ""]
-    if "recipe" in args.parts:
-        r = recipe(args.quick)
-        res["recipe"] = r
+    if res.get("recipe"):
+        r = res["recipe"]
         md += ["### Against the common TensorLy recipe, equal ranks (R3, R4) = (S/4, T/4)", "",
-               "Recipe: `tensorly.decomposition.partial_tucker(W, rank, modes=[0, 1], init='svd')` (HOOI, up to "
-               "100 sweeps), as in pytorch-tensor-decompositions; ours: HOSVD from Gram-matrix eigh + 2 HOOI "
-               "sweeps. CPU seconds (process time, 1 thread) over every k>1 conv:", "",
-               md_table(["model", "weights", "layers", "ours s", "recipe s", "ours faster", "ours mean rel. err",
-                         "recipe mean rel. err", "layers where ours is worse"],
-                        [[x["model"], x["weights"], x["layers"], x["ours_cpu_s"], x["recipe_cpu_s"],
-                          f"{x['time_ratio']:.1f}x", f"{x['ours_mean_rel_error']:.4f}",
-                          f"{x['recipe_mean_rel_error']:.4f}", x["ours_worse_layers"]] for x in r["tucker"]]), "",
-               "CP-ALS at rank R = T on ResNet-56 3x3 convs (100 sweeps max): ours vs tensorly.parafac:", "",
+               "Recipe: `tensorly.decomposition.partial_tucker(W, rank, modes=[0, 1], init='svd')` (HOOI until "
+               "tol 1e-4, at most 100 sweeps), as in pytorch-tensor-decompositions; ours: HOSVD from Gram-matrix "
+               "eigh + 2 HOOI sweeps (the default), and + 10 sweeps. CPU seconds (process time, 1 thread) "
+               "summed over every k>1 conv; torchvision models have random-init weights (no downloads):", "",
+               md_table(["model", "weights", "layers", "recipe s", "ours s", "speedup", "recipe err", "ours err",
+                         "ours worse (layers)", "ours-10 s", "ours-10 err", "ours-10 worse"],
+                        [[x["model"], x["weights"], x["layers"], f"{x['recipe_cpu_s']:.3f}", f"{x['ours_cpu_s']:.3f}",
+                          f"{x['time_ratio']:.1f}x", f"{x['recipe_mean_rel_error']:.4f}",
+                          f"{x['ours_mean_rel_error']:.4f}", x["ours_worse_layers"], f"{x.get('ours10_cpu_s', float('nan')):.3f}",
+                          f"{x.get('ours10_mean_rel_error', float('nan')):.4f}", x.get("ours10_worse_layers", "-")]
+                         for x in r["tucker"]]), "",
+               "(err: mean relative Frobenius error over the layers; worse: layers where the error exceeds the "
+               "recipe's by more than 1e-4.) CP-ALS at rank R = T on ResNet-56 3x3 convs (at most 100 sweeps): "
+               "ours vs tensorly.parafac:", "",
                md_table(["solver", "layers", "CPU s", "mean rel. error"],
                         [[x["solver"], x["layers"], x["cpu_s"], f"{x['mean_rel_error']:.4f}"] for x in r["cp"]]), ""]
-    write_result("lowrank" + ("-quick" if args.quick else ""), res, "\n".join(md))
+    return "\n".join(md)
+
+
+def main(argv=None) -> int:
+    import json
+
+    from benchmarks.common import RESULTS
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--parts", nargs="*", default=["whole", "cp", "recipe"])
+    ap.add_argument("--models", nargs="*", default=["resnet56", "vgg16_cifar"])
+    ap.add_argument("--ranks", nargs="*", default=list(RANKS))
+    ap.add_argument("--fresh", action="store_true", help="discard earlier results of this mode")
+    ap.add_argument("--render", action="store_true", help="only rebuild the markdown from the JSON")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    b = _budget(args.quick)
+    topic = "lowrank" + ("-quick" if args.quick else "")
+    if args.render:
+        from benchmarks.common import RESULTS as R
+
+        res = json.loads((R / f"{topic}.json").read_text())
+        write_result(topic, res, render(res))
+        return 0
+    new: dict = {}
+    if "whole" in args.parts:
+        new["whole"] = {}
+        for name in args.models:
+            model, origin = resnet56_baseline() if name == "resnet56" else vgg16_trained(b, args.quick)
+            for key in args.ranks:
+                r = whole(name, model, origin, b, RANKS[key])
+                new["whole"][f"{name}/{key}"] = r
+                print({k: v for k, v in r.items() if k != "report"}, flush=True)
+    if "cp" in args.parts:
+        new["cp"] = cp_sweep(b, args.quick)
+    if "recipe" in args.parts:
+        new["recipe"] = recipe(args.quick)
+    path = RESULTS / f"{topic}.json"
+    res = json.loads(path.read_text()) if path.is_file() and not args.fresh else {}
+    res.update(quick=args.quick, budget=b)
+    res.setdefault("commands", [])
+    if command_line() not in res["commands"]:
+        res["commands"].append(command_line())
+    for k, v in new.items():
+        if k == "whole":
+            res.setdefault("whole", {}).update(v)
+        else:
+            res[k] = v
+    write_result(topic, res, render(res))
     return 0
 
 

@@ -47,6 +47,11 @@ def test_full_rank_reproduces_layer(method, case):
     if not isinstance(layer, m.layer_types) or m.skip_reason(layer):
         pytest.skip(f"{method} does not apply to {layer}")
     assert res.status == "decomposed", res.reason
+    if not m.exact_full_rank:  # monochromatic: each filter's best colour x space rank-1 (Eckart-Young)
+        s = torch.linalg.svdvals(layer.weight.detach().double().flatten(2))
+        bound = float((s[:, 1:] ** 2).sum().sqrt() / layer.weight.detach().double().norm())
+        assert res.rel_error == pytest.approx(bound, rel=1e-4)
+        return
     assert res.rel_error < 1e-5
     with torch.no_grad():
         torch.testing.assert_close(chain(x), layer(x), atol=1e-4, rtol=1e-4)
@@ -236,3 +241,27 @@ def test_block_term_uses_grouped_conv_and_fits_like_tucker():
     _, res_t = decompose_layer(conv, "tucker", {"compression": 3})
     assert res.status == "decomposed" and chain[1].groups == 2 and res.compression >= 3
     assert res.rel_error < res_t.rel_error + 0.05  # same budget, comparable fit
+
+
+def test_monochromatic_first_layer_groups_filters_by_colour():
+    g = torch.Generator().manual_seed(5)
+    colours = torch.nn.functional.normalize(torch.randn(4, 3, generator=g), dim=1)
+    conv = nn.Conv2d(3, 16, 5, padding=2)
+    # filters that truly are colour x space, with 4 distinct colours: 4 clusters are exact
+    conv.weight.data = torch.einsum("ts,tij->tsij", colours[torch.arange(16) % 4], torch.randn(16, 5, 5, generator=g))
+    chain, res = decompose_layer(conv, "monochromatic", 4)
+    assert res.status == "decomposed" and chain[1].groups == 4 and res.rel_error < 1e-5
+    x = torch.randn(2, 3, 12, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(chain(x), conv(x), atol=1e-4, rtol=1e-4)
+    _, res = decompose_layer(nn.Conv2d(16, 16, 3), "monochromatic", 4)
+    assert res.status == "skipped" and "first layer" in res.reason
+
+
+def test_monochromatic_model_roundtrips(tmp_path):
+    model = nn.Sequential(nn.Conv2d(3, 16, 5, padding=2), nn.ReLU(), nn.Conv2d(16, 8, 3))
+    small = torchslim.decompose(model, "monochromatic", 4, linear_method=None)
+    x = torch.randn(2, 3, 12, 12)
+    path = save_model(small, tmp_path / "mono.safetensors")
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(path)(x), small(x))

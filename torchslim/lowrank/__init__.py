@@ -6,7 +6,7 @@ et al. 2016), `cp` (Lebedev et al. 2015), `separable` (Jaderberg et al. 2014, sc
 """
 from torchslim.lowrank.core import (METHODS, Context, DecompositionReport, LayerResult, Method, Skip,
                                     decompose, decompose_layer, decompose_with_report, register_method)
-from torchslim.lowrank import svd, tucker, cp, separable, channel, tt, btd  # noqa: F401,E402  (registers the methods)
+from torchslim.lowrank import svd, tucker, cp, separable, channel, tt, btd, denton  # noqa: F401,E402  (registers the methods)
 from torchslim.lowrank.vbmf import evbmf
 
 __all__ = ["METHODS", "Context", "DecompositionReport", "LayerResult", "Method", "Skip", "decompose",

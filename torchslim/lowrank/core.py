@@ -55,6 +55,7 @@ class Method:
     paper = ""
     layer_types: tuple = (nn.Conv2d,)
     needs_data = False
+    exact_full_rank = True  # rank=1.0 reproduces the layer (False: lossy by construction, e.g. monochromatic)
 
     def skip_reason(self, layer: nn.Module) -> str | None:
         """Why this layer cannot be decomposed by this method (None: it can)."""
