@@ -265,3 +265,26 @@ def test_monochromatic_model_roundtrips(tmp_path):
     path = save_model(small, tmp_path / "mono.safetensors")
     with torch.no_grad():
         torch.testing.assert_close(load_model(path)(x), small(x))
+
+
+def test_bicluster_recovers_block_structure_and_roundtrips(tmp_path):
+    """Denton et al. biclustering: a kernel made of 2 x 2 rank-1 blocks (channels shuffled) is exact at k=1."""
+    g = torch.Generator().manual_seed(6)
+    W = torch.zeros(12, 8, 3, 3)
+    v = torch.rand(2, 6, generator=g) + 0.5  # per output cluster h, per input cluster g: v_h(t) u_g(s) K_hg
+    u = torch.rand(2, 4, generator=g) + 0.5
+    for h in range(2):
+        for gg in range(2):
+            W[h * 6:(h + 1) * 6, gg * 4:(gg + 1) * 4] = torch.einsum(
+                "t,s,hw->tshw", v[h], u[gg], torch.randn(3, 3, generator=g))
+    W = W[torch.randperm(12, generator=g)][:, torch.randperm(8, generator=g)]
+    conv = nn.Conv2d(8, 12, 3, padding=1)
+    conv.weight.data.copy_(W)
+    chain, res = decompose_layer(conv, "bicluster", 1)
+    assert res.status == "decomposed" and res.rel_error < 1e-5
+    x = torch.randn(2, 8, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(chain(x), conv(x), atol=1e-4, rtol=1e-4)
+    path = save_model(nn.Sequential(chain), tmp_path / "b.safetensors")
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(path)(x), chain(x))

@@ -200,7 +200,8 @@ def decompose_layer(layer: nn.Module, method: str | Method = "tucker", rank: Ran
         ranks = m.resolve(layer, rank, analysis, before[0])
         res.ranks = ranks
         after = m.cost(layer, ranks, **({"L": analysis.cache["L"]} if "L" in analysis.cache else
-                                        {"analysis": analysis} if "in_modes" in analysis.cache else {}))
+                                        {"analysis": analysis} if ("in_modes" in analysis.cache or "G" in analysis.cache)
+                                        else {}))
         res.params_after, res.macs_after = after[0], _macs(after, ctx)
         if not allow_growth and (after[0] >= before[0] or res.macs_after >= res.macs_before):
             raise Skip(f"ranks {ranks} would not reduce the layer ({after[0]} vs {before[0]} params, "

@@ -127,3 +127,99 @@ class Monochromatic(Method):
             conv.bias.data.copy_(layer.bias.detach()[torch.as_tensor(order)])
         inverse = np.argsort(order)
         return nn.Sequential(proj, conv, ChannelPermute(inverse.tolist())), w_hat.to(dtype)
+
+
+@register_method("bicluster")
+class Bicluster(Method):
+    """Deeper layers: G x H channel biclusters, each block a rank-k SVD (grouped convs + permutations)."""
+
+    paper = "Denton et al. 2014 (NIPS), Sec. 3.2.2"
+
+    def skip_reason(self, layer):
+        if layer.groups > 1:
+            return f"grouped conv (groups={layer.groups}) is already factorised"
+        if layer.in_channels % 2 or layer.out_channels % 2:
+            return f"{layer.in_channels} -> {layer.out_channels} channels do not split into 2 x 2 equal biclusters"
+        return None
+
+    def analyze(self, layer, need_spectra, ctx=None):
+        G, H = tuple((ctx.options.get("bicluster") if ctx else None) or (2, 2))
+        W = layer.weight.detach().double()
+        T, S, kh, kw = W.shape
+        if S % G or T % H:
+            raise Skip(f"{S} input / {T} output channels do not split into {G} x {H} equal biclusters")
+        from torchslim.lowrank.linalg import unfold
+
+        def feats(M):  # cluster channels by their normalised filter rows
+            M = M / M.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            return M.numpy()
+
+        in_labels = balanced_kmeans(feats(unfold(W, 1)), G) if G > 1 else np.zeros(S, dtype=int)
+        out_labels = balanced_kmeans(feats(unfold(W, 0)), H) if H > 1 else np.zeros(T, dtype=int)
+        in_order, out_order = np.argsort(in_labels, kind="stable"), np.argsort(out_labels, kind="stable")
+        Wp = W[torch.as_tensor(out_order)][:, torch.as_tensor(in_order)]
+        s_g, t_h = S // G, T // H
+        svds = {}
+        for g in range(G):
+            for h in range(H):
+                blk = Wp[h * t_h:(h + 1) * t_h, g * s_g:(g + 1) * s_g]  # (T/H, S/G, kh, kw)
+                M = blk.permute(1, 2, 3, 0).reshape(s_g * kh * kw, t_h)
+                svds[g, h] = torch.linalg.svd(M, full_matrices=False)
+        full = min(s_g * kh * kw, t_h)
+        return Analysis([], (full,), {"G": G, "H": H, "in_order": in_order, "out_order": out_order, "svds": svds})
+
+    def resolve(self, layer, rank, analysis, params_before):
+        from torchslim.lowrank.ranks import energy_rank, resolve_ranks
+
+        full = analysis.full[0]
+        svds = analysis.cache["svds"]
+        if isinstance(rank, float):
+            return (max(energy_rank(s, rank) for _, s, _ in svds.values()),)
+        if isinstance(rank, str):
+            from torchslim.lowrank.vbmf import evbmf
+
+            return (max(1, max(evbmf(gamma=s.numpy(), shape=(len(U), Vh.shape[1])).rank
+                               for U, s, Vh in svds.values())),)
+        return resolve_ranks(rank, [(torch.ones(full), (full, full))], (full,),
+                             lambda r: self.cost(layer, r, analysis)[0], params_before)
+
+    def cost(self, layer, ranks, analysis=None):
+        (k,) = ranks
+        G, H = (analysis.cache["G"], analysis.cache["H"]) if analysis else (2, 2)
+        T, S, kh, kw = layer.weight.shape
+        first = S * kh * kw * H * k
+        second = G * k * T
+        return first + second + (T if layer.bias is not None else 0), 0, first + second
+
+    def factorize(self, layer, ranks, analysis, ctx):
+        (k,) = ranks
+        c = analysis.cache
+        G, H, svds = c["G"], c["H"], c["svds"]
+        T, S, kh, kw = layer.weight.shape
+        s_g, t_h = S // G, T // H
+        first_w = torch.zeros(G * H * k, s_g, kh, kw, dtype=torch.float64)
+        second_w = torch.zeros(T, G * k, dtype=torch.float64)
+        Wp_hat = torch.zeros(T, S, kh, kw, dtype=torch.float64)
+        for (g, h), (U, s, Vh) in svds.items():
+            root = s[:k].sqrt()
+            A = (U[:, :k] * root).T.reshape(k, s_g, kh, kw)  # k DxD filters on the group's inputs
+            B = (root[:, None] * Vh[:k]).T  # (T/H, k)
+            first_w[(g * H + h) * k:(g * H + h + 1) * k] = A
+            second_w[h * t_h:(h + 1) * t_h, g * k:(g + 1) * k] = B
+            Wp_hat[h * t_h:(h + 1) * t_h, g * s_g:(g + 1) * s_g] = torch.einsum("kshw,tk->tshw", A, B)
+        # the second conv's group h reads (g, j) for all g: reorder (g, h, j) -> (h, g, j)
+        mid = [(g * H + h) * k + j for h in range(H) for g in range(G) for j in range(k)]
+        dtype = layer.weight.dtype
+        conv1 = nn.Conv2d(S, G * H * k, layer.kernel_size, stride=layer.stride, padding=layer.padding,
+                          dilation=layer.dilation, groups=G, bias=False, padding_mode=layer.padding_mode)
+        conv2 = nn.Conv2d(G * H * k, T, 1, groups=H, bias=layer.bias is not None)
+        conv1.weight.data.copy_(first_w.to(dtype))
+        conv2.weight.data.copy_(second_w.to(dtype)[:, :, None, None])
+        out_order, in_order = c["out_order"], c["in_order"]
+        if layer.bias is not None:
+            conv2.bias.data.copy_(layer.bias.detach()[torch.as_tensor(out_order)])
+        chain = nn.Sequential(ChannelPermute(in_order.tolist()), conv1, ChannelPermute(mid), conv2,
+                              ChannelPermute(np.argsort(out_order).tolist()))
+        w_hat = torch.empty_like(Wp_hat)
+        w_hat[torch.as_tensor(out_order)[:, None], torch.as_tensor(in_order)[None, :]] = Wp_hat
+        return chain, w_hat.to(dtype)
