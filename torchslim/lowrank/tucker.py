@@ -118,3 +118,14 @@ class Tucker2(Method):
             last.bias.data.copy_(layer.bias.detach())
         mods += [mid, last]
         return nn.Sequential(*mods), tucker2_to_tensor(core, U3, U4).to(dtype)
+
+
+@register_method("tucker1")
+class Tucker1(Tucker2):
+    """Output mode only for every conv: DxD (S->R4), 1x1 (R4->T). The weight-reconstruction twin of
+    `channel` (Zhang et al. 2015), at identical MACs for the same rank R4."""
+
+    paper = "Kim et al. 2016 (first-layer variant); Zhang et al. 2015 (the weight-based baseline)"
+
+    def _output_only(self, layer):
+        return True
