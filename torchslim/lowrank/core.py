@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from torchslim.errors import InvalidInputError, UnsupportedModelError
+from torchslim.errors import InvalidInputError
 from torchslim.lowrank.ranks import RankSpec, resolve_ranks, validate_rank
 from torchslim.registry import Registry
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from torchslim.lowrank.core import Analysis, Context, Method, Skip, register_method
+from torchslim.lowrank.core import Analysis, Method, register_method
 
 RANDOMIZED_MIN_DIM = 1024  # matrices at least this large in both dims, explicit rank < min/4
 

@@ -17,7 +17,6 @@ from torch import nn
 
 from torchslim.errors import InvalidInputError
 from torchslim.lowrank.core import Analysis, Method, Skip, register_method
-from torchslim.lowrank.ranks import energy_rank
 from torchslim.lowrank.vbmf import evbmf
 
 TT_ORDER = 3
