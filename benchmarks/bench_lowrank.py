@@ -44,7 +44,7 @@ INPUT = (3, 32, 32)
 
 def _budget(quick: bool) -> dict:
     return dict(eval_images=500 if quick else 2000, ft_steps=5 if quick else 100, ft_batch=64,
-                vgg_train_images=2000 if quick else 5000, vgg_epochs=1 if quick else 2, vgg_batch=64,
+                vgg_train_images=2000 if quick else 5000, vgg_epochs=1, vgg_batch=64,
                 lat_repeats=5 if quick else 20)
 
 
@@ -67,9 +67,10 @@ def vgg16_trained(b: dict, quick: bool) -> tuple[nn.Module, str]:
         return load_model(path), desc + f" (cached {path})"
     data = get_data("cifar10", batch_size=b["vgg_batch"], limit_train=b["vgg_train_images"], limit_eval=500)
     model = create_model("vgg16_cifar")
-    cfg = FitConfig(epochs=b["vgg_epochs"], lr=0.05, nesterov=True, weight_decay=5e-4, eval_every=0, progress=False)
+    cfg = FitConfig(epochs=b["vgg_epochs"], lr=0.05, nesterov=True, weight_decay=5e-4, eval_every=0, progress=False,
+                    checkpoint_every_steps=20)
     t = time.perf_counter()
-    fit(model, data.train, config=cfg)
+    fit(model, data.train, config=cfg, checkpoint_dir=None if quick else path.with_suffix(".ckpt"))
     desc += f", {time.perf_counter() - t:.0f} s"
     if not quick:
         save_model(model, path, input_size=INPUT, metadata={"budget": desc})
@@ -137,11 +138,12 @@ def channel_vs_tucker(b: dict, quick: bool) -> dict:
     model, origin = resnet56_baseline()
     model.eval()
     data = get_data("cifar10", limit_eval=b["eval_images"])
-    calib = data.calibration_batches(128 if quick else 512)
+    n_calib = b.get("calibration", 128 if quick else 512)
+    calib = data.calibration_batches(n_calib)
     convs = lambda m, n: isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) and m.in_channels > 4
     acc0 = evaluate(model, data.test)["top1"]
     rows = []
-    for frac in ([0.5] if quick else [0.75, 0.5, 0.25]):
+    for frac in b.get("fractions") or ([0.5] if quick else [0.75, 0.5, 0.25]):
         row = {"rank_fraction": frac}
         for label, method, opts in [("tucker1 (weights)", "tucker1", {}),
                                     ("channel, linear (responses)", "channel", {"nonlinear": False}),
@@ -160,7 +162,7 @@ def channel_vs_tucker(b: dict, quick: bool) -> dict:
         rows.append(row)
         print(row, flush=True)
     return {"origin": origin, "top1_before": acc0, "macs_before": profile(model, INPUT).macs,
-            "calibration_images": 128 if quick else 512, "eval_images": b["eval_images"], "rows": rows}
+            "calibration_images": n_calib, "eval_images": b["eval_images"], "rows": rows}
 
 
 def _recipe_tucker(W, R3, R4):
@@ -253,14 +255,24 @@ def _md_whole(r: dict) -> str:
                                                       "measured"], lrows)])
 
 
+def _migrate(res: dict) -> dict:
+    """Runs of separate parts each record their command and budget; fill in any that predate that."""
+    budgets = res.setdefault("budgets", {})
+    for c in res.get("commands", []):
+        budgets.setdefault(c, res.get("budget") or _budget(bool(res.get("quick"))))
+    res.pop("budget", None)
+    res["commands"] = list(budgets)
+    return res
+
+
 def render(res: dict) -> str:
     """The markdown fragment, from the JSON (so runs of separate parts merge into one section)."""
     md = ["## Low-rank decomposition (`benchmarks/bench_lowrank.py`)", ""]
     if res.get("quick"):
         md += ["_Quick mode: tiny subsets and budgets; not the reference figures._", ""]
-    md += ["Commands: " + ", ".join(f"`{c}`" for c in res.get("commands", [])), "",
-           "All timings: PyTorch eager, 1 thread, medians, before/after measured side by side in one run. "
-           f"Budgets: {res.get('budget')}.", ""]
+    md += ["Commands (each with its budget; results of separate parts merged):", ""]
+    md += [f"- `{c}`: {bud}" for c, bud in res.get("budgets", {}).items()]
+    md += ["", "All timings: PyTorch eager, 1 thread, medians, before/after measured side by side in one run.", ""]
     if res.get("whole"):
         md += ["### One-shot whole-network Tucker-2 + SVD (Kim et al. 2016)", "",
                f"Paper: {KIM_ALEXNET}. Here: every conv (Tucker-2; first layer output mode only; 1x1 by SVD) "
@@ -322,14 +334,21 @@ def main(argv=None) -> int:
     ap.add_argument("--ranks", nargs="*", default=list(RANKS))
     ap.add_argument("--fresh", action="store_true", help="discard earlier results of this mode")
     ap.add_argument("--render", action="store_true", help="only rebuild the markdown from the JSON")
+    ap.add_argument("--eval-images", type=int, help="override the budget: test images for accuracy")
+    ap.add_argument("--ft-steps", type=int, help="override the budget: fine-tuning steps")
+    ap.add_argument("--fractions", type=float, nargs="*", help="channel part: R / T values")
+    ap.add_argument("--calibration", type=int, help="channel part: calibration images")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     b = _budget(args.quick)
+    for k in ("eval_images", "ft_steps", "fractions", "calibration"):
+        if getattr(args, k) is not None:
+            b[k] = getattr(args, k)
     topic = "lowrank" + ("-quick" if args.quick else "")
     if args.render:
         from benchmarks.common import RESULTS as R
 
-        res = json.loads((R / f"{topic}.json").read_text())
+        res = _migrate(json.loads((R / f"{topic}.json").read_text()))
         write_result(topic, res, render(res))
         return 0
     new: dict = {}
@@ -348,11 +367,11 @@ def main(argv=None) -> int:
     if "recipe" in args.parts:
         new["recipe"] = recipe(args.quick)
     path = RESULTS / f"{topic}.json"
-    res = json.loads(path.read_text()) if path.is_file() and not args.fresh else {}
-    res.update(quick=args.quick, budget=b)
-    res.setdefault("commands", [])
-    if command_line() not in res["commands"]:
-        res["commands"].append(command_line())
+    res = _migrate(json.loads(path.read_text())) if path.is_file() and not args.fresh else {}
+    res["quick"] = args.quick
+    res.pop("budget", None)
+    res.setdefault("budgets", {})[command_line()] = b
+    res["commands"] = list(res["budgets"])
     for k, v in new.items():
         if k == "whole":
             res.setdefault("whole", {}).update(v)
