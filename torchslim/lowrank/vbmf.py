@@ -70,7 +70,7 @@ def evbmf(Y: torch.Tensor | np.ndarray | None = None, *, gamma: np.ndarray | Non
         return VBMFResult(0, 0.0, 0.0, np.zeros(0))
     if sigma2 is None:
         # Eqs. (31)-(32): the range that contains the free-energy minimiser.
-        h_upper = int(min(np.ceil(L / (1 + alpha)), H)) - 1
+        h_upper = int(min(np.ceil(L / (1 + alpha)) - 1, H)) - 1  # the largest rank EVB can return
         upper = (np.sum(gamma**2) + residual) / (L * M)
         tail = gamma[h_upper + 1:] if h_upper + 1 < H else gamma[-1:]
         lower = max(tail[0] ** 2 / (M * x_bar), np.mean(tail**2) / M, 1e-300)
