@@ -1,0 +1,35 @@
+import json
+
+import pytest
+
+from torchslim.cli.main import main
+from tests.lowrank.conftest import _one_thread  # noqa: F401  (autouse: 1 thread on the shared machine)
+
+
+def test_decompose_cli_writes_model_and_table(tmp_path, capsys):
+    rc = main(["decompose", "digits_cnn", "--rank", "compression=2", "--no-latency", "-o", str(tmp_path)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "total" in out and "MACs" in out
+    res = json.loads((tmp_path / "decompose.json").read_text())
+    assert res["size_ratio"] > 1.5 and res["report"]["totals"]["decomposed"] == 5
+    from torchslim.io import load_model
+
+    load_model(tmp_path / "model.safetensors")
+
+
+@pytest.mark.parametrize("rank", ["1.5", "abc", "0"])
+def test_decompose_cli_bad_rank_exits_2(rank, capsys):
+    assert main(["decompose", "digits_cnn", "--rank", rank]) == 2
+    assert "rank" in capsys.readouterr().err
+
+
+def test_decompose_cli_channel_with_data_and_finetuning(tmp_path, capsys):
+    rc = main(["decompose", "digits_cnn", "--method", "channel", "--rank", "0.9", "--data", "digits",
+               "--calibration", "64", "--finetune-epochs", "1", "--max-steps", "2", "--no-latency",
+               "-o", str(tmp_path)])
+    assert rc == 0
+    res = json.loads((tmp_path / "decompose.json").read_text())
+    assert {"before", "after", "after_finetune", "finetune"} <= set(res)
+    assert res["finetune"]["max_steps"] == 2
+    assert any(l["response_error"] is not None for l in res["report"]["layers"])

@@ -1,0 +1,111 @@
+"""`torchslim decompose MODEL --method tucker --rank vbmf [--data cifar10 --finetune-epochs N] -o DIR`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from torchslim.cli.common import (add_data_args, add_model_args, check_input_fits, console, load_data_from_args,
+                                  load_model_from_args)
+from torchslim.errors import InvalidInputError
+
+
+def parse_rank(text: str):
+    """'vbmf' | '8' | '0.9' (energy) | '4,8' (per mode) | 'compression=4' or 'x4'."""
+    t = text.strip().lower()
+    try:
+        if t == "vbmf":
+            return "vbmf"
+        if t.startswith("compression="):
+            return {"compression": float(t.split("=", 1)[1])}
+        if t.startswith("x"):
+            return {"compression": float(t[1:])}
+        if "," in t:
+            return tuple(int(v) for v in t.split(","))
+        if "." in t:
+            return float(t)
+        return int(t)
+    except ValueError:
+        raise InvalidInputError(f"--rank {text!r}: use vbmf, an int, R3,R4, a float in (0,1] or compression=X") from None
+
+
+def register(sub) -> None:
+    from torchslim.lowrank import METHODS
+
+    p = sub.add_parser("decompose", help="low-rank decomposition (Tucker-2/VBMF, CP, SVD...) with a per-layer table")
+    add_model_args(p)
+    add_data_args(p)
+    p.add_argument("--method", default="tucker", help=f"one of: {', '.join(METHODS.names())}")
+    p.add_argument("--rank", default="vbmf", help="vbmf | R | R3,R4 | fraction of energy (0.9) | compression=X")
+    p.add_argument("--layers", nargs="*", help="fnmatch patterns of layer names (default: all)")
+    p.add_argument("--linear-method", default="svd", help="method for Linear layers ('none': leave them)")
+    p.add_argument("--finetune-epochs", type=float, default=0, help="fine-tuning epochs after decomposition")
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--max-steps", type=int, help="at most this many batches per fine-tuning epoch")
+    p.add_argument("--calibration", type=int, default=256, help="images for response-reconstruction methods")
+    p.add_argument("--no-latency", action="store_true", help="skip the per-layer latency measurement")
+    p.add_argument("--threads", type=int, default=1, help="threads for latency measurement")
+    p.add_argument("-o", "--output", help="directory for model.safetensors and decompose.json")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import math
+
+    from rich.console import Console
+
+    from torchslim.analysis import profile
+    from torchslim.io import save_model
+    from torchslim.lowrank import METHODS, decompose_with_report
+    from torchslim.train import FitConfig, evaluate, fit
+
+    METHODS.get(args.method)
+    rank = parse_rank(args.rank)
+    model, input_size = load_model_from_args(args)
+    data = load_data_from_args(args) if args.data else None
+    if data is not None:
+        input_size = data.input_size
+        check_input_fits(model, input_size, f"{args.model} on {args.data}")
+    if args.finetune_epochs and data is None:
+        raise InvalidInputError("--finetune-epochs needs --data")
+    result: dict = {"model": args.model, "method": args.method, "rank": args.rank, "input_size": list(input_size)}
+    if data is not None:
+        result["before"] = evaluate(model, data.test)
+    calib = data.calibration_batches(args.calibration) if data is not None and METHODS.get(args.method).needs_data else None
+    linear = None if args.linear_method == "none" else args.linear_method
+    small, rep = decompose_with_report(model, args.method, rank, args.layers, linear_method=linear,
+                                       input_size=input_size, data=calib)
+    if not args.no_latency:
+        rep.measure(threads=args.threads)
+    p0, p1 = profile(model, input_size), profile(small, input_size)
+    result.update(params_before=p0.params, params_after=p1.params, macs_before=p0.macs, macs_after=p1.macs,
+                  size_ratio=p0.params / p1.params, macs_ratio=p0.macs / p1.macs)
+    if data is not None:
+        result["after"] = evaluate(small, data.test)
+        if args.finetune_epochs:
+            epochs = math.ceil(args.finetune_epochs)
+            steps = args.max_steps
+            if args.finetune_epochs < 1 and steps is None:
+                steps = max(1, int(args.finetune_epochs * len(data.train)))
+            cfg = FitConfig(epochs=epochs, lr=args.lr, max_steps_per_epoch=steps, nesterov=True)
+            res = fit(small, data.train, val_loader=data.val, config=cfg)
+            result["finetune"] = {"epochs": args.finetune_epochs, "lr": args.lr, "max_steps": steps,
+                                  "history": res.history}
+            result["after_finetune"] = evaluate(small, data.test)
+    result["report"] = rep.to_dict()
+    Console(width=max(console.width, 160)).print(rep.table(f"{args.model}: {args.method}, rank {args.rank}"))
+    line = (f"params {p0.params:,} -> {p1.params:,} ({result['size_ratio']:.2f}x), "
+            f"MACs {p0.macs:,} -> {p1.macs:,} ({result['macs_ratio']:.2f}x)")
+    for k in ("before", "after", "after_finetune"):
+        if k in result:
+            line += f"; top-1 {k.replace('_', ' ')} {result[k]['top1']:.2f} %"
+    console.print(line)
+    if args.output:
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        save_model(small, out / "model.safetensors", input_size=input_size,
+                   metadata={"decompose": {k: v for k, v in result.items() if k != "report"}})
+        tmp = out / "decompose.json.tmp"
+        tmp.write_text(json.dumps(result, indent=2, default=str))
+        tmp.replace(out / "decompose.json")
+        console.print(f"-> {out / 'model.safetensors'}, {out / 'decompose.json'}")
+    return 0

@@ -1,0 +1,421 @@
+"""The shared machinery: the method interface, the registry of methods, and the whole-model walk.
+
+A method factorises one layer into a short chain of smaller layers. It declares the matrices whose
+spectra choose its ranks (`analyze`), its cost at given ranks (`cost`), and builds the chain
+(`factorize`). `decompose` resolves the one `rank` argument per layer, refuses any chain that would
+not reduce both parameters and MACs (a decomposition never grows a layer), swaps the chain in, and
+records per-layer accounting (Kim et al. 2016, Eqs. 6-7) in a `DecompositionReport`.
+"""
+from __future__ import annotations
+
+import copy
+import fnmatch
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from torchslim.errors import InvalidInputError
+from torchslim.lowrank.ranks import RankSpec, resolve_ranks, validate_rank
+from torchslim.registry import Registry
+
+
+class Skip(Exception):
+    """Raised by a method to leave a layer alone; the message is the reason shown in the report."""
+
+
+@dataclass
+class Analysis:
+    """What a method learned about a layer before choosing ranks."""
+
+    spectra: list  # per mode: (singular values, (rows, cols) of the unfolding)
+    full: tuple  # the largest meaningful rank per mode
+    cache: dict = field(default_factory=dict)  # factors computed on the way, reused by factorize
+
+
+@dataclass
+class Context:
+    """Per-layer information beyond the weights: names, shapes, calibration inputs (response methods)."""
+
+    name: str
+    input_shape: tuple | None = None  # (C, H, W) of one input to the layer, when known
+    output_shape: tuple | None = None
+    inputs: torch.Tensor | None = None  # sampled layer inputs, for methods that reconstruct responses
+    post_affine: tuple | None = None  # (a, c): the BatchNorm that follows, u = a * y + c
+    options: dict = field(default_factory=dict)
+
+
+class Method:
+    """One decomposition (a file of its own in torchslim/lowrank/). Subclasses set `name`, `layer_types`."""
+
+    name = ""
+    paper = ""
+    layer_types: tuple = (nn.Conv2d,)
+    needs_data = False
+    exact_full_rank = True  # rank=1.0 reproduces the layer (False: lossy by construction, e.g. monochromatic)
+
+    def skip_reason(self, layer: nn.Module) -> str | None:
+        """Why this layer cannot be decomposed by this method (None: it can)."""
+        if isinstance(layer, nn.Conv2d) and layer.groups > 1:
+            return f"grouped conv (groups={layer.groups}) is already factorised"
+        return None
+
+    def analyze(self, layer: nn.Module, need_spectra: bool, ctx: Context | None = None) -> Analysis:
+        raise NotImplementedError
+
+    def cost(self, layer: nn.Module, ranks: tuple) -> tuple[int, int, int]:
+        """(params, MACs per input pixel, MACs per output pixel) of the chain at `ranks`."""
+        raise NotImplementedError
+
+    def factorize(self, layer: nn.Module, ranks: tuple, analysis: Analysis, ctx: Context
+                  ) -> tuple[nn.Module, torch.Tensor]:
+        """The replacement chain and the kernel it realises (for the reconstruction error)."""
+        raise NotImplementedError
+
+    def adjust_ranks(self, layer: nn.Module, rank: RankSpec, ranks: tuple, analysis: Analysis) -> tuple:
+        return ranks
+
+    def resolve(self, layer: nn.Module, rank: RankSpec, analysis: Analysis, params_before: int) -> tuple:
+        """Ranks for this layer from the one `rank` argument (methods with sequential spectra override)."""
+        ranks = resolve_ranks(rank, analysis.spectra, analysis.full, lambda r: self.cost(layer, r)[0], params_before)
+        return self.adjust_ranks(layer, rank, ranks, analysis)
+
+
+METHODS: Registry[Method] = Registry("decomposition method")
+
+
+def register_method(name: str):
+    """Class decorator: instantiate and register a `Method` under `name`."""
+
+    def add(cls):
+        cls.name = name
+        METHODS.register(name)(cls())
+        return cls
+
+    return add
+
+
+def original_cost(layer: nn.Module) -> tuple[int, int, int]:
+    """(params, MACs per input pixel, MACs per output pixel) of an unmodified Conv2d or Linear."""
+    params = sum(p.numel() for p in layer.parameters(recurse=False))
+    if isinstance(layer, nn.Conv2d):
+        return params, 0, layer.weight.numel()
+    return params, 0, layer.in_features * layer.out_features
+
+
+@dataclass
+class LayerResult:
+    """Accounting of one layer (Kim et al. 2016: M = compression ratio, Eq. 6; E = speedup ratio, Eq. 7)."""
+
+    name: str
+    layer: str  # e.g. "conv3x3 64->128 /2"
+    method: str
+    status: str  # decomposed | skipped
+    reason: str = ""
+    ranks: tuple | None = None
+    rel_error: float | None = None  # ||W - W_hat||_F / ||W||_F
+    response_error: float | None = None  # response methods: relative error of the layer's outputs
+    params_before: int = 0
+    params_after: int = 0
+    macs_before: int = 0
+    macs_after: int = 0
+    seconds: float = 0.0
+    latency_before_ms: float | None = None
+    latency_after_ms: float | None = None
+    original: nn.Module | None = field(default=None, repr=False)
+    replacement: nn.Module | None = field(default=None, repr=False)
+    input_shape: tuple | None = None
+
+    @property
+    def compression(self) -> float:
+        """M: parameters before / after."""
+        return self.params_before / self.params_after if self.params_after else 1.0
+
+    @property
+    def speedup(self) -> float:
+        """E: MACs before / after (the theoretical speedup)."""
+        return self.macs_before / self.macs_after if self.macs_after else 1.0
+
+    @property
+    def measured_speedup(self) -> float | None:
+        if self.latency_before_ms and self.latency_after_ms:
+            return self.latency_before_ms / self.latency_after_ms
+        return None
+
+    def to_dict(self) -> dict:
+        keys = ["name", "layer", "method", "status", "reason", "ranks", "rel_error", "response_error",
+                "params_before", "params_after", "macs_before", "macs_after", "seconds",
+                "latency_before_ms", "latency_after_ms", "input_shape"]
+        d = {k: getattr(self, k) for k in keys}
+        d.update(compression=self.compression, speedup=self.speedup, measured_speedup=self.measured_speedup)
+        return d
+
+
+def describe(layer: nn.Module) -> str:
+    if isinstance(layer, nn.Conv2d):
+        k = "x".join(map(str, layer.kernel_size))
+        s = f" /{layer.stride[0]}" if max(layer.stride) > 1 else ""
+        g = f" g{layer.groups}" if layer.groups > 1 else ""
+        return f"conv{k} {layer.in_channels}->{layer.out_channels}{s}{g}"
+    if isinstance(layer, nn.Linear):
+        return f"linear {layer.in_features}->{layer.out_features}"
+    return type(layer).__name__
+
+
+def _pixels(shape: tuple | None) -> int:
+    return int(math.prod(shape[1:])) if shape and len(shape) == 3 else 1
+
+
+def _macs(cost: tuple[int, int, int], ctx: Context) -> int:
+    _, per_in, per_out = cost
+    return per_in * _pixels(ctx.input_shape) + per_out * _pixels(ctx.output_shape)
+
+
+def decompose_layer(layer: nn.Module, method: str | Method = "tucker", rank: RankSpec = "vbmf", *,
+                    ctx: Context | None = None, allow_growth: bool = False) -> tuple[nn.Module, LayerResult]:
+    """Decompose one layer; returns (the chain or the layer itself when skipped, its LayerResult).
+
+    Args:
+        allow_growth: build the chain even when it is not smaller (studies and tests: rank=1.0).
+    """
+    m = METHODS.get(method) if isinstance(method, str) else method
+    validate_rank(rank)
+    ctx = ctx or Context(name="")
+    before = original_cost(layer)
+    res = LayerResult(ctx.name, describe(layer), m.name, "skipped", params_before=before[0],
+                      macs_before=_macs(before, ctx), original=layer, input_shape=ctx.input_shape)
+    t0 = time.perf_counter()
+    try:
+        if not isinstance(layer, m.layer_types):
+            raise Skip(f"{m.name} does not handle {type(layer).__name__}")
+        reason = m.skip_reason(layer)
+        if reason:
+            raise Skip(reason)
+        if m.needs_data and ctx.inputs is None:
+            raise Skip("needs calibration inputs (pass data=...)")
+        analysis = m.analyze(layer, need_spectra=isinstance(rank, (str, float)), ctx=ctx)
+        ranks = m.resolve(layer, rank, analysis, before[0])
+        res.ranks = ranks
+        after = m.cost(layer, ranks, **({"L": analysis.cache["L"]} if "L" in analysis.cache else
+                                        {"analysis": analysis} if ("in_modes" in analysis.cache or "G" in analysis.cache)
+                                        else {}))
+        res.params_after, res.macs_after = after[0], _macs(after, ctx)
+        if not allow_growth and (after[0] >= before[0] or res.macs_after >= res.macs_before):
+            raise Skip(f"ranks {ranks} would not reduce the layer ({after[0]} vs {before[0]} params, "
+                       f"{res.macs_after} vs {res.macs_before} MACs)")
+        chain, w_hat = m.factorize(layer, ranks, analysis, ctx)
+    except Skip as e:
+        res.reason, res.seconds = str(e), time.perf_counter() - t0
+        res.params_after, res.macs_after = res.params_before, res.macs_before
+        return layer, res
+    w = layer.weight.detach()
+    res.rel_error = float(torch.linalg.vector_norm((w - w_hat.reshape(w.shape)).double())
+                          / torch.linalg.vector_norm(w.double()).clamp_min(1e-30))
+    res.response_error = ctx.options.get("response_error")
+    chain.train(layer.training)
+    res.status, res.replacement, res.seconds = "decomposed", chain, time.perf_counter() - t0
+    return chain, res
+
+
+LayerFilter = Callable[[nn.Module, str], bool]
+
+
+def _selector(layers) -> LayerFilter:
+    if layers is None:
+        return lambda m, n: True
+    if callable(layers):
+        return layers
+    if isinstance(layers, str):
+        layers = [layers]
+    pats = list(layers)
+    return lambda m, n: any(fnmatch.fnmatch(n, p) for p in pats)
+
+
+def _set_submodule(root: nn.Module, fqn: str, new: nn.Module) -> None:
+    parent_name, _, name = fqn.rpartition(".")
+    setattr(root.get_submodule(parent_name) if parent_name else root, name, new)
+
+
+def _following_batchnorm(model: nn.Module, names: list[str]) -> dict[str, tuple]:
+    """For each conv, the per-channel affine (a, c) of the BatchNorm2d registered right after it."""
+    mods = list(model.named_modules())
+    out = {}
+    for i, (n, m) in enumerate(mods):
+        if n in names and isinstance(m, nn.Conv2d):
+            for n2, m2 in mods[i + 1:]:
+                if isinstance(m2, nn.BatchNorm2d) and m2.num_features == m.out_channels and m2.running_var is not None:
+                    a = (m2.weight.detach() if m2.weight is not None else 1) / torch.sqrt(m2.running_var + m2.eps)
+                    c = (m2.bias.detach() if m2.bias is not None else 0) - a * m2.running_mean
+                    out[n] = (a * torch.ones(m.out_channels), c * torch.ones(m.out_channels))
+                    break
+                if isinstance(m2, (nn.Conv2d, nn.Linear)):
+                    break
+    return out
+
+
+def _trace(model: nn.Module, names: list[str], batches: Sequence[torch.Tensor], keep_inputs: bool,
+           max_inputs: int = 256) -> tuple[dict, dict, dict]:
+    """Input/output shapes (C, H, W) of the named layers and, if asked, up to `max_inputs` of their inputs."""
+    shapes_in, shapes_out, inputs = {}, {}, {}
+    hooks = []
+    for n in names:
+        def hook(mod, args, out, n=n):
+            x = args[0]
+            shapes_in.setdefault(n, tuple(x.shape[1:]))
+            shapes_out.setdefault(n, tuple(out.shape[1:]))
+            if keep_inputs:
+                have = inputs.get(n)
+                take = x.detach()[: max_inputs - (0 if have is None else len(have))]
+                inputs[n] = take if have is None else torch.cat([have, take])
+        hooks.append(model.get_submodule(n).register_forward_hook(hook))
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for b in batches:
+                model(b)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+    return shapes_in, shapes_out, inputs
+
+
+def _method_for(method, linear_method, module) -> Method | None:
+    for name in (method, linear_method):
+        if name is None:
+            continue
+        m = METHODS.get(name) if isinstance(name, str) else name
+        if isinstance(module, m.layer_types):
+            return m
+    return None
+
+
+@dataclass
+class DecompositionReport:
+    """Per-layer results of one `decompose` call; `.table()` for a rich table, `.to_dict()` for JSON."""
+
+    method: str
+    rank: RankSpec
+    layers: list[LayerResult]
+    seconds: float = 0.0
+
+    @property
+    def decomposed(self) -> list[LayerResult]:
+        return [l for l in self.layers if l.status == "decomposed"]
+
+    def totals(self) -> dict:
+        pb = sum(l.params_before for l in self.layers)
+        pa = sum(l.params_after for l in self.layers)
+        mb = sum(l.macs_before for l in self.layers)
+        ma = sum(l.macs_after for l in self.layers)
+        lb = [l.latency_before_ms for l in self.layers if l.latency_before_ms is not None]
+        la = [l.latency_after_ms for l in self.layers if l.latency_after_ms is not None]
+        d = {"layers": len(self.layers), "decomposed": len(self.decomposed), "params_before": pb,
+             "params_after": pa, "macs_before": mb, "macs_after": ma,
+             "compression": pb / pa if pa else 1.0, "speedup": mb / ma if ma else 1.0, "seconds": self.seconds}
+        if lb and la and len(lb) == len(la):
+            d.update(latency_before_ms=sum(lb), latency_after_ms=sum(la), measured_speedup=sum(lb) / sum(la))
+        return d
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "rank": self.rank, "totals": self.totals(),
+                "layers": [l.to_dict() for l in self.layers]}
+
+    def table(self, title: str | None = None):
+        from torchslim.lowrank.report import report_table
+
+        return report_table(self, title)
+
+    def measure(self, threads: int | None = None, batch_size: int = 1, **kw) -> "DecompositionReport":
+        from torchslim.lowrank.report import measure_layers
+
+        measure_layers(self, threads=threads, batch_size=batch_size, **kw)
+        return self
+
+
+def decompose_with_report(
+    model: nn.Module,
+    method: str = "tucker",
+    rank: RankSpec = "vbmf",
+    layers: Iterable[str] | str | LayerFilter | None = None,
+    *,
+    linear_method: str | None = "svd",
+    input_size: tuple | None = None,
+    data: Sequence[torch.Tensor] | None = None,
+    allow_growth: bool = False,
+    inplace: bool = False,
+    options: dict | None = None,
+) -> tuple[nn.Module, DecompositionReport]:
+    """`decompose`, also returning the per-layer `DecompositionReport`."""
+    m = METHODS.get(method) if isinstance(method, str) else method
+    validate_rank(rank)
+    t0 = time.perf_counter()
+    model = model if inplace else copy.deepcopy(model)
+    select = _selector(layers)
+    targets = [(n, mod) for n, mod in model.named_modules()
+               if n and isinstance(mod, (nn.Conv2d, nn.Linear)) and select(mod, n)]
+    if layers is not None and not targets:
+        raise InvalidInputError(f"layers={layers!r} matches no Conv2d/Linear of the model; names look like "
+                                f"{[n for n, x in model.named_modules() if isinstance(x, (nn.Conv2d, nn.Linear))][:5]}")
+    names = [n for n, _ in targets]
+    if input_size is None:
+        arch = getattr(model, "_torchslim_arch", None) or {}
+        input_size = arch.get("input_size")
+    batches = list(data) if data is not None else []
+    if not batches and input_size:
+        batches = [torch.randn(1, *input_size)]
+    needs_data = any(getattr(_method_for(method, linear_method, mod), "needs_data", False) for _, mod in targets)
+    if needs_data and data is None:
+        raise InvalidInputError(f"method {m.name!r} reconstructs layer responses: pass data= (a few input batches)")
+    shapes_in, shapes_out, inputs = _trace(model, names, batches, keep_inputs=needs_data) if batches else ({}, {}, {})
+    post = _following_batchnorm(model, names) if needs_data else {}
+    results = []
+    for n, mod in targets:
+        lm = _method_for(method, linear_method, mod)
+        ctx = Context(n, shapes_in.get(n), shapes_out.get(n), inputs.get(n), post.get(n), dict(options or {}))
+        if lm is None:
+            before = original_cost(mod)
+            results.append(LayerResult(n, describe(mod), str(method), "skipped",
+                                       f"{type(mod).__name__} is not handled by {method!r}"
+                                       + ("" if linear_method else " (linear_method=None)"),
+                                       params_before=before[0], params_after=before[0],
+                                       macs_before=_macs(before, ctx), macs_after=_macs(before, ctx),
+                                       original=mod, input_shape=ctx.input_shape))
+            continue
+        new, res = decompose_layer(mod, lm, rank, ctx=ctx, allow_growth=allow_growth)
+        if new is not mod:
+            _set_submodule(model, n, new)
+        results.append(res)
+    return model, DecompositionReport(m.name, rank, results, time.perf_counter() - t0)
+
+
+def decompose(model: nn.Module, method: str = "tucker", rank: RankSpec = "vbmf",
+              layers: Iterable[str] | str | LayerFilter | None = None, **kwargs) -> nn.Module:
+    """Replace each selected layer by a low-rank chain that computes nearly the same function.
+
+    Kim et al. 2016 ("one-shot whole network compression"): VBMF ranks, Tucker-2 for every conv and a
+    truncated SVD for every fully connected layer, then fine-tune. Layers a method cannot shrink
+    (grouped convs, 1x1 convs without gain, ranks that would not reduce MACs) are left alone; the
+    reasons are in `decompose_with_report(...)[1]`.
+
+    Args:
+        model: the trained model (not modified unless inplace=True).
+        method: a name in `torchslim.lowrank.METHODS` (tucker, cp, separable, svd, channel, ...),
+            used for the layer types it handles.
+        rank: "vbmf", an int or tuple, a float in (0, 1] (energy kept), or {"compression": x}.
+        layers: fnmatch patterns of layer names, or `filter_fn(module, name) -> bool`; None = all.
+        linear_method: method for layer types `method` does not handle (default "svd" for Linear;
+            None leaves them alone).
+        input_size: (C, H, W) to count MACs at the real resolution (default: recorded by create_model).
+        data: input batches, needed by response-reconstruction methods ("channel").
+        allow_growth: build chains even when not smaller (for studies; rank=1.0 reproduces the model).
+
+    Example:
+        >>> model = torchslim.models.create_model("resnet20")
+        >>> small = torchslim.decompose(model, method="tucker", rank="vbmf")
+    """
+    return decompose_with_report(model, method, rank, layers, **kwargs)[0]

@@ -1,0 +1,90 @@
+"""The one `rank` argument, resolved per layer from the spectra of the matrices a method factorises.
+
+- ``"vbmf"``: analytic empirical VBMF on each unfolding (Nakajima et al. 2013; Kim et al. 2016, Sec. 3.1).
+- an ``int`` or a ``tuple``: explicit ranks (a tuple gives one rank per mode, in the method's order).
+- a ``float`` q in (0, 1]: the smallest ranks keeping a fraction q of the spectral energy
+  sum(sigma_i^2) of each unfolding; 1.0 keeps full rank (the layer is reproduced up to float error).
+- ``{"compression": x}``: ranks scaled down together until the layer's parameters shrink x-fold.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence, Union
+
+import torch
+
+from torchslim.errors import InvalidInputError
+from torchslim.lowrank.vbmf import evbmf
+
+RankSpec = Union[str, int, float, tuple, list, dict]
+
+
+def validate_rank(rank: RankSpec) -> RankSpec:
+    """Fail early, naming the value, on a rank argument that no method can use."""
+    if isinstance(rank, str):
+        if rank != "vbmf":
+            raise InvalidInputError(f"rank {rank!r}: use 'vbmf', an int, a tuple, a float in (0, 1] "
+                                    "or {'compression': x}")
+    elif isinstance(rank, bool):
+        raise InvalidInputError(f"rank {rank!r} is a bool; give an int, a float in (0, 1] or 'vbmf'")
+    elif isinstance(rank, int):
+        if rank < 1:
+            raise InvalidInputError(f"rank {rank} must be >= 1")
+    elif isinstance(rank, float):
+        if not 0 < rank <= 1:
+            raise InvalidInputError(f"rank {rank} as a float is the fraction of energy kept: use (0, 1]")
+    elif isinstance(rank, (tuple, list)):
+        if not rank or not all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in rank):
+            raise InvalidInputError(f"rank {rank!r}: a tuple of ranks must hold positive ints")
+    elif isinstance(rank, dict):
+        x = rank.get("compression")
+        if set(rank) != {"compression"} or not isinstance(x, (int, float)) or x <= 1:
+            raise InvalidInputError(f"rank {rank!r}: use {{'compression': x}} with x > 1 (parameters shrink x-fold)")
+    else:
+        raise InvalidInputError(f"rank {rank!r} of type {type(rank).__name__} is not understood")
+    return rank
+
+
+def energy_rank(sigma: torch.Tensor, q: float) -> int:
+    """Smallest r with sum_{i<r} sigma_i^2 >= q * sum sigma_i^2 (sigma sorted descending)."""
+    e = sigma.double() ** 2
+    total = float(e.sum())
+    if total == 0:
+        return 1
+    if q >= 1.0:
+        return len(sigma)
+    c = torch.cumsum(e, 0) / total
+    return int(torch.searchsorted(c, torch.tensor(q, dtype=c.dtype)).item()) + 1
+
+
+def resolve_ranks(rank: RankSpec, spectra: Sequence[tuple[torch.Tensor, tuple[int, int]]],
+                  full: Sequence[int], params: Callable[[tuple], int], params_before: int) -> tuple[int, ...]:
+    """Ranks (one per mode) for one layer.
+
+    Args:
+        spectra: per mode, the singular values of the unfolding and its shape (for VBMF).
+        full: the largest meaningful rank per mode.
+        params: parameters of the factorised layer at given ranks (for {"compression": x}).
+    """
+    n = len(full)
+    if isinstance(rank, str):  # "vbmf"
+        out = [evbmf(gamma=s.double().numpy(), shape=shape).rank for s, shape in spectra]
+    elif isinstance(rank, int):
+        out = [rank] * n
+    elif isinstance(rank, (tuple, list)):
+        if len(rank) != n:
+            raise InvalidInputError(f"rank {tuple(rank)} has {len(rank)} entries; this method needs {n}")
+        out = list(rank)
+    elif isinstance(rank, float):
+        out = [energy_rank(s, rank) for s, _ in spectra]
+    else:
+        target = params_before / float(rank["compression"])
+        lo, hi = 0.0, 1.0  # largest common fraction beta of the full ranks meeting the target
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            if params(tuple(max(1, math.floor(mid * f)) for f in full)) <= target:
+                lo = mid
+            else:
+                hi = mid
+        out = [max(1, math.floor(lo * f)) for f in full]
+    return tuple(int(min(max(r, 1), f)) for r, f in zip(out, full))
