@@ -248,7 +248,7 @@ def decompose_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Mod
 
 
 class QuantizeParams(_Options):
-    method: str = "int8"
+    method: str = "int8-ptq"
     calib_images: int = Field(default=512, gt=0)
 
 
@@ -288,8 +288,12 @@ def distill_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Modul
 
 
 def run_distillation(model: nn.Module, budget, ctx: StageContext, config, checkpoint_dir: Path) -> nn.Module:
-    """Recovery by distillation: `torchslim.distill(student, teacher, data, method=[...], config=, ...)`."""
+    """Recovery by distillation: `torchslim.distill.distill_fit(student, teacher, data, method, DistillConfig)`."""
+    from torchslim.distill import DistillConfig, distill_fit
+
     teacher = ctx.load_model(budget.teacher).eval()
-    out = _verb("distill")(model, teacher, ctx.data, method=list(budget.method), config=config,
-                           checkpoint_dir=checkpoint_dir, callbacks=list(ctx.callbacks), **budget.params)
-    return out if isinstance(out, nn.Module) else model
+    try:
+        cfg = DistillConfig(fit=config, checkpoint_dir=str(checkpoint_dir), **budget.params)
+    except TypeError as e:
+        raise InvalidInputError(f"stage {ctx.name}: distill params: {e}") from None
+    return distill_fit(model, teacher, ctx.data, list(budget.method), cfg, callbacks=list(ctx.callbacks)).student
