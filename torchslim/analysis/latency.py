@@ -180,7 +180,7 @@ def measure_latency(
         with tempfile.TemporaryDirectory() as tmp:
             path = model
             if isinstance(model, nn.Module):
-                from torchslim.export import to_onnx
+                from torchslim.onnx_export import to_onnx
 
                 path = to_onnx(model, example_input, os.path.join(tmp, "model.onnx"))
             sess = onnx_session(str(path), threads)
