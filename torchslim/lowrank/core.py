@@ -215,6 +215,7 @@ def decompose_layer(layer: nn.Module, method: str | Method = "tucker", rank: Ran
     res.rel_error = float(torch.linalg.vector_norm((w - w_hat.reshape(w.shape)).double())
                           / torch.linalg.vector_norm(w.double()).clamp_min(1e-30))
     res.response_error = ctx.options.get("response_error")
+    chain.to(device=layer.weight.device, dtype=layer.weight.dtype)  # factors are built on the CPU
     chain.train(layer.training)
     res.status, res.replacement, res.seconds = "decomposed", chain, time.perf_counter() - t0
     return chain, res
