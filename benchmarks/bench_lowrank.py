@@ -249,6 +249,10 @@ def _md_whole(r: dict) -> str:
     head = (f"**{r['model']}, ranks {r['rank']}** ({r['origin']}); accuracy on {r['eval_images']} test images; fine-tuning "
             f"{r['finetune']}; decomposition took {r['decompose_s']:.1f} s. Per layer (batch 1, 1 thread), "
             f"{slower} of {dec} decomposed layers measured slower than the original despite fewer MACs:")
+    ones = sum(1 for l in layers if l["status"] == "decomposed" and l["ranks"] and max(l["ranks"]) == 1)
+    if ones:
+        head += (f" (in {ones} of {dec} layers every rank is 1: VBMF found no component above its noise "
+                 "estimate; on weights this far from converged it sees mostly noise)") if r["rank"] == "vbmf" else ""
     if len(lrows) > 25:
         lrows = lrows[:12] + [["...", "", "", "", "", "", ""]] + lrows[-6:]
     return "\n".join([table, "", head, "", md_table(["layer", "shape", "ranks (R3,R4)", "rel. error", "M", "E",

@@ -288,3 +288,15 @@ def test_bicluster_recovers_block_structure_and_roundtrips(tmp_path):
     path = save_model(nn.Sequential(chain), tmp_path / "b.safetensors")
     with torch.no_grad():
         torch.testing.assert_close(load_model(path)(x), chain(x))
+
+
+def test_per_layer_ranks_and_default_rank():
+    model = create_model("digits_cnn")
+    small, rep = decompose_with_report(model, "tucker", {"3": (8, 8), "7": {"compression": 2}}, linear_method=None)
+    by = {l.name: l for l in rep.layers}
+    assert by["3"].ranks == (8, 8) and by["7"].compression >= 2
+    assert by["10"].status == "skipped" and "no rank" in by["10"].reason
+    _, rep = decompose_with_report(model, "tucker", None)
+    assert rep.rank == "vbmf"
+    with pytest.raises(InvalidInputError):
+        decompose_with_report(model, "tucker", {"3": 0})

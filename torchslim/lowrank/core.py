@@ -215,6 +215,7 @@ def decompose_layer(layer: nn.Module, method: str | Method = "tucker", rank: Ran
     res.rel_error = float(torch.linalg.vector_norm((w - w_hat.reshape(w.shape)).double())
                           / torch.linalg.vector_norm(w.double()).clamp_min(1e-30))
     res.response_error = ctx.options.get("response_error")
+    chain.to(device=layer.weight.device, dtype=layer.weight.dtype)  # factors are built on the CPU
     chain.train(layer.training)
     res.status, res.replacement, res.seconds = "decomposed", chain, time.perf_counter() - t0
     return chain, res
@@ -352,7 +353,10 @@ def decompose_with_report(
 ) -> tuple[nn.Module, DecompositionReport]:
     """`decompose`, also returning the per-layer `DecompositionReport`."""
     m = METHODS.get(method) if isinstance(method, str) else method
-    validate_rank(rank)
+    rank = "vbmf" if rank is None else rank
+    per_layer = isinstance(rank, dict) and "compression" not in rank  # {layer pattern: rank}
+    for r in (rank.values() if per_layer else [rank]):
+        validate_rank(r)
     t0 = time.perf_counter()
     model = model if inplace else copy.deepcopy(model)
     select = _selector(layers)
@@ -386,7 +390,17 @@ def decompose_with_report(
                                        macs_before=_macs(before, ctx), macs_after=_macs(before, ctx),
                                        original=mod, input_shape=ctx.input_shape))
             continue
-        new, res = decompose_layer(mod, lm, rank, ctx=ctx, allow_growth=allow_growth)
+        layer_rank = rank
+        if per_layer:
+            layer_rank = next((r for pat, r in rank.items() if fnmatch.fnmatch(n, pat)), None)
+            if layer_rank is None:
+                before = original_cost(mod)
+                results.append(LayerResult(n, describe(mod), lm.name, "skipped", "no rank given for this layer",
+                                           params_before=before[0], params_after=before[0],
+                                           macs_before=_macs(before, ctx), macs_after=_macs(before, ctx),
+                                           original=mod, input_shape=ctx.input_shape))
+                continue
+        new, res = decompose_layer(mod, lm, layer_rank, ctx=ctx, allow_growth=allow_growth)
         if new is not mod:
             _set_submodule(model, n, new)
         results.append(res)
@@ -406,7 +420,8 @@ def decompose(model: nn.Module, method: str = "tucker", rank: RankSpec = "vbmf",
         model: the trained model (not modified unless inplace=True).
         method: a name in `torchslim.lowrank.METHODS` (tucker, cp, separable, svd, channel, ...),
             used for the layer types it handles.
-        rank: "vbmf", an int or tuple, a float in (0, 1] (energy kept), or {"compression": x}.
+        rank: "vbmf" (also None), an int or tuple, a float in (0, 1] (energy kept), {"compression": x},
+            or {layer name pattern: any of these} (unmatched layers are left alone).
         layers: fnmatch patterns of layer names, or `filter_fn(module, name) -> bool`; None = all.
         linear_method: method for layer types `method` does not handle (default "svd" for Linear;
             None leaves them alone).
