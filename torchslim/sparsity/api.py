@@ -1,0 +1,85 @@
+"""The `sparsify` verb: one registry of methods, one signature, every method retrains with `torchslim.train.fit`."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any, Callable
+
+from torch import nn
+
+from torchslim.errors import InvalidInputError
+from torchslim.registry import Registry
+
+# name -> (config dataclass, run(model, config, train_loader, val_loader) -> info dict)
+METHODS: Registry[tuple[type, Callable]] = Registry("sparsity method")
+
+
+def register_method(name: str, config_cls: type):
+    def add(fn):
+        METHODS.register(name)((config_cls, fn))
+        return fn
+
+    return add
+
+
+def split_data(data) -> tuple[Any, Any]:
+    """(train_loader, val_loader) from a DataBundle, a (train, val) pair, a loader, or None."""
+    if data is None:
+        return None, None
+    if hasattr(data, "train") and hasattr(data, "val"):
+        return data.train, data.val
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return data[0], data[1]
+    return data, None
+
+
+def need_data(train, method: str):
+    if train is None:
+        raise InvalidInputError(f"method {method!r} trains the model: pass data= (a DataBundle from "
+                                "torchslim.data.get_data, or a training DataLoader)")
+
+
+def sparsify(model: nn.Module, method: str = "magnitude", sparsity: float | dict | None = 0.9, *, data=None,
+             config=None, inplace: bool = False, return_info: bool = False, **options):
+    """Make the weights of `model` sparse with a kernel-sparsification method; masks stay attached.
+
+    Args:
+        model: a trained network (Linear / Conv layers are sparsified).
+        method: a name in `torchslim.sparsity.METHODS`: magnitude, dns, iht, ssl, l1, correlation.
+        sparsity: target fraction of zero weights (a float, or {layer fqn: fraction} for magnitude);
+            None keeps the method's own default (e.g. magnitude with `quality=`).
+        data: a `DataBundle` (torchslim.data.get_data), a training DataLoader, or (train, val);
+            needed by every method that retrains (all but one-shot magnitude).
+        config: the method's config dataclass (e.g. `MagnitudeConfig`); `options` override its fields.
+        inplace: modify `model` itself (default: work on a deep copy).
+        return_info: also return a dict of what happened (per-round history, per-layer densities).
+
+    Returns:
+        The sparsified model (masked layers: `torchslim.sparsity.remove_masks` bakes them in), and the
+        info dict if `return_info`.
+
+    Example:
+        >>> data = torchslim.data.get_data("mnist")
+        >>> sparse = torchslim.sparsify(model, "magnitude", sparsity=0.92, data=data, epochs=4)
+    """
+    config_cls, run = METHODS.get(method)
+    if config is None:
+        config = config_cls()
+    elif not isinstance(config, config_cls):
+        raise InvalidInputError(f"method {method!r} takes a {config_cls.__name__}, got {type(config).__name__}")
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    if sparsity is not None and "sparsity" in fields:
+        options.setdefault("sparsity", sparsity)
+    unknown = set(options) - fields
+    if unknown:
+        raise InvalidInputError(f"method {method!r} has no option(s) {sorted(unknown)}; "
+                                f"its options: {sorted(fields)}")
+    config = dataclasses.replace(config, **options)
+    if not inplace:
+        model = copy.deepcopy(model)
+    train, val = split_data(data)
+    info = run(model, config, train, val) or {}
+    from torchslim.sparsity.masks import density_summary
+
+    info = {"method": method, **info, "density": density_summary(model)}
+    return (model, info) if return_info else model
