@@ -192,9 +192,12 @@ def markdown(res: dict) -> str:
         c = m["config"]
         md += [f"Command: `{m['command']}`", "",
                f"**MNIST, Hinton et al. 2015 in miniature.** Teacher and students trained here (SGD Nesterov, "
-               f"lr {c['lr']}, cosine; teacher {c['teacher_epochs']} epochs, students {c['student_epochs']} epochs; "
+               f"cosine; teacher {c['teacher_epochs']} epochs at lr {c['lr']} with dropout {c['teacher_dropout']}, "
+               f"students {c['student_epochs']} epochs, no regularisation, each at lr "
+               f"{' and '.join(map(str, c.get('student_lrs', [c['lr']])))}; "
                f"KD at T = {c['temperature']}, alpha = {c['alpha']}, teacher logits cached: no augmentation; "
-               f"{c['limit_train'] or 55000} training images). "
+               f"{c['limit_train'] or 55000} training images). Soft targets at a learning rate that suits hard labels "
+               "can hurt: the T^2-scaled gradients of a confident teacher are larger (docs/distillation.md). "
                f"Test errors out of {m['test_images']}; the paper (2 x 1200 teacher, 2 x 800 student, "
                f"full training) reports {HINTON_MNIST['teacher_errors']} / {HINTON_MNIST['student_errors']} / "
                f"{HINTON_MNIST['distilled_errors']} errors for teacher / student / distilled student.", "",
@@ -230,7 +233,9 @@ def markdown(res: dict) -> str:
                f"{k['steps']} Adam steps per layer, lr {k.get('rec_lr', 1e-3)}), then KD from the original "
                f"({k['kd_epochs']} epochs on {k['limit_train']} unaugmented train images, SGD lr {k['lr']}). Top-1 on {v['test_images']} test images; latency: "
                f"torch eager, 1 thread, median over {k.get('latency_rounds', 1)} interleaved rounds of per-round medians, "
-               "measured side by side in this run on a shared, loaded 2-core machine (expect noise of 10-20 %). MobileNets (Howard et al. 2017, "
+               "measured side by side in this run on a shared, loaded 2-core machine (expect noise of 10-20 %). "
+               "Fewer MACs need not mean less time: a separable layer is two kernels, and PyTorch's CPU depthwise "
+               "kernels run far below peak, so compare the MACs ratio with the speed-up column. MobileNets (Howard et al. 2017, "
                "eq. 5) give the per-layer cost ratio 1/N + 1/D_K^2 (0.17 for N = 16, D_K = 3).", "",
                md_table(["model", "MACs (M)", "MACs ratio", "params (k)", "size (kB)", "latency b=1 (ms)",
                          "latency b=32 (ms)", "speed-up b=1 / b=32", "top-1 % SVD init", "top-1 % reconstructed",

@@ -6,6 +6,16 @@ from torchslim.models import create_model
 from torchslim.train import FitConfig, fit
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tests run tiny models: one intra-op thread is faster than two on a shared, loaded machine
+    (oversubscribed threads spin), and is restored afterwards so other tests keep the default."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def digits():
     return get_data("digits", batch_size=64)
@@ -15,6 +25,11 @@ def digits():
 def digits_teacher(digits):
     """A digits_cnn trained for a few steps: good enough to be imitated."""
     torch.manual_seed(0)
-    t = create_model("digits_cnn", width=16)
-    fit(t, digits.train, config=FitConfig(epochs=3, lr=0.05, progress=False, eval_every=0))
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # session fixtures are built before the per-test thread setting applies
+    try:
+        t = create_model("digits_cnn", width=16)
+        fit(t, digits.train, config=FitConfig(epochs=3, lr=0.05, progress=False, eval_every=0))
+    finally:
+        torch.set_num_threads(n)
     return t.eval()

@@ -67,3 +67,25 @@ def test_cli_distill_writes_model_and_figures(tmp_path, digits_teacher):
     save_model(bad, tmp_path / "four.safetensors", input_size=(1, 8, 8))
     assert main(["distill", "--teacher", str(teacher_file), "--student", str(tmp_path / "four.safetensors"),
                  "--data", "digits", "--epochs", "1", "--limit", "64", "-o", str(tmp_path / "bad")]) == 2
+
+
+def test_recipe_distill_stage_runs_the_real_verb(tmp_path, digits_teacher):
+    from torchslim.recipe import load_recipe, run_recipe
+
+    save_model(digits_teacher, tmp_path / "teacher.safetensors", input_size=(1, 8, 8))
+    recipe = tmp_path / "kd.yaml"
+    recipe.write_text("""\
+name: kd
+model: {name: digits_cnn, kwargs: {width: 4}}
+data: {name: digits, batch_size: 64, limit_train: 128, limit_eval: 64, augment: false}
+measure: {latency: false}
+stages:
+  - method: distill
+    distill: {teacher: {path: teacher.safetensors}, method: [kd, at], params: {temperature: 2.0, beta: 10.0,
+              cache_teacher: true}, epochs: 1, lr: 0.05}
+""")
+    run_recipe(load_recipe(recipe), tmp_path / "run", progress=False, report=False, log=lambda *a: None)
+    assert (tmp_path / "run/stages/01-distill/distill/checkpoint.pt").is_file()
+    assert load_model(tmp_path / "run/model.safetensors")(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
+    with pytest.raises(InvalidInputError, match="unknown distillation setting"):
+        torchslim.distill(create_model("digits_cnn", width=4), digits_teacher, get_data("digits"), tempurature=3)

@@ -60,8 +60,11 @@ def _check_classes(teacher, student, data, size) -> None:
 
     x = torch.zeros(2, *size)
     for what, m in (("teacher", teacher), ("student", student)):
-        with torch.no_grad():
-            out = m.eval()(x)
+        try:
+            with torch.no_grad():
+                out = m.eval()(x)
+        except Exception as e:
+            raise InvalidInputError(f"the {what} does not run on {data.name} inputs of size {tuple(size)}: {e}") from None
         if out.ndim != 2 or out.shape[1] != data.num_classes:
             raise InvalidInputError(f"the {what} outputs {tuple(out.shape[1:])} on {data.name} inputs, which have "
                                     f"{data.num_classes} classes; distillation needs logits over the data's classes")

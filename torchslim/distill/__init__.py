@@ -7,6 +7,7 @@ recovery step after compression, the uncompressed model teaches its compressed c
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -88,10 +89,32 @@ def build_loss(teacher: nn.Module, method: str | Sequence[str] = "kd", config: D
     return DistillLoss(teacher, [METHODS.get(n)(cfg) for n in names])
 
 
+def _config(config, checkpoint_dir, overrides: dict) -> DistillConfig:
+    """A DistillConfig from a DistillConfig, a FitConfig (the recipe runner's) or None, plus field overrides."""
+    if config is None:
+        cfg = DistillConfig()
+    elif isinstance(config, DistillConfig):
+        cfg = dataclasses.replace(config)
+    elif isinstance(config, FitConfig):
+        cfg = DistillConfig(fit=config)
+    else:
+        raise InvalidInputError(f"config must be a DistillConfig or a FitConfig, got {type(config).__name__}")
+    known = {f.name for f in dataclasses.fields(DistillConfig)} - {"fit"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise InvalidInputError(f"unknown distillation setting(s) {', '.join(unknown)}; "
+                                f"known: {', '.join(sorted(known))}")
+    cfg = dataclasses.replace(cfg, **overrides)
+    if checkpoint_dir is not None:
+        cfg.checkpoint_dir = str(checkpoint_dir)
+    return cfg
+
+
 def distill_fit(student: nn.Module, teacher: nn.Module, data, method: str | Sequence[str] = "kd",
-                config: DistillConfig | None = None, callbacks: Sequence = ()) -> DistillResult:
+                config: DistillConfig | FitConfig | None = None, callbacks: Sequence = (),
+                checkpoint_dir=None, **overrides) -> DistillResult:
     """`distill`, returning also the training history and the loss (with its adapters)."""
-    cfg = config or DistillConfig()
+    cfg = _config(config, checkpoint_dir, overrides)
     train, val = _loaders(data)
     requires_grad = [p.requires_grad for p in teacher.parameters()]
     loss = build_loss(teacher, method, cfg)
@@ -117,7 +140,8 @@ def distill_fit(student: nn.Module, teacher: nn.Module, data, method: str | Sequ
 
 
 def distill(student: nn.Module, teacher: nn.Module, data, method: str | Sequence[str] = "kd",
-            config: DistillConfig | None = None) -> nn.Module:
+            config: DistillConfig | FitConfig | None = None, *, callbacks: Sequence = (), checkpoint_dir=None,
+            **overrides) -> nn.Module:
     """Train `student` (in place) to imitate `teacher` on `data`; returns the student.
 
     Args:
@@ -125,7 +149,11 @@ def distill(student: nn.Module, teacher: nn.Module, data, method: str | Sequence
         teacher: the trained model; frozen and run in eval mode. Same number of classes as the student.
         data: a `DataBundle` (`torchslim.data.get_data`), a train DataLoader, (train, val) loaders or a name.
         method: "kd", "at", "hint" or a list of them (their losses add up), e.g. ["kd", "at"].
-        config: `DistillConfig` (epochs and lr live in `config.fit`).
+        config: `DistillConfig` (epochs and lr live in `config.fit`), or a bare `FitConfig` (paper defaults
+            for the rest).
+        callbacks: extra `fit` callbacks (masks that keep pruned weights at zero, ...).
+        checkpoint_dir: resumable checkpoints of the run.
+        **overrides: `DistillConfig` fields, e.g. `temperature=4.0, alpha=0.9` (how YAML recipes pass them).
 
     Example:
         >>> teacher = create_model("resnet56", pretrained=True)
@@ -137,7 +165,7 @@ def distill(student: nn.Module, teacher: nn.Module, data, method: str | Sequence
         >>> teacher = copy.deepcopy(model); small = torchslim.prune(model, ...)
         >>> torchslim.distill(small, teacher, data, method="kd")
     """
-    return distill_fit(student, teacher, data, method, config).student
+    return distill_fit(student, teacher, data, method, config, callbacks, checkpoint_dir, **overrides).student
 
 
 __all__ = ["AttentionTransfer", "Batch", "DistillConfig", "DistillLoss", "DistillResult", "Hint", "KD", "METHODS",
