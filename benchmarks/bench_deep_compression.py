@@ -28,9 +28,10 @@ def baseline(name: str, data, quick: bool, epochs: int) -> tuple[torch.nn.Module
     from torchslim.paths import cache_dir
     from torchslim.train import FitConfig, fit
 
-    path = cache_dir() / "baselines" / f"{name}-mnist.safetensors"
-    if path.exists() and not quick:
-        return load_model(path), f"cached {path.name} (benchmarks.bench_baselines)"
+    for path in (cache_dir() / "baselines" / f"{name}-mnist.safetensors",
+                 cache_dir() / "baselines" / f"{name}-mnist-sparsity.safetensors"):  # the sparsity benchmark's
+        if path.exists() and not quick:
+            return load_model(path), f"cached {path.name} (~/.cache/torchslim/baselines)"
     m = create_model(name)
     fit(m, data.train, config=FitConfig(epochs=epochs, lr=0.05, progress=False))
     return m, f"trained here: {epochs} epoch(s) SGD on {len(data.train.dataset)} images"
