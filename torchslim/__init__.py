@@ -1,7 +1,8 @@
 """torchslim: make trained PyTorch CNNs smaller and faster, and measure what was gained and lost.
 
 Public verbs take a model and a config and return a model:
-`analyze`, `prune`, `sparsify`, `decompose`, `quantize`, `distill`, `load`, `save`, `export`.
+`analyze`, `prune`, `sparsify`, `decompose`, `quantize`, `distill`, `load`, `save`, `export`,
+and `compress` runs a whole YAML recipe.
 """
 __version__ = "0.1.0"
 
@@ -9,7 +10,8 @@ __version__ = "0.1.0"
 # here, after their packages are imported, so the function is what `torchslim.prune` names.
 from torchslim.analysis import profile as analyze  # noqa: E402
 from torchslim.api import export, load, save  # noqa: E402
+from torchslim.recipe import run_recipe as compress  # noqa: E402
 from torchslim.sparsity import sparsify  # noqa: E402
 from torchslim.quant import quantize  # noqa: E402
 
-__all__ = ["__version__", "analyze", "export", "load", "quantize", "save", "sparsify"]
+__all__ = ["__version__", "analyze", "compress", "export", "load", "quantize", "save", "sparsify"]

@@ -26,3 +26,43 @@ def to_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLi
         )
     os.replace(tmp, path)
     return path
+
+
+def verify_onnx(model: nn.Module, path: str | os.PathLike, example_input: torch.Tensor, *,
+                rtol: float = 1e-3, atol: float = 1e-4) -> dict:
+    """Run the ONNX file in ONNX Runtime on `example_input` and compare with PyTorch's outputs.
+
+    Raises `InvalidInputError` naming the file and the largest difference when
+    |ort - torch| > atol + rtol * |torch| anywhere; returns {"max_abs_diff", "max_rel_diff", "rtol", "atol",
+    "batch", "argmax_agreement"} otherwise.
+
+    Example:
+        >>> path = to_onnx(model, x[:1], "model.onnx")
+        >>> verify_onnx(model, path, x)["max_abs_diff"] < 1e-4
+        True
+    """
+    import numpy as np
+
+    from torchslim.analysis.latency import onnx_session
+    from torchslim.errors import InvalidInputError
+
+    model = model.eval()
+    with torch.no_grad():
+        ref = model(example_input)
+    ref = (ref[0] if isinstance(ref, (tuple, list)) else ref).detach().cpu().numpy()
+    sess = onnx_session(str(path))
+    got = sess.run(None, {sess.get_inputs()[0].name: example_input.cpu().numpy()})[0]
+    if got.shape != ref.shape:
+        raise InvalidInputError(f"{path}: ONNX Runtime output shape {got.shape} differs from PyTorch's {ref.shape}")
+    diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))
+    bound = atol + rtol * np.abs(ref)
+    out = {"max_abs_diff": float(diff.max(initial=0.0)),
+           "max_rel_diff": float((diff / np.maximum(np.abs(ref), 1e-12)).max(initial=0.0)),
+           "rtol": rtol, "atol": atol, "batch": int(example_input.shape[0])}
+    if ref.ndim == 2:
+        out["argmax_agreement"] = float((got.argmax(1) == ref.argmax(1)).mean())
+    if (diff > bound).any():
+        raise InvalidInputError(
+            f"{path}: ONNX Runtime outputs differ from PyTorch's: max |diff| {out['max_abs_diff']:.3g} "
+            f"exceeds atol {atol} + rtol {rtol} * |output|; pass larger tolerances for quantized models")
+    return out

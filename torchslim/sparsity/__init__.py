@@ -14,6 +14,7 @@ from torchslim.sparsity.l1 import L1Config, L1Regularizer
 from torchslim.sparsity.correlation import CorrelationConfig, activation_correlation, correlation_mask
 from torchslim.sparsity.lowered_conv import LoweredConv2d
 from torchslim.sparsity.sparse_exec import SparseConv2d, SparseLinear, to_dense, to_sparse
+from torchslim.sparsity.energy_aware import EnergyAwareConfig, energy_aware_prune, restore_least_squares
 from torchslim.sparsity.ssl import (GroupLasso, KeepZeroGroups, SSLConfig, drop_zero_blocks, gemm_table,
                                     lower_sparse_convs, remove_zero_groups, zero_small_groups)
 
@@ -22,6 +23,7 @@ __all__ = [
     "apply_masks", "attach_masks", "density_summary", "is_masked", "masked_layers", "remove_masks", "set_mask",
     "sparsity_table", "AGPSchedule", "MagnitudeConfig", "magnitude_masks", "prune_by_magnitude", "DNSConfig",
     "NetworkSurgery", "IHTConfig", "L1Config", "L1Regularizer", "CorrelationConfig", "activation_correlation",
-    "correlation_mask", "LoweredConv2d", "SparseConv2d", "SparseLinear", "to_dense", "to_sparse", "GroupLasso", "KeepZeroGroups", "SSLConfig", "drop_zero_blocks",
+    "correlation_mask", "LoweredConv2d", "SparseConv2d", "SparseLinear", "to_dense", "to_sparse",
+    "EnergyAwareConfig", "energy_aware_prune", "restore_least_squares", "GroupLasso", "KeepZeroGroups", "SSLConfig", "drop_zero_blocks",
     "gemm_table", "lower_sparse_convs", "remove_zero_groups", "zero_small_groups",
 ]

@@ -4,6 +4,11 @@ atomic checkpoints, exact resume after a kill, deterministic seeding, CPU or CUD
 Methods plug in through `loss_fn` (distillation, regularisers) and `Callback`s (masks, surgery,
 centroid gradients). Exact resume works because every epoch reseeds the RNGs from (seed, epoch):
 a run killed anywhere replays from its last checkpoint to the same weights.
+
+Under `torchrun` (an initialised process group of several ranks) the same call trains with
+DistributedDataParallel: each rank takes its share of every global batch (the loader's batch size
+stays the global batch), gradients are averaged, only rank 0 writes checkpoints, and the epoch
+metrics are summed over the ranks. See docs/distributed.md.
 """
 from __future__ import annotations
 
@@ -20,9 +25,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from torchslim.errors import InvalidInputError
+from torchslim.train import distributed as D
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 
@@ -129,6 +135,43 @@ def _lr_factor(cfg: FitConfig, progress_epochs: float) -> float:
     return 1.0
 
 
+class ShardSampler(DistributedSampler):
+    """A DistributedSampler whose shuffle is the one a single process's shuffled DataLoader draws.
+
+    `fit` reseeds the train loader's generator with (seed, epoch) every epoch; the DataLoader first
+    draws one int64 (its workers' base seed) from that generator, then RandomSampler takes
+    `randperm(n)`. Rank r gets positions r, r+W, r+2W... of that order, so with a per-rank batch of
+    B/W the ranks' k-th batches together are exactly the single process's k-th batch of B.
+    """
+
+    def __iter__(self):
+        if not self.shuffle:
+            return super().__iter__()
+        g = torch.Generator()
+        g.manual_seed(self.seed + self.epoch)
+        torch.empty((), dtype=torch.int64).random_(generator=g)  # the DataLoader's base-seed draw
+        indices = torch.randperm(len(self.dataset), generator=g).tolist()
+        if len(indices) < self.total_size:  # pad to an even split (DistributedSampler does the same)
+            indices += (indices * math.ceil(self.total_size / max(len(indices), 1)))[: self.total_size - len(indices)]
+        return iter(indices[self.rank: self.total_size: self.num_replicas])
+
+
+def _shard_loader(loader: DataLoader, seed: int) -> DataLoader:
+    """The per-rank loader: same dataset, batch size / world size, a ShardSampler."""
+    if isinstance(loader.sampler, DistributedSampler):
+        return loader  # the caller sharded it already
+    w = D.world_size()
+    if loader.batch_size is None or loader.batch_size % w:
+        raise InvalidInputError(f"the train loader's batch size {loader.batch_size} is the global batch and must "
+                                f"be divisible by the {w} ranks; use a multiple of {w}")
+    sampler = ShardSampler(loader.dataset, num_replicas=w, rank=D.rank(),
+                           shuffle=isinstance(loader.sampler, RandomSampler), seed=seed * 100_003)
+    return DataLoader(loader.dataset, batch_size=loader.batch_size // w, sampler=sampler,
+                      num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
+                      drop_last=loader.drop_last, persistent_workers=loader.num_workers > 0,
+                      generator=torch.Generator())  # fit reseeds it; keeps the global RNG as in one process
+
+
 def _save_atomic(obj: dict, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -168,8 +211,15 @@ def fit(
         >>> fit(model, data.train, val_loader=data.val, config=FitConfig(epochs=5, lr=0.05))
     """
     cfg = config or FitConfig()
-    device = resolve_device(cfg.device, model)
+    distributed = D.is_distributed()
+    device = D.default_device() if distributed and cfg.device in (None, "auto") else resolve_device(cfg.device, model)
     model.to(device)
+    net: nn.Module = model  # what the loss sees: the model, or its DDP wrapper
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_loader = _shard_loader(train_loader, cfg.seed)
+        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     loss_fn = loss_fn or default_loss(cfg.label_smoothing)
     opt = optimizer or _make_optimizer(model, cfg)
     base_lrs = [g["lr"] for g in opt.param_groups]
@@ -194,7 +244,7 @@ def fit(
             result.resumed_from = f"epoch {start_epoch} step {start_step}"
 
     def checkpoint(epoch: int, step: int) -> None:
-        if ckpt_path is None:
+        if ckpt_path is None or not D.is_main():
             return
         _save_atomic({
             "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "step": step,
@@ -205,7 +255,7 @@ def fit(
     for cb in callbacks:
         cb.on_fit_begin(model, opt)
     bar = None
-    if cfg.progress:
+    if cfg.progress and D.is_main():
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch + start_step,
@@ -235,7 +285,7 @@ def fit(
             for g, base in zip(opt.param_groups, base_lrs):
                 g["lr"] = base * _lr_factor(cfg, epoch + step / steps_per_epoch)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss, logits = loss_fn(model, x, y)
+            loss, logits = loss_fn(net, x, y)
             for reg in regularizers:
                 loss = loss + reg(model)
             if not torch.isfinite(loss):
@@ -258,6 +308,10 @@ def fit(
             if cfg.checkpoint_every_steps and (step + 1) % cfg.checkpoint_every_steps == 0 \
                     and step + 1 < steps_per_epoch:
                 checkpoint(epoch, step + 1)
+        if distributed:  # epoch figures over all ranks' samples
+            totals = torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=device)
+            torch.distributed.all_reduce(totals)
+            loss_sum, correct, seen = totals[0].item(), int(totals[1].item()), int(totals[2].item())
         metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
                    "train_top1": 100.0 * correct / max(seen, 1), "lr": opt.param_groups[0]["lr"],
                    "time_s": round(time.perf_counter() - t0, 2)}
@@ -268,7 +322,7 @@ def fit(
             ev = evaluate(model, val_loader, device=device)
             metrics.update(val_top1=ev["top1"], val_loss=ev["loss"])
         result.history.append(metrics)
-        if cfg.progress and (bar is None or bar.disable):  # no live bar (a log file): one line per epoch
+        if cfg.progress and D.is_main() and (bar is None or bar.disable):  # no live bar (a log file): one line per epoch
             shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "epoch")
             print(f"epoch {epoch + 1}/{cfg.epochs}: {shown}", file=sys.stderr, flush=True)
         for cb in callbacks:
@@ -277,6 +331,7 @@ def fit(
         rng_at_step = None
     if bar is not None:
         bar.close()
+    D.barrier()  # rank 0's last checkpoint is on disk before any rank goes on
     for cb in callbacks:
         cb.on_fit_end(model)
     return result

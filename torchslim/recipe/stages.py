@@ -1,0 +1,295 @@
+"""The stage registry: every recipe method is a function `(model, params, context) -> model`.
+
+A method plugs in with a few lines:
+
+    class PruneParams(StageParams):          # the keys a recipe may give, checked before the run
+        criterion: str = "l1"
+        ratio: float | None = None
+
+    @register_stage("prune", params=PruneParams)
+    def prune_stage(model, params, ctx):
+        import torchslim
+        return torchslim.prune(model, ctx.example_input(), data=ctx.data.train, **params)
+
+`params` is the stage's validated `params:` mapping (unset keys left out, so the method's own defaults
+apply). `ctx` (`StageContext`) gives the data, an example input, the stage's folder, a cache for
+expensive intermediate results, and lets a method hand `Callback`s / a loss to the recovery
+fine-tuning that follows (e.g. masks that keep pruned weights at zero, a distillation loss).
+The adapters below call the method verbs of the other torchslim subpackages, imported lazily: a
+recipe using a method that this installation lacks validates, and fails clearly when it runs.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from torchslim.errors import InvalidInputError, UnsupportedModelError
+from torchslim.registry import Registry
+from torchslim.train import Callback
+
+StageFn = Callable[[nn.Module, dict, "StageContext"], nn.Module]
+
+
+class StageParams(BaseModel):
+    """Base of a stage's params schema: unknown keys are errors (the recipe names the line)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    fn: StageFn
+    params: type[BaseModel] | None  # None: any mapping is passed through unchecked
+    needs_budget: bool = False  # finetune / distill: nothing to do without one
+    doc: str = ""
+
+
+STAGES: Registry[StageSpec] = Registry("recipe method")
+
+
+def register_stage(name: str, *, params: type[BaseModel] | None = StageParams, needs_budget: bool = False,
+                   overwrite: bool = False):
+    """Register `fn(model, params: dict, ctx: StageContext) -> nn.Module` as recipe method `name`.
+
+    Args:
+        params: a pydantic model of the allowed params (default: none allowed); None skips checking.
+        needs_budget: the stage does nothing without a `finetune`/`distill` budget.
+    """
+    def add(fn: StageFn) -> StageFn:
+        STAGES.register(name, overwrite=overwrite)(StageSpec(fn, params, needs_budget, (fn.__doc__ or "").strip()))
+        return fn
+
+    return add
+
+
+@dataclass
+class StageContext:
+    """What a stage may use besides the model and its params."""
+
+    recipe: Any  # torchslim.recipe.schema.Recipe
+    index: int  # 1-based position in the recipe
+    name: str  # the stage folder name, e.g. "02-prune"
+    stage_dir: Path
+    data: Any  # torchslim.data.DataBundle
+    input_size: tuple[int, int, int]
+    device: torch.device
+    seed: int
+    callbacks: list = field(default_factory=list)  # handed to the recovery fine-tuning
+    regularizers: list = field(default_factory=list)  # ditto: model -> scalar
+    loss_fn: Callable | None = None  # ditto: (model, x, y) -> (loss, logits)
+    metrics: dict = field(default_factory=dict)  # extra figures for metrics.json and the report
+    artifacts: dict = field(default_factory=dict)  # name -> file in stage_dir (e.g. {"onnx": "model.onnx"})
+
+    def example_input(self, batch_size: int = 1) -> torch.Tensor:
+        """A deterministic batch from the eval split (a real image batch, not noise)."""
+        x, _ = next(iter(self.data.split(self.recipe.data.eval_split)))
+        if len(x) < batch_size:
+            x = x.repeat((batch_size + len(x) - 1) // len(x), 1, 1, 1)
+        return x[:batch_size].to(self.device)
+
+    def cached(self, key: str, compute: Callable[[], Any]) -> Any:
+        """`compute()` once per run: its JSON-able result is kept in the stage folder, so a resumed run
+        (after a kill) reuses it instead of recomputing (e.g. a sensitivity scan)."""
+        path = self.stage_dir / "cache" / f"{key}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        value = compute()
+        from torchslim.train.distributed import is_main
+
+        if is_main():
+            _write_json(path, value)
+        return value
+
+    def load_model(self, spec) -> nn.Module:
+        """Build a model from a recipe `ModelSpec` (a teacher, for instance)."""
+        from torchslim.recipe.runner import build_model
+
+        return build_model(spec, self.recipe.data)[0].to(self.device)
+
+
+def _write_json(path: Path, value) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _verb(name: str):
+    """`torchslim.<name>`, or a clear error when this installation does not have that method yet."""
+    import importlib
+
+    module_name, _, attr = f"torchslim.{name}".rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise UnsupportedModelError(f"recipe method needs torchslim.{name}, which this installation does not "
+                                    f"provide ({e})") from None
+
+
+# ------------------------------------------------------------------ stages that need nothing else
+@register_stage("finetune", needs_budget=True)
+def finetune_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Module:
+    """Train with the stage's `finetune` budget (from scratch for a fresh model, or to recover)."""
+    return model
+
+
+class EvaluateParams(StageParams):
+    split: Literal["train", "val", "test"] = "test"
+
+
+@register_stage("evaluate", params=EvaluateParams)
+def evaluate_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Module:
+    """Record top-1/top-5 and loss on a split (every stage is measured anyway; this adds a split)."""
+    from torchslim.train import evaluate
+
+    split = params.get("split", "test")
+    ctx.metrics[f"{split}_eval"] = evaluate(model, ctx.data.split(split), device=ctx.device)
+    return model
+
+
+class ExportParams(StageParams):
+    format: Literal["onnx"] = "onnx"
+    file: str = "model.onnx"
+    rtol: float = Field(default=1e-3, ge=0)
+    atol: float = Field(default=1e-4, ge=0)
+
+
+@register_stage("export", params=ExportParams)
+def export_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Module:
+    """Export to ONNX in the stage folder and check ONNX Runtime's outputs against PyTorch's."""
+    from torchslim.onnx_export import to_onnx, verify_onnx
+    from torchslim.train.distributed import is_main
+
+    p = ExportParams(**params)
+    x = ctx.example_input(batch_size=4).cpu()
+    model = model.cpu().eval()
+    if is_main():
+        path = to_onnx(model, x[:1], ctx.stage_dir / p.file)
+        check = verify_onnx(model, path, x, rtol=p.rtol, atol=p.atol)
+        ctx.metrics["onnx"] = check | {"file": p.file, "bytes": path.stat().st_size}
+        ctx.artifacts["onnx"] = p.file
+    return model
+
+
+# ------------------------------------------------------------------ adapters to the method verbs
+# Their signatures are the ones announced by the method issues; the lead adjusts them at integration.
+class _Options(StageParams):
+    options: dict[str, Any] = {}  # anything else, passed to the verb as keyword arguments
+
+
+class PruneParams(_Options):
+    criterion: str = "l1"
+    ratio: float | None = Field(default=None, gt=0, lt=1)
+    target_macs: float | None = Field(default=None, gt=0)
+
+
+@register_stage("prune", params=PruneParams)
+def prune_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Module:
+    """Structured pruning: `torchslim.prune(model, example_input, criterion=, ratio=|target_macs=, data=)`."""
+    p = dict(params)
+    opts = p.pop("options", {})
+    if p.get("ratio") is None and p.get("target_macs") is None:
+        raise InvalidInputError(f"stage {ctx.name}: prune needs `ratio` or `target_macs`")
+    return _verb("prune")(model, ctx.example_input(), data=ctx.data.train, **p, **opts)
+
+
+class KeepZeros(Callback):
+    """Keeps the weights that are zero now at zero during fine-tuning (re-applied after every step).
+
+    Whatever the sparsity method does internally, the recovery after it must not regrow pruned
+    weights; the masks follow from the weights, so a resumed run rebuilds them from its checkpoint.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.masks = {n: p.detach() != 0 for n, p in model.named_parameters() if p.dim() > 1}
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n in self.masks:
+                    p.mul_(self.masks[n])
+
+
+class SparsifyParams(_Options):
+    method: str = "magnitude"
+    sparsity: float = Field(default=0.5, ge=0, lt=1)
+
+
+@register_stage("sparsify", params=SparsifyParams)
+def sparsify_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Module:
+    """Unstructured sparsity: `torchslim.sparsify(model, method=, sparsity=, data=)`; with a policy it is
+    re-applied each scheduled epoch (AGP)."""
+    p = dict(params)
+    opts = p.pop("options", {})
+    model = _verb("sparsify")(model, data=ctx.data.train, **p, **opts)
+    ctx.callbacks.append(KeepZeros(model))
+    return model
+
+
+class DecomposeParams(_Options):
+    method: str = "tucker"
+    rank: Any = None  # a number, a fraction, "vbmf", or {layer: rank}
+    layers: list[str] | None = None
+
+
+@register_stage("decompose", params=DecomposeParams)
+def decompose_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Module:
+    """Low-rank: `torchslim.decompose(model, method=, rank=, layers=)`."""
+    p = dict(params)
+    opts = p.pop("options", {})
+    return _verb("decompose")(model, **p, **opts)
+
+
+class QuantizeParams(_Options):
+    method: str = "int8"
+    calib_images: int = Field(default=512, gt=0)
+
+
+@register_stage("quantize", params=QuantizeParams)
+def quantize_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Module:
+    """Quantization: `torchslim.quantize(model, method=, calib=)`, calibrated on train images."""
+    p = dict(params)
+    opts = p.pop("options", {})
+    calib = ctx.data.calibration_batches(p.pop("calib_images", 512))
+    return _verb("quantize")(model.cpu(), calib=calib, **p, **opts)
+
+
+class EncodeParams(_Options):
+    file: str = "model.slim"
+
+
+@register_stage("encode", params=EncodeParams)
+def encode_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Module:
+    """Coded model file: `torchslim.encode.save(model, path)` then `torchslim.encode.load(path)` (.slim)."""
+    p = dict(params)
+    opts = p.pop("options", {})
+    path = ctx.stage_dir / p.get("file", "model.slim")
+    from torchslim.train.distributed import barrier, is_main
+
+    if is_main():
+        _verb("encode.save")(model, path, **opts)
+    barrier()
+    ctx.metrics["slim_bytes"] = path.stat().st_size
+    ctx.artifacts["slim"] = path.name
+    return _verb("encode.load")(path)
+
+
+@register_stage("distill", params=StageParams, needs_budget=True)
+def distill_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Module:
+    """Train the model as a student with the stage's `distill` budget (teacher, methods, epochs)."""
+    return model
+
+
+def run_distillation(model: nn.Module, budget, ctx: StageContext, config, checkpoint_dir: Path) -> nn.Module:
+    """Recovery by distillation: `torchslim.distill(student, teacher, data, method=[...], config=, ...)`."""
+    teacher = ctx.load_model(budget.teacher).eval()
+    out = _verb("distill")(model, teacher, ctx.data, method=list(budget.method), config=config,
+                           checkpoint_dir=checkpoint_dir, callbacks=list(ctx.callbacks), **budget.params)
+    return out if isinstance(out, nn.Module) else model
