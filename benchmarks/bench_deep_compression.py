@@ -28,9 +28,10 @@ def baseline(name: str, data, quick: bool, epochs: int) -> tuple[torch.nn.Module
     from torchslim.paths import cache_dir
     from torchslim.train import FitConfig, fit
 
-    path = cache_dir() / "baselines" / f"{name}-mnist.safetensors"
-    if path.exists() and not quick:
-        return load_model(path), f"cached {path.name} (benchmarks.bench_baselines)"
+    for path in (cache_dir() / "baselines" / f"{name}-mnist.safetensors",
+                 cache_dir() / "baselines" / f"{name}-mnist-sparsity.safetensors"):  # the sparsity benchmark's
+        if path.exists() and not quick:
+            return load_model(path), f"cached {path.name} (~/.cache/torchslim/baselines)"
     m = create_model(name)
     fit(m, data.train, config=FitConfig(epochs=epochs, lr=0.05, progress=False))
     return m, f"trained here: {epochs} epoch(s) SGD on {len(data.train.dataset)} images"
@@ -47,6 +48,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--prune-epochs", type=int, default=1, help="retraining epochs per pruning round")
     p.add_argument("--kmeans-epochs", type=int, default=1, help="centroid fine-tuning epochs")
+    p.add_argument("--bits", default="conv=8,fc=5", help="k-means bits per kind (the paper's: conv=8,fc=5)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -57,7 +59,9 @@ def main(argv=None) -> int:
     for name in args.models:
         t0 = time.time()
         model, src = baseline(name, data, args.quick, 1 if args.quick else 4)
-        cfg = DeepCompressionConfig(sparsity=SPARSITY[name], prune_rounds=2 if args.quick else 3,
+        from torchslim.cli.quantize import parse_bits
+
+        cfg = DeepCompressionConfig(sparsity=SPARSITY[name], bits=parse_bits(args.bits), prune_rounds=2 if args.quick else 3,
                                     prune_epochs=args.prune_epochs, kmeans_epochs=args.kmeans_epochs,
                                     fit=FitConfig(lr=0.01, weight_decay=0.0, progress=False,
                                                   max_steps_per_epoch=20 if args.quick else None))
@@ -75,8 +79,8 @@ def main(argv=None) -> int:
         print(rows[-1], flush=True)
     md = ["## Deep Compression (`benchmarks/bench_deep_compression.py`)", "", f"Command: `{command_line()}`", "",
           "Prune (torchslim.sparsity magnitude, iterative, the paper's per-layer rates) -> retrain -> k-means "
-          "weight sharing (conv 8 bits, FC 5 bits) -> retrain centroids -> Huffman + relative-index CSR in a "
-          "`.slim` file. Ratio = fp32 parameter bytes / `.slim` file bytes (whole file: header, biases, code "
+          "weight sharing -> retrain centroids -> Huffman + relative-index CSR in a "
+          "`.slim` file (bits: " + args.bits + "). Ratio = fp32 parameter bytes / `.slim` file bytes (whole file: header, biases, code "
           "tables, checksum). Top-1 on the MNIST test set" + (" (quick: 2000 images)" if args.quick else "") + ".", "",
           md_table(["model", "top-1 fp32", "pruned", "k-means", ".slim reloaded", "density %", "fp32 bytes",
                     ".slim bytes", "ratio", "paper (ratio, top-1 ref -> compressed)"], rows), ""]
@@ -87,7 +91,10 @@ def main(argv=None) -> int:
                         [[n, L["numel"], L["nonzero"], L["bytes_original"], L["bytes_pruned"], L["bytes_quantized"],
                           L["bytes_coded"], L["index_bits_per_weight"], L["index_entropy_bits"],
                           L["gap_bits_per_entry"], L["gap_entropy_bits"]] for n, L in r["layers"].items()]), ""]
-    write_result("deep_compression" + ("-quick" if args.quick else ""), res, "\n".join(md))
+    tag = "" if args.bits == "conv=8,fc=5" else "-" + args.bits.replace("=", "").replace(",", "-")
+    if tag:
+        md[0] = md[0] + f", k-means bits {args.bits}"
+    write_result("deep_compression" + tag + ("-quick" if args.quick else ""), res, "\n".join(md))
     return 0
 
 

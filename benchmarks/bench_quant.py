@@ -58,6 +58,7 @@ def main(argv=None) -> int:
     p.add_argument("--qat-models", nargs="*", default=["resnet20"],
                    help="CIFAR models also trained with int8 QAT (ort-qdq path) on the calibration subset")
     p.add_argument("--qat-epochs", type=int, default=2)
+    p.add_argument("--qat-lr", type=float, default=1e-4)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -128,23 +129,28 @@ def main(argv=None) -> int:
         model, src = load(name)
         i8 = Int8Config(observer="mse", paths=("ort-qdq",), threads=args.threads, repeats=3, min_time_s=0.0)
         q = quantize(model, "int8-qat", data=cifar, eval_loader=cifar.test,
-                     config=QATConfig(epochs=args.qat_epochs, fit=FitConfig(lr=1e-3, weight_decay=0, progress=False),
+                     config=QATConfig(epochs=args.qat_epochs, fit=FitConfig(lr=args.qat_lr, weight_decay=0, progress=False),
                                       int8=i8))
         r = q.quant_report["paths"]
+        from torchslim.train import evaluate
+
+        fp32_top1 = evaluate(model, cifar.test)["top1"]
         ptq_q = quantize(model, "int8-ptq", config=i8, calib=cifar.train, eval_loader=cifar.test)
         ptq = ptq_q.quant_report["paths"]["ort-qdq"]["top1"]
-        qres.setdefault("qat", {})[name] = {"fp32": r["fp32-torch"]["top1"], "qat ort-qdq": r["ort-qdq"]["top1"],
+        qres.setdefault("qat", {})[name] = {"fp32": fp32_top1, "qat float (fake-quant removed)": r["fp32-torch"]["top1"],
+                                           "qat ort-qdq": r["ort-qdq"]["top1"], "lr": args.qat_lr,
                                            "ptq ort-qdq": ptq, "epochs": args.qat_epochs,
                                            "train_images": len(cifar.train.dataset), "seconds": time.time() - t0}
-        qat_rows.append([name, r["fp32-torch"]["top1"], ptq, r["ort-qdq"]["top1"], args.qat_epochs,
-                         len(cifar.train.dataset)])
+        qat_rows.append([name, fp32_top1, ptq, r["fp32-torch"]["top1"], r["ort-qdq"]["top1"], args.qat_epochs,
+                         f"{args.qat_lr:g}", len(cifar.train.dataset)])
         print(name, "qat", f"{time.time() - t0:.0f}s", flush=True)
     if qat_rows:
         qmd = ["## int8 QAT (`benchmarks/bench_quant.py`)", "", f"Command: `{command_line()}`", "",
                f"Top-1 on {n_eval} CIFAR-10 test images. PTQ and QAT measured in the same run. "
                "Fake-quant training (BN folded, per-channel weights, EMA activation ranges, STE) on the "
                "calibration subset only (CPU budget), then the ort-qdq path.", "",
-               md_table(["model", "fp32 top-1", "PTQ top-1", "QAT top-1", "epochs", "train images"], qat_rows), ""]
+               md_table(["model", "fp32 top-1", "PTQ int8 top-1", "QAT float weights top-1", "QAT int8 top-1", "epochs",
+                         "lr", "train images"], qat_rows), ""]
         write_result("quant_qat" + ("-quick" if args.quick else ""), qres, "\n".join(qmd))
     if not args.models:
         return 0

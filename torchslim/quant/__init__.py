@@ -37,6 +37,7 @@ def _with(cfg, options: dict):
     return replace(cfg, **options)
 
 
+@METHODS.register("int8")  # short name (recipes use it)
 @METHODS.register("int8-ptq")
 def _int8_ptq(model, *, calib=None, data=None, config=None, eval_loader=None, **options):
     calib = calib if calib is not None else data
@@ -55,6 +56,10 @@ def _int8_qat(model, *, calib=None, data=None, config=None, eval_loader=None, **
 @METHODS.register("kmeans")
 def _kmeans(model, *, calib=None, data=None, config=None, eval_loader=None, **options):
     train, val = _split(data)
+    if "conv_bits" in options or "fc_bits" in options:  # recipe spelling of bits={"conv": .., "fc": ..}
+        bits = dict(options.pop("bits", None) or {"conv": 8, "fc": 5})
+        bits.update({k: options.pop(f"{k}_bits") for k in ("conv", "fc") if f"{k}_bits" in options})
+        options["bits"] = bits
     return kmeans_quantize(model, _with(config or KMeansConfig(), options), train_loader=train, val_loader=val)
 
 
