@@ -22,3 +22,12 @@ needs_cifar = pytest.mark.skipif(not shared_data_available("cifar10/test.npz"),
                                  reason="../shared/data/cifar10 not present")
 needs_mnist = pytest.mark.skipif(not shared_data_available("mnist/test.npz"),
                                  reason="../shared/data/mnist not present")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    # Tests use tiny models on 2 shared cores: a second intra-op thread only adds contention.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

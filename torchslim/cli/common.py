@@ -52,10 +52,12 @@ def load_model_from_args(args) -> tuple[torch.nn.Module, tuple[int, int, int]]:
     name = args.model
     size = parse_input_size(getattr(args, "input_size", None))
     if Path(name).exists():
-        from torchslim.io import load_model, model_info
+        from torchslim.api import load
+        from torchslim.io import ARCH_ATTR
 
-        model = load_model(name)
-        return model, size or tuple(model_info(name).get("input_size") or ()) or _need_size(name)
+        model = load(name)  # .safetensors with a manifest, or a coded .slim file
+        recorded = (getattr(model, ARCH_ATTR, None) or {}).get("input_size")
+        return model, size or tuple(recorded or ()) or _need_size(name)
     model = create_model(name, num_classes=args.num_classes, pretrained=args.pretrained, weights=args.weights,
                          data_dir=getattr(args, "data_dir", None))
     return model, size or model_input_size(name)

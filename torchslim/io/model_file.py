@@ -168,6 +168,8 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, arch: dict | None =
 
     path = Path(path)
     arch = arch or getattr(model, ARCH_ATTR, None)
+    if arch and not arch.get("name"):  # only an input size was recorded
+        input_size, arch = input_size or arch.get("input_size"), None
     if arch:
         base = create_model(arch["name"], **arch.get("kwargs", {}))
         replaced = _diff(model, base)
@@ -231,7 +233,7 @@ def load_model(path: str | os.PathLike) -> nn.Module:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise FileFormatError(f"{path}: weights do not fit the described architecture: {e}") from e
-    if arch:
-        set_arch(model, arch["name"], arch.get("kwargs"), manifest.get("input_size"))
+    if arch or manifest.get("input_size"):  # keep the input size even for a model without a constructor
+        set_arch(model, (arch or {}).get("name"), (arch or {}).get("kwargs"), manifest.get("input_size"))
     model.eval()
     return model
