@@ -76,6 +76,15 @@ def lenet_baseline(name: str, quick: bool):
     return load_model(own)
 
 
+def baseline_source(name: str) -> str:
+    from benchmarks.bench_baselines import LENET, baseline_path
+
+    shared = baseline_path(name, "mnist")
+    if shared.is_file():
+        return f"{shared.name} (bench_baselines: {LENET[name]['epochs']} epochs)"
+    return f"{name}-mnist-sparsity.safetensors (trained here: {LENET_BUDGET[name]['epochs']} epochs)"
+
+
 def _fit_cfg(lr: float, quick: bool, steps: int | None = None) -> FitConfig:
     return FitConfig(lr=lr, weight_decay=0.0, momentum=0.9, schedule="cosine", progress=False,
                      max_steps_per_epoch=steps or (40 if quick else None))
@@ -115,7 +124,8 @@ def part_lenet(quick: bool, models=("lenet300", "lenet5")) -> dict:
         runs["DNS @ DNS densities"] = _run(
             base, "dns", data, sparsity=sparsity_of(DNS_KEEP[name]), epochs=rounds * per_round - 1,
             finetune_epochs=1, fit=_fit_cfg(0.01, quick))
-        out[name] = {"baseline_top1": base_acc, "runs": runs, "epochs_each": rounds * per_round}
+        out[name] = {"baseline_top1": base_acc, "runs": runs, "epochs_each": rounds * per_round,
+                     "baseline": baseline_source(name)}
         for k, r in runs.items():
             print(name, k, f"{r['top1']:.2f} %", f"{r['compression']:.1f}x", f"{r['seconds']} s", flush=True)
     return out
@@ -141,7 +151,7 @@ def md_lenet(res: dict, long: dict | None = None) -> list[str]:
     for name in [n for n in ("lenet300", "lenet5") if n in res]:
         r = res[name]
         p = PAPER[name]
-        rows = [["dense baseline (ours)", "1.0x", f"{100 - r['baseline_top1']:.2f}", "", ""]]
+        rows = [[f"dense baseline: {r.get('baseline', 'ours')}", "1.0x", f"{100 - r['baseline_top1']:.2f}", "", ""]]
         paper_of = {"magnitude @ Han densities": p["han"], "magnitude @ DNS densities": None,
                     "DNS @ DNS densities": p["dns"]}
         for k, run in r["runs"].items():
@@ -308,7 +318,9 @@ def main(argv=None) -> int:
         if part == "lenet":
             new["lenet"] = part_lenet(args.quick, args.models)
         elif part == "dns_long":
-            new["dns_long"] = part_dns_long(args.quick, args.dns_epochs)
+            new["dns_long"] = {}
+            for name in args.models:
+                new["dns_long"].update(part_dns_long(args.quick, args.dns_epochs, name))
         elif part == "compare":
             new["compare"] = part_compare(args.quick)
         elif part == "ssl":
