@@ -201,6 +201,11 @@ def main(argv=None) -> int:
            "magnitude pruning reaches in conv layers mostly does not pay on this CPU; see the crossover column "
            "for where it does.", "", f"CPU: {_cpu_name()}."]
     lowered = bench_lowered(reps)
+    import os
+
+    load = os.getloadavg()[0]
+    md += ["", f"Load average at the end of the run: {load:.1f} on {os.cpu_count()} cores. On a loaded machine the "
+           "small shapes (under a few ms) are dominated by descheduling noise; the large ones are steadier."]
     md += ["", "Structured (SSL shape-wise) sparsity: `LoweredConv2d` keeping a random (1 - s) of the im2col "
            "columns (unfold + one GEMM) against the dense `nn.Conv2d` (oneDNN), speedup by the fraction s of "
            "columns removed:", "",

@@ -259,7 +259,9 @@ def part_ssl(quick: bool, lam: float, steps: int, finetune_steps: int, groups=("
     gemm = info.get("gemm") or []
     before = sum(r["macs_before"] for r in gemm)
     after = sum(r["macs_after"] for r in gemm)
-    return {"lambda_g": lam, "groups": list(cfg.groups), "threshold": cfg.threshold, "train_images": limit,
+    import os
+
+    return {"load_average": os.getloadavg()[0], "lambda_g": lam, "groups": list(cfg.groups), "threshold": cfg.threshold, "train_images": limit,
             "steps": steps, "baseline_top1": base_acc, "control_top1": control_acc, "ssl_top1": acc,
             "zeroed_groups": info["zeroed_groups"], "gemm": gemm, "macs_before": before, "macs_after": after,
             "latency_ms": {"batch1": lat1, "batch32": lat32}, "seconds": round(secs, 1),
@@ -284,7 +286,9 @@ def md_ssl(res: dict) -> list[str]:
               [f"SSL ({' + '.join(res['groups'])}), lowered", f"{res['ssl_top1']:.2f}", f"{res['macs_after'] / 1e6:.1f} M",
                f"{l1['ssl']:.2f}", f"{l32['ssl']:.2f}"],
           ]), "",
-          f"Measured speedup (dense / SSL, medians interleaved, 1 thread): batch 1 "
+          f"Measured speedup (dense / SSL, medians interleaved, 1 thread"
+          + (f", load average {res['load_average']:.1f} on a 2-core machine" if "load_average" in res else "")
+          + "): batch 1 "
           f"{l1['dense'] / l1['ssl']:.2f}x, batch 32 {l32['dense'] / l32['ssl']:.2f}x; conv GEMM work "
           f"{res['macs_before'] / max(res['macs_after'], 1):.2f}x smaller. Zeroed groups: {res['zeroed_groups']}. " +
           (("Lowered convs run a smaller oneDNN conv (only whole channels/filters gone) or unfold + one MKL GEMM "
