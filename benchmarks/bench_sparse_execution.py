@@ -207,7 +207,7 @@ def main(argv=None) -> int:
     md += ["", f"Load average at the end of the run: {load:.1f} on {os.cpu_count()} cores. On a loaded machine the "
            "small shapes (under a few ms) are dominated by descheduling noise; the large ones are steadier."]
     md += ["", "Structured (SSL shape-wise) sparsity: `LoweredConv2d` keeping a random (1 - s) of the im2col "
-           "columns (unfold + one GEMM) against the dense `nn.Conv2d` (oneDNN), speedup by the fraction s of "
+           "columns (strided im2col of the kept columns + one GEMM) against the dense `nn.Conv2d` (oneDNN), speedup by the fraction s of "
            "columns removed:", "",
            md_table(["conv", "dense ms"] + [f"{c:.0%} columns removed" for c in COLUMN_SPARSITIES],
                     [[r["layer"], r["dense_ms"]] + [f"{r['speedups'][c]:.2f}x" for c in COLUMN_SPARSITIES]
