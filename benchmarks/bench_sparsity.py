@@ -291,7 +291,7 @@ def md_ssl(res: dict) -> list[str]:
           + "): batch 1 "
           f"{l1['dense'] / l1['ssl']:.2f}x, batch 32 {l32['dense'] / l32['ssl']:.2f}x; conv GEMM work "
           f"{res['macs_before'] / max(res['macs_after'], 1):.2f}x smaller. Zeroed groups: {res['zeroed_groups']}. " +
-          (("Lowered convs run a smaller oneDNN conv (only whole channels/filters gone) or unfold + one MKL GEMM "
+          (("Lowered convs run a smaller oneDNN conv (only whole channels/filters gone) or a strided im2col of the kept columns + one MKL GEMM "
             "(scattered columns), plus index copies for removed input channels and filters; at this shrinkage "
             "those overheads outweigh the saved MACs: no speedup.") if l1["dense"] < l1["ssl"] or
            l32["dense"] < l32["ssl"] else "The saved MACs outweigh the lowering overheads here."), "",
