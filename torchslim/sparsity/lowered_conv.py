@@ -49,6 +49,20 @@ class LoweredConv2d(nn.Module):
         self.register_buffer("col_index", torch.tensor([pos[c // kk] * kk + c % kk for c in cols],
                                                        dtype=torch.long), persistent=False)
         self.register_buffer("row_index", torch.tensor(rows, dtype=torch.long), persistent=False)
+        # im2col of the kept columns only: for each kernel offset (i, j), the kept channels at that offset
+        # are one strided slice + index_select of the padded input (unfold would build every column)
+        kw = self.kernel_size[1]
+        by_offset: dict[int, list[int]] = {}
+        for c in cols:
+            by_offset.setdefault(c % kk, []).append(c // kk)
+        self._offsets = sorted(by_offset)
+        for o in self._offsets:
+            self.register_buffer(f"chans_{o}", torch.tensor(by_offset[o], dtype=torch.long), persistent=False)
+        order = [o_c for o in self._offsets for o_c in ((c * kk + o) for c in by_offset[o])]
+        where = {c: i for i, c in enumerate(cols)}
+        self.register_buffer("gather_perm", torch.tensor([where[c] for c in order], dtype=torch.long),
+                             persistent=False)
+        self._kw = kw
         self._all_chans = len(chans) == in_channels
         self._all_cols = len(cols) == len(chans) * kk
         self._all_rows = len(rows) == out_channels
@@ -87,6 +101,7 @@ class LoweredConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
         kh, kw = self.kernel_size
+        x_full = x
         if not self._all_chans:
             x = x.index_select(1, self.channel_index)
         if self._all_cols:
@@ -98,12 +113,11 @@ class LoweredConv2d(nn.Module):
         else:
             ho = (h + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
             wo = (w + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
-            cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (N, C'kk, L)
-            cols = cols.index_select(1, self.col_index)
+            cols = self._im2col(x_full, ho, wo)  # (N, |cols|, L), columns in gather_perm order
             L = cols.shape[-1]
             # one GEMM over the whole batch: (rows x cols) @ (cols x N*L)
             rhs = cols[0] if n == 1 else cols.transpose(0, 1).reshape(cols.shape[1], n * L)
-            out = self.weight @ rhs
+            out = self.weight.index_select(1, self.gather_perm) @ rhs
             out = out.unsqueeze(0) if n == 1 else out.view(len(self.rows), n, L).transpose(0, 1)
         if not self._all_rows:
             full = out.new_zeros(n, self.out_channels, out.shape[-1])
@@ -111,6 +125,16 @@ class LoweredConv2d(nn.Module):
         if self.bias is not None:
             out = out + self.bias[:, None]
         return out.reshape(n, self.out_channels, ho, wo)
+
+    def _im2col(self, x: torch.Tensor, ho: int, wo: int) -> torch.Tensor:
+        (sh, sw), (dh, dw) = self.stride, self.dilation
+        xp = F.pad(x, (self.padding[1], self.padding[1], self.padding[0], self.padding[0]))
+        parts = []
+        for o in self._offsets:
+            i, j = divmod(o, self._kw)
+            sl = xp[:, :, i * dh: i * dh + (ho - 1) * sh + 1: sh, j * dw: j * dw + (wo - 1) * sw + 1: sw]
+            parts.append(sl.index_select(1, getattr(self, f"chans_{o}")))
+        return torch.cat(parts, 1).flatten(2)
 
     def profile_macs(self, inp: torch.Tensor, out: torch.Tensor) -> int:
         """MACs per image of the GEMM this layer really runs (for torchslim.analysis)."""
