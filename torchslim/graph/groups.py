@@ -74,6 +74,7 @@ class ChannelGraph:
         self.num_units = len(units)
         dense = torch.full((tr.num_labels,), -1, dtype=torch.long)
         dense[units] = torch.arange(len(units))
+        self._dense = dense
         self.uses: list[ParamUse] = tr.uses
         # unit id of each index (or element, for "free" uses); -1: never removed
         self.unit_of: list[torch.Tensor] = [dense[comp[u.labels]] for u in tr.uses]
@@ -162,3 +163,7 @@ class ChannelGraph:
             uo = self.unit_of[i]
             cost.index_add_(0, uo[uo >= 0], torch.full(((uo >= 0).sum().item(),), float(per_index)))
         return cost
+
+    def unit_of_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """Dense unit ids of raw labels (-1 where a channel is not prunable)."""
+        return self._dense[self.comp[labels]]
