@@ -6,5 +6,6 @@ Public verbs take a model and a config and return a model:
 __version__ = "0.1.0"
 
 from torchslim.analysis import profile as analyze  # noqa: E402
+from torchslim.prune import prune  # noqa: E402
 
-__all__ = ["analyze", "__version__"]
+__all__ = ["analyze", "prune", "__version__"]

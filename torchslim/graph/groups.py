@@ -104,6 +104,8 @@ class ChannelGraph:
     def keep_mask(self, use_index: int, plan: torch.Tensor) -> torch.Tensor:
         """Which indices (elements, for free uses) of a use survive `plan`."""
         uo = self.unit_of[use_index]
+        if plan.numel() == 0:
+            return torch.ones(uo.shape, dtype=torch.bool)
         return (uo < 0) | ~plan[uo.clamp(min=0)]
 
     def kept_indices(self, plan: torch.Tensor) -> dict[tuple[str, str], dict[int, torch.Tensor]]:

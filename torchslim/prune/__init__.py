@@ -11,3 +11,9 @@ from torchslim.prune.zero import remove_zero_channels, zero_units
 
 __all__ = ["CRITERIA", "PruneConfig", "ScoreContext", "apply_plan", "normalise", "prune", "prune_report",
            "remove_zero_channels", "search_ratio", "select", "zero_units"]
+
+# `torchslim.prune` is the verb (a function) at the top level; give it this package's names too, so
+# `torchslim.prune.remove_zero_channels(...)` works either way.
+for _name in __all__:
+    if _name != "prune":
+        setattr(prune, _name, globals()[_name])
