@@ -68,7 +68,7 @@ def test_target_params_and_errors():
 
 @pytest.mark.parametrize("schedule", ["iterative", "layerwise"])
 def test_schedules_finetune_and_reach_the_ratio(schedule, trained, digits):
-    fc = FitConfig(epochs=1, lr=0.01, max_steps_per_epoch=3, progress=False)
+    fc = FitConfig(epochs=1, lr=0.01, max_steps_per_epoch=3, progress=False, eval_every=0)
     p = prune(trained, X8, "taylor", target_macs=0.5, data=digits, schedule=schedule, steps=2, finetune=fc,
               final_finetune=fc, batches=2)
     r = prune_report(p)
@@ -89,7 +89,7 @@ def test_remove_zero_channels_reachable_from_the_verb():
 def test_pruned_zoo_subset_runs_and_shrinks():
     x = torch.randn(1, 3, 32, 32)
     for name in ["resnet18", "mobilenet_v2", "shufflenet_v2_x0_5", "googlenet", "efficientnet_b0",
-                 "regnet_x_400mf"]:
+                 "regnet_x_400mf"]:  # one of each family: residual, inverted, shuffle, inception, SE, grouped
         kw = {"aux_logits": False, "init_weights": False} if name == "googlenet" else {}
         m = getattr(torchvision.models, name)(**kw).eval()
         p = prune(m, x, "l1", 0.3)
@@ -117,7 +117,7 @@ def test_cli_sensitivity(tmp_path, trained):
     from torchslim.io import save_model
 
     path = save_model(trained, tmp_path / "m.safetensors", input_size=(1, 8, 8))
-    rc = main(["sensitivity", str(path), "--data", "digits", "--max-batches", "1", "-o", str(tmp_path / "s")])
+    rc = main(["sensitivity", str(path), "--data", "digits", "--max-batches", "1", "--ratios", "0.3,0.7", "-o", str(tmp_path / "s")])
     assert rc == 0
     assert (tmp_path / "s" / "sensitivity.png").stat().st_size > 1000
     ratios = json.loads((tmp_path / "s" / "layer_ratios.json").read_text())

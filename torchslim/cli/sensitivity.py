@@ -13,6 +13,7 @@ def register(sub) -> None:
     add_model_args(p)
     add_data_args(p, required=True)
     p.add_argument("--criterion", default="l1")
+    p.add_argument("--ratios", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9", help="comma-separated ratios")
     p.add_argument("--max-batches", type=int, default=10, help="validation batches per evaluation")
     p.add_argument("--max-drop", type=float, default=2.0, help="points of top-1 a suggested ratio may lose")
     p.add_argument("-o", "--output", required=True)
@@ -27,7 +28,8 @@ def run(args) -> int:
 
     model, size = load_model_from_args(args)
     data = load_data_from_args(args, augment=False)
-    s = sensitivity(model, torch.zeros(1, *size), data, criterion=args.criterion, max_batches=args.max_batches,
+    s = sensitivity(model, torch.zeros(1, *size), data, criterion=args.criterion,
+                    ratios=[float(r) for r in args.ratios.split(",")], max_batches=args.max_batches,
                     progress=True)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

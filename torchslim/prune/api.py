@@ -72,10 +72,17 @@ class _Pruner:
         self.model, self.x, self.cfg, self.data = model, example_input, cfg, data
         if cfg.criterion in DATA_DRIVEN and data is None:
             raise InvalidInputError(f"criterion {cfg.criterion!r} reads data: pass data=get_data(...)")
-        self.graph = ChannelGraph(model, example_input)
-        self.original = dict(self.graph.base)
+        self._graph = ChannelGraph(model, example_input)
+        self.original = dict(self._graph.base)
+        self.current = dict(self.original)
         self.steps: list[dict] = []
         self.taylor = None
+
+    @property
+    def graph(self) -> ChannelGraph:
+        if self._graph is None:  # retrace lazily after surgery
+            self._graph = ChannelGraph(self.model, self.x)
+        return self._graph
 
     def scores(self, ratio):
         ctx = ScoreContext(self.model, self.graph, self.data, ratio=ratio, batches=self.cfg.batches,
@@ -101,9 +108,9 @@ class _Pruner:
         else:
             plan = select(g, scores, ratio, **kw)
         before = dict(g.base)
+        after = g.estimate(plan)  # exact (tested against the profiler), no retrace needed
         apply_plan(self.model, g, plan)
-        self.graph = ChannelGraph(self.model, self.x)
-        after = dict(self.graph.base)
+        self._graph, self.current = None, after
         row = {"ratio": round(float(ratio), 4), "removed_channels": int(plan.sum()), "macs_before": before["macs"],
                "macs_after": after["macs"], "params_after": after["params"],
                "time_s": round(time.perf_counter() - t0, 2)}
@@ -189,14 +196,14 @@ def prune(model: nn.Module, example_input: torch.Tensor, criterion: str = "l1", 
                                 allocation="uniform", skip=tuple(cfg.skip), min_keep=cfg.min_keep)
         names = [g.name for g in p.graph.groups if not any(fnmatch.fnmatch(g.name, s) for s in cfg.skip)]
         for name in names:
-            if name in {g.name for g in p.graph.groups}:
+            if name in {g.name for g in p.graph.groups}:  # a group may have merged away
                 p.step(ratio=r, only=name)
                 history.append(p.finetune(cfg.finetune))
     history.append(p.finetune(cfg.final_finetune))
     report = {"config": {k: v for k, v in asdict(cfg).items() if k not in ("finetune", "final_finetune")},
-              "before": p.original, "after": dict(p.graph.base),
-              "macs_ratio": p.graph.base["macs"] / max(p.original["macs"], 1),
-              "params_ratio": p.graph.base["params"] / max(p.original["params"], 1),
+              "before": p.original, "after": dict(p.current),
+              "macs_ratio": p.current["macs"] / max(p.original["macs"], 1),
+              "params_ratio": p.current["params"] / max(p.original["params"], 1),
               "steps": p.steps, "finetune": [h for h in history if h], "time_s": round(time.perf_counter() - t0, 2)}
     object.__setattr__(model, REPORT_ATTR, report)
     return model
