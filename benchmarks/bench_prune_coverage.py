@@ -56,9 +56,8 @@ def run_one(name: str, size: int) -> dict:
                    params_after=after.params, macs_ratio=round(after.macs / before.macs, 3))
         ok = y.shape == (1, 1000) and after.macs < before.macs
         row["status"] = "ok" if ok else ("no MAC reduction" if y.shape == (1, 1000) else f"output {tuple(y.shape)}")
-        notes = [n for n in prune_report(p)["config"].get("notes", [])]
-        if notes:
-            row["notes"] = notes
+        if prune_report(p)["pinned"]:
+            row["pinned"] = prune_report(p)["pinned"][:5]
     except Exception as e:
         row["status"] = f"error: {type(e).__name__}: {str(e)[:160]}"
     return row
