@@ -174,7 +174,8 @@ class _Labeler:
         a, b = a.reshape(-1), b.reshape(-1)
         m = a != b
         if m.any():
-            self.edges.append(torch.unique(torch.stack([a[m], b[m]]), dim=1))
+            key = torch.unique(a[m] * (1 << 31) + b[m])  # 1-D unique is much faster than unique(dim=1)
+            self.edges.append(torch.stack([key >> 31, key & ((1 << 31) - 1)]))
 
     def pin(self, lab: torch.Tensor, why: str) -> None:
         u = torch.unique(lab)
