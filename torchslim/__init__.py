@@ -12,9 +12,10 @@ from torchslim.analysis import profile as analyze  # noqa: E402
 from torchslim.api import export, load, save  # noqa: E402
 from torchslim.distill import distill  # noqa: E402
 from torchslim.lowrank import decompose  # noqa: E402
+from torchslim.prune import prune  # noqa: E402
 from torchslim.quant import quantize  # noqa: E402
 from torchslim.recipe import run_recipe as compress  # noqa: E402
 from torchslim.sparsity import sparsify  # noqa: E402
 
-__all__ = ["__version__", "analyze", "compress", "decompose", "distill", "export", "load", "quantize", "save",
-           "sparsify"]
+__all__ = ["__version__", "analyze", "compress", "decompose", "distill", "export", "load", "prune", "quantize",
+           "save", "sparsify"]

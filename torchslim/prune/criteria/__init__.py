@@ -1,0 +1,18 @@
+"""Importance criteria, one file each, in one registry: `CRITERIA.get("l1")(ctx) -> scores per unit`.
+
+Register your own with `@CRITERIA.register("name")` on a function `ScoreContext -> Tensor[num_units]`
+(higher = more important).
+"""
+from torchslim.registry import Registry
+
+CRITERIA: Registry = Registry("pruning criterion")
+
+from torchslim.prune.criteria.base import ScoreContext  # noqa: E402
+from torchslim.prune.criteria import (  # noqa: E402,F401
+    apoz, bn_scale, entropy, l1, l2, lda, oracle, random, random_masks, taylor,
+)
+
+# Criteria that read data (the rest look at weights only).
+DATA_DRIVEN = {"apoz", "entropy", "taylor", "random_masks", "lda", "oracle"}
+
+__all__ = ["CRITERIA", "DATA_DRIVEN", "ScoreContext"]
