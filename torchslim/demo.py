@@ -27,7 +27,8 @@ def run_demo(output: str | Path = "runs/demo", console=None, recipe: str | Path 
     console.rule(f"[bold]torchslim demo: {recipe.name}")
     summary = run_recipe(recipe, output, restart=True, log=console.print)
     report = Path(output) / "report.html"
-    first, last = summary["stages"][0], summary["stages"][-1]
+    # compare the trained model with the end of the pipeline (stage 00 is the untrained input)
+    first, last = summary["stages"][min(1, len(summary["stages"]) - 1)], summary["stages"][-1]
     console.print(f"\n[bold]{first['stage']} -> {last['stage']}[/]: top-1 {first['accuracy']['top1']:.2f} % -> "
                   f"{last['accuracy']['top1']:.2f} %, MACs {first['macs']:,} -> {last['macs']:,}")
     console.print(f"[bold]report:[/] {report.resolve()}")

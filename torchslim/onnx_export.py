@@ -17,6 +17,10 @@ def to_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLi
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     model = model.eval()
+    if hasattr(model, "onnx_bytes"):  # already an ONNX model (int8 through ONNX Runtime): write it as is
+        tmp.write_bytes(model.onnx_bytes())
+        os.replace(tmp, path)
+        return path
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(

@@ -97,10 +97,10 @@ def encode_model(model: nn.Module, *, metadata: dict | None = None, input_size=N
 
 def _encode(model: nn.Module, *, metadata: dict | None = None, input_size=None) -> tuple[bytes, dict]:
     """(file bytes, per-layer statistics); the header keeps only what decoding needs."""
-    from torchslim.io.model_file import ARCH_ATTR, _diff, module_spec
+    from torchslim.io.model_file import _diff, constructor_of, module_spec
     from torchslim.models import create_model
 
-    arch = getattr(model, ARCH_ATTR, None)
+    arch = constructor_of(model)
     replaced = _diff(model, create_model(arch["name"], **arch.get("kwargs", {}))) if arch else {"": module_spec(model)}
     state = model.state_dict()
     shared = _shared_layers(model)
@@ -135,7 +135,7 @@ def _encode(model: nn.Module, *, metadata: dict | None = None, input_size=None) 
         tensors.append({"name": key, "dtype": _NAMES[t.dtype], "shape": list(t.shape)})
         other_bytes += len(data)
     header = {"format": FORMAT, "version": VERSION, "arch": arch, "replaced": replaced,
-              "input_size": list(input_size) if input_size else (arch or {}).get("input_size"),
+              "input_size": list(input_size) if input_size else (getattr(model, "_torchslim_arch", None) or {}).get("input_size"),
               "metadata": metadata or {}, "tensors": tensors, "layers": header_layers, "sections": sections,
               "other_bytes": other_bytes}
     hj = json.dumps(header, separators=(",", ":")).encode()
@@ -246,8 +246,8 @@ def decode_model(data: bytes, where: str = "<bytes>") -> nn.Module:
         raise FileFormatError(f"{where}: {e}") from None
     except Exception as e:  # noqa: BLE001 - any inconsistency is a format error, never a different model
         raise FileFormatError(f"{where}: inconsistent .slim contents ({type(e).__name__}: {e})") from None
-    if arch:
-        set_arch(model, arch["name"], arch.get("kwargs"), header.get("input_size"))
+    if arch or header.get("input_size"):
+        set_arch(model, (arch or {}).get("name"), (arch or {}).get("kwargs"), header.get("input_size"))
     return model.eval()
 
 

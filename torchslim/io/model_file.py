@@ -39,6 +39,13 @@ def set_arch(model: nn.Module, name: str, kwargs: dict | None = None, input_size
     return model
 
 
+def constructor_of(model: nn.Module) -> dict | None:
+    """The recorded constructor {"name", "kwargs", "input_size"} of a model, or None if it has none
+    (a model loaded from a file without one records only its input size)."""
+    arch = getattr(model, ARCH_ATTR, None)
+    return arch if arch and arch.get("name") else None
+
+
 def _qualname(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
@@ -167,9 +174,8 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, arch: dict | None =
     from torchslim.models import create_model
 
     path = Path(path)
-    arch = arch or getattr(model, ARCH_ATTR, None)
-    if arch and not arch.get("name"):  # only an input size was recorded
-        input_size, arch = input_size or arch.get("input_size"), None
+    input_size = input_size or (getattr(model, ARCH_ATTR, None) or {}).get("input_size")
+    arch = arch or constructor_of(model)
     if arch:
         base = create_model(arch["name"], **arch.get("kwargs", {}))
         replaced = _diff(model, base)

@@ -94,18 +94,31 @@ class OnnxRuntimeModule(nn.Module):
     `quantize_int8` (not saved).
     """
 
-    def __init__(self, nbytes: int, threads: int = 0, path_name: str = "ort"):
+    def __init__(self, nbytes: int, threads: int = 0, path_name: str = "ort", macs: int = 0, params: int = 0):
         super().__init__()
         self.nbytes, self.threads, self.path_name = int(nbytes), int(threads), path_name
+        # the float model's figures: the analysis cannot look inside an ONNX graph
+        self.macs, self.params = int(macs), int(params)
         self.register_buffer("onnx_model", torch.zeros(self.nbytes, dtype=torch.uint8))
         self._session = None
         self._session_key = None
 
     @classmethod
-    def from_bytes(cls, data: bytes, threads: int = 0, path_name: str = "ort") -> "OnnxRuntimeModule":
-        m = cls(len(data), threads, path_name)
+    def from_bytes(cls, data: bytes, threads: int = 0, path_name: str = "ort", macs: int = 0,
+                   params: int = 0) -> "OnnxRuntimeModule":
+        m = cls(len(data), threads, path_name, macs, params)
         m.onnx_model.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
         return m.eval()
+
+    def profile_macs(self, inp, out) -> int:  # torchslim.analysis.profile: MACs per image
+        return self.macs
+
+    def profile_params(self) -> tuple[int, int]:
+        return self.params, self.params
+
+    def onnx_bytes(self) -> bytes:
+        """The ONNX model this module runs: exporting it is writing these bytes (torchslim.onnx_export)."""
+        return self.onnx_model.numpy().tobytes()
 
     def _load_from_state_dict(self, *args, **kwargs):
         self._session = None  # new bytes: a new session on the next call
@@ -331,7 +344,11 @@ def quantize_int8(model: nn.Module, calib, config: Int8Config | None = None, *, 
                 src = str(Path(tmp) / "pre.onnx")
             except Exception as e:  # noqa: BLE001 - keep going without it, and say so
                 report["preprocess_error"] = str(e)
-        built["fp32-ort"] = OnnxRuntimeModule.from_bytes(Path(src).read_bytes(), threads, "fp32-ort")
+        from torchslim.analysis import profile
+
+        prof = profile(fp32, example_input=batches[0][:1])
+        cost = dict(macs=prof.macs, params=prof.params)
+        built["fp32-ort"] = OnnxRuntimeModule.from_bytes(Path(src).read_bytes(), threads, "fp32-ort", **cost)
         ranges = onnx_activation_ranges(src, batches, cfg.observer)
         ort_paths = {p: dict(fmt=p.split("-")[1][:3] if p == "ort-qdq" else "qop") for p in cfg.paths if p.startswith("ort")}
         ort_paths.update(cfg.extra_paths)
@@ -342,7 +359,7 @@ def quantize_int8(model: nn.Module, calib, config: Int8Config | None = None, *, 
             dst = str(Path(tmp) / f"{name}.onnx")
             try:
                 _ort_quantize(inp, dst, ranges, fmt, per_channel, **kw)
-                built[name] = OnnxRuntimeModule.from_bytes(Path(dst).read_bytes(), threads, name)
+                built[name] = OnnxRuntimeModule.from_bytes(Path(dst).read_bytes(), threads, name, **cost)
             except Exception as e:  # noqa: BLE001
                 report["paths"][name] = {"error": f"{type(e).__name__}: {e}"}
     if "torch-x86" in cfg.paths:
