@@ -113,16 +113,6 @@ def test_channel_removal_through_the_pruning_engine():
     assert rows["layer1.0.conv1"]["after"].startswith("2x")
 
 
-def test_channel_removal_without_engine_names_the_missing_function():
-    try:
-        from torchslim.prune import remove_zero_channels  # noqa: F401
-        pytest.skip("engine present")
-    except ImportError:
-        pass
-    with pytest.raises(torchslim.errors.UnsupportedModelError, match="remove_zero_channels"):
-        remove_zero_groups(tiny_resnet(), torch.zeros(1, 3, 16, 16), channels=True)
-
-
 def test_lowered_conv_batched_and_channel_only_paths():
     conv = nn.Conv2d(6, 5, 3, padding=1, bias=False)
     with torch.no_grad():

@@ -288,12 +288,8 @@ def distill_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Modul
 
 
 def run_distillation(model: nn.Module, budget, ctx: StageContext, config, checkpoint_dir: Path) -> nn.Module:
-    """Recovery by distillation: `torchslim.distill.distill_fit(student, teacher, data, method, DistillConfig)`."""
-    from torchslim.distill import DistillConfig, distill_fit
-
+    """Recovery by distillation: `torchslim.distill(student, teacher, data, method=[...], config=, ...)`."""
     teacher = ctx.load_model(budget.teacher).eval()
-    try:
-        cfg = DistillConfig(fit=config, checkpoint_dir=str(checkpoint_dir), **budget.params)
-    except TypeError as e:
-        raise InvalidInputError(f"stage {ctx.name}: distill params: {e}") from None
-    return distill_fit(model, teacher, ctx.data, list(budget.method), cfg, callbacks=list(ctx.callbacks)).student
+    out = _verb("distill")(model, teacher, ctx.data, method=list(budget.method), config=config,
+                           checkpoint_dir=checkpoint_dir, callbacks=list(ctx.callbacks), **budget.params)
+    return out if isinstance(out, nn.Module) else model
