@@ -8,14 +8,6 @@ import torch
 from torchslim.cli.main import main
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_quantize_kmeans_then_encode_and_load(tmp_path):
     out = tmp_path / "k"
     rc = main(["quantize", "digits_cnn", "--method", "kmeans", "--bits", "conv=6,fc=4", "--data", "digits",

@@ -3,7 +3,6 @@ import json
 import pytest
 
 from torchslim.cli.main import main
-from tests.lowrank.conftest import _one_thread  # noqa: F401  (autouse: 1 thread on the shared machine)
 
 
 def test_decompose_cli_writes_model_and_table(tmp_path, capsys):

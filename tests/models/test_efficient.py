@@ -6,14 +6,6 @@ from torchslim.io import load_model, save_model
 from torchslim.models import create_model, list_models
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():  # tiny models: one thread beats two oversubscribed ones on a shared machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def resnet20_macs():
     return profile(create_model("resnet20"), (3, 32, 32)).macs

@@ -2,15 +2,6 @@ import pytest
 import torch
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _one_thread():
-    """2 shared cores: one intra-op thread avoids OpenMP spin-waiting against other processes."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="session")
 def digits():
     from torchslim.data import get_data

@@ -26,12 +26,3 @@ def trained_mlp(digits):
     fit(m, digits.train, config=FitConfig(epochs=8, lr=0.1, weight_decay=0, progress=False))
     torch.set_num_threads(n)
     return m.eval()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is faster, and far faster on a shared, oversubscribed machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
