@@ -69,12 +69,14 @@ def _resolve(qualname: str) -> type:
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
-def _init_args(m: nn.Module) -> dict[str, Any]:
-    """Constructor arguments recovered from same-named attributes (the torch.nn convention)."""
-    if hasattr(m, "spec_args"):
+def _init_args(m: nn.Module, cls: type | None = None) -> dict[str, Any]:
+    """Constructor arguments of `cls` (default: m's own class) recovered from m's same-named attributes
+    (the torch.nn convention). Subclasses that swap a layer's weight for something else (masks, shared
+    weights) call it with their dense class from `spec_args()`."""
+    if cls is None and hasattr(m, "spec_args"):
         return dict(m.spec_args())
     args = {}
-    for name, p in inspect.signature(type(m).__init__).parameters.items():
+    for name, p in inspect.signature((cls or type(m)).__init__).parameters.items():
         if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or name in ("device", "dtype"):
             continue
         if not hasattr(m, name):

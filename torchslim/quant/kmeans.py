@@ -62,17 +62,10 @@ class _SharedMixin:
         return self.centroids[self.index.long()] * self.weight_mask
 
     def spec_args(self) -> dict:
-        import inspect
+        """Constructor arguments of the dense class, read from attributes (for torchslim.io)."""
+        from torchslim.io.model_file import _init_args
 
-        args = {}
-        for name, p in inspect.signature(self._dense_cls.__init__).parameters.items():
-            if name in ("self", "device", "dtype") or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-                continue
-            if name == "bias":
-                args[name] = self.bias is not None
-            elif hasattr(self, name):
-                v = getattr(self, name)
-                args[name] = list(v) if isinstance(v, tuple) else v
+        args = _init_args(self, self._dense_cls)
         args["bits"] = self.bits
         return args
 

@@ -16,7 +16,6 @@ and `isinstance(m, nn.Conv2d)` checks are unchanged) and adds one boolean buffer
 """
 from __future__ import annotations
 
-import inspect
 from typing import Callable, Iterator
 
 import torch
@@ -48,15 +47,9 @@ class _MaskedMixin:
 
     def spec_args(self) -> dict:
         """Constructor arguments of the dense class, read from attributes (for torchslim.io)."""
-        args = {}
-        for name, p in inspect.signature(self._dense_cls.__init__).parameters.items():
-            if name in ("self", "device", "dtype") or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-                continue
-            if name == "bias":
-                args[name] = self.bias is not None
-            elif hasattr(self, name):
-                v = getattr(self, name)
-                args[name] = list(v) if isinstance(v, tuple) else v
+        from torchslim.io.model_file import _init_args
+
+        args = _init_args(self, self._dense_cls)
         return args
 
     @property
