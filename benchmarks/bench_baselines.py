@@ -91,7 +91,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(torch.get_num_threads())
     res: dict = {"command": command_line(), "quick": args.quick}
-    md = ["## Baselines (`benchmarks/bench_baselines.py`)", "", f"Command: `{command_line()}`", ""]
+    md = ["## Baselines (`benchmarks/bench_baselines.py`)", "", f"Command: `{command_line()}`", "",
+          "'train s' is the wall time of that training on whatever else the machine was doing (cached "
+          "models keep the figure of the run that made them): a budget record, not a speed figure.", ""]
     if "pretrained" in args.parts:
         rows = pretrained(list(README_ACC), args.quick)
         res["pretrained"] = rows
