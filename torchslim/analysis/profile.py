@@ -101,11 +101,8 @@ class ModelProfile:
 
 def _conv_macs(m: nn.modules.conv._ConvNd, out: torch.Tensor) -> int:
     # Each output element needs (C_in / groups) * prod(kernel) MACs; stride and dilation enter via the
-    # output size only. A transposed conv does the same work per *input* element.
-    k = math.prod(m.kernel_size)
-    if isinstance(m, nn.modules.conv._ConvTransposeMixin):
-        return 0  # filled in by the caller from the input shape
-    return out.numel() // out.shape[0] * (m.in_channels // m.groups) * k
+    # output size only. (Transposed convs are counted per input element by _layer_cost.)
+    return out.numel() // out.shape[0] * (m.in_channels // m.groups) * math.prod(m.kernel_size)
 
 
 def _layer_cost(m: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> tuple[int, int]:
