@@ -27,7 +27,7 @@ from torchslim.train import FitConfig, evaluate, fit
 README_ACC = {"resnet20": 81.03, "resnet32": 82.56, "resnet44": 82.67, "resnet56": 83.20}
 ADAPT = {  # model: fine-tuning budget on the JPEG CIFAR-10 train split (45k images; 5k held out)
     "resnet20": dict(epochs=4, lr=0.02, weight_decay=1e-4, batch_size=128),
-    "resnet56": dict(epochs=4, lr=0.02, weight_decay=1e-4, batch_size=128),
+    "resnet56": dict(epochs=10, lr=0.02, weight_decay=1e-4, batch_size=128),
 }
 LENET = {  # model: training budget on MNIST (55k train, 5k val)
     "lenet300": dict(epochs=20, lr=0.05, weight_decay=1e-4, batch_size=128),
