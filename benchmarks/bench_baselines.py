@@ -8,16 +8,19 @@
    benchmarks look for them. Resumable: rerun after a kill and it continues from its last epoch.
 3. LeNet-300-100 and LeNet-5 trained on MNIST (the Deep Compression baselines: 98.36 % and 99.20 %).
 
-    python -m benchmarks.bench_baselines [--quick] [--parts pretrained adapt lenet]
+    python -m benchmarks.bench_baselines [--quick] [--parts pretrained adapt lenet] [--models resnet56]
+
+A run of some parts keeps the other parts' figures (and their commands) from the run that made them.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import torch
 
-from benchmarks.common import command_line, md_table, write_result
+from benchmarks.common import RESULTS, command_line, md_table, write_result
 from torchslim.data import get_data
 from torchslim.io import load_model, model_info, save_model
 from torchslim.models import create_model
@@ -83,34 +86,26 @@ def train_and_cache(name: str, dataset: str, budget: dict, pretrained_start: boo
     return info
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="subsets and one epoch; caches nothing")
-    ap.add_argument("--parts", nargs="*", default=["pretrained", "lenet", "adapt"])
-    ap.add_argument("--models", nargs="*", default=list(ADAPT), help="CIFAR ResNets to adapt")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(torch.get_num_threads())
-    res: dict = {"command": command_line(), "quick": args.quick}
-    md = ["## Baselines (`benchmarks/bench_baselines.py`)", "", f"Command: `{command_line()}`", "",
+def render(res: dict) -> str:
+    """BENCHMARKS.md fragment for every part present in `res` (parts may come from separate runs)."""
+    cmds = res.get("commands", {})
+    md = ["## Baselines (`benchmarks/bench_baselines.py`)", "",
+          "Commands: " + "; ".join(f"{part}: `{cmd}`" for part, cmd in cmds.items()), "",
           "'train s' is the wall time of that training on whatever else the machine was doing (cached "
           "models keep the figure of the run that made them): a budget record, not a speed figure.", ""]
-    if "pretrained" in args.parts:
-        rows = pretrained(list(README_ACC), args.quick)
-        res["pretrained"] = rows
+    if res.get("quick"):
+        md.insert(2, "_Quick mode: subsets, one epoch; not the reference figures._\n")
+    if "pretrained" in res:
         md += ["Pretrained CIFAR ResNets (../shared/data/weights) on the JPEG CIFAR-10 test split, no "
                "fine-tuning, against the figures the data README records:", "",
                md_table(["model", "top-1 %", "README top-1 %", "images"],
-                        [[r["model"], r["top1"], r["readme_top1"], r["n"]] for r in rows]), ""]
-    if "lenet" in args.parts:
-        rows = [train_and_cache(n, "mnist", b, False, args.quick) for n, b in LENET.items()]
-        res["lenet"] = rows
+                        [[r["model"], r["top1"], r["readme_top1"], r["n"]] for r in res["pretrained"]]), ""]
+    if "lenet" in res:
         md += ["LeNets trained here on MNIST (SGD, Nesterov momentum 0.9, cosine schedule; 55k train images):", "",
                md_table(["model", "epochs", "lr", "test top-1 %", "Deep Compression baseline %", "train s"],
                         [[r["model"], r["epochs"], r["lr"], r["top1"], PAPER[r["model"]], r["train_s"]]
-                         for r in rows]), ""]
-    if "adapt" in args.parts:
-        rows = [train_and_cache(n, "cifar10", ADAPT[n], True, args.quick) for n in args.models]
-        res["adapt"] = rows
+                         for r in res["lenet"]]), ""]
+    if "adapt" in res:
         md += ["Pretrained CIFAR ResNets adapted to the JPEG copy by fine-tuning on its train split "
                "(45k images, random crop + flip, SGD Nesterov 0.9, cosine); cached in "
                "`~/.cache/torchslim/baselines/<model>-cifar10.safetensors`, where the other benchmarks "
@@ -120,10 +115,37 @@ def main(argv=None) -> int:
                md_table(["model", "test top-1 % before", "epochs", "lr", "test top-1 % after", "val top-1 %",
                          "train s"],
                         [[r["model"], r["start_top1"], r["epochs"], r["lr"], r["top1"], r["val_top1"], r["train_s"]]
-                         for r in rows]), ""]
-    if args.quick:
-        md.insert(2, "_Quick mode: subsets, one epoch; not the reference figures._\n")
-    write_result("baselines" + ("-quick" if args.quick else ""), res, "\n".join(md))
+                         for r in res["adapt"]]), ""]
+    return "\n".join(md)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="subsets and one epoch; caches nothing")
+    ap.add_argument("--parts", nargs="*", default=["pretrained", "lenet", "adapt"],
+                    help="parts to run; the others keep the figures of the run that last made them")
+    ap.add_argument("--models", nargs="*", default=list(ADAPT), help="CIFAR ResNets to adapt")
+    args = ap.parse_args(argv)
+    topic = "baselines" + ("-quick" if args.quick else "")
+    previous = RESULTS / f"{topic}.json"
+    res: dict = json.loads(previous.read_text()) if previous.is_file() else {}
+    if "commands" not in res:  # results written before parts were kept separately
+        res["commands"] = {part: res["command"] for part in ("pretrained", "lenet", "adapt")
+                           if part in res and "command" in res}
+    res.pop("command", None)
+    res["quick"] = args.quick
+    if "pretrained" in args.parts:
+        res["pretrained"] = pretrained(list(README_ACC), args.quick)
+    if "lenet" in args.parts:
+        res["lenet"] = [train_and_cache(n, "mnist", b, False, args.quick) for n, b in LENET.items()]
+    if "adapt" in args.parts:
+        rows = {r["model"]: r for r in res.get("adapt", [])}
+        rows.update({r["model"]: r for r in (train_and_cache(n, "cifar10", ADAPT[n], True, args.quick)
+                                             for n in args.models)})
+        res["adapt"] = [rows[n] for n in sorted(rows)]
+    for part in args.parts:
+        res["commands"][part] = command_line()
+    write_result(topic, res, render(res))
     return 0
 
 
