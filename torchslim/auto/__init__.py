@@ -1,9 +1,13 @@
 """Automatic compression to a target: candidate actions per layer, measured one by one, combined greedily.
 
-    result = auto_compress(model, data, target="latency=0.5x", max_drop=1.0)
+    result = auto_compress(model, actions, evaluate=..., example_input=x, target="latency=0.5x", max_drop=1.0)
 """
-from torchslim.auto.actions import Action, lowrank_actions
-from torchslim.auto.search import AutoResult, Measured, Target, auto_compress, greedy_path, pareto_front
+from torchslim.auto.actions import (Action, apply_stages, compatible, lowrank_actions, merge_stages, prune_actions,
+                                    quant_actions)
+from torchslim.auto.search import (AutoResult, Measured, PathPoint, Target, apply_actions, auto_compress, greedy_path,
+                                   greedy_paths,
+                                   measure_actions, metric_fn, pareto_front, project)
 
-__all__ = ["Action", "AutoResult", "Measured", "Target", "auto_compress", "greedy_path", "lowrank_actions",
-           "pareto_front"]
+__all__ = ["Action", "AutoResult", "Measured", "PathPoint", "Target", "apply_actions", "apply_stages",
+           "auto_compress", "compatible", "greedy_path", "greedy_paths", "lowrank_actions", "measure_actions", "merge_stages",
+           "metric_fn", "pareto_front", "project", "prune_actions", "quant_actions"]

@@ -2,13 +2,17 @@
 
 1. the base model and the model with each single action are measured: the target metric (latency
    on a chosen runtime, measured here; or MACs, parameters, size, energy, computed) and accuracy on
-   validation images;
-2. the greedy path adds, one at a time, the action with the most metric saved per accuracy point
-   lost (at most one action per layer; a stronger action may replace a weaker one on the same
-   layer), predicting the combination by adding the single-action changes;
-3. the first point of the path whose prediction meets the target is applied for real and checked
-   (a miss continues along the path); its recovery fine-tuning uses torchslim.train.fit.
-The predicted path and its non-dominated points (the Pareto front) are kept for the report.
+   validation images: the per-action table;
+2. the greedy path adds, one at a time, the per-layer action (prune a group, decompose a layer) with
+   the most metric saved per accuracy point lost (as `actions.compatible` allows; an action may
+   replace the ones it excludes), predicting the combination by adding the single-action changes;
+   the same path is also walked with each kind of action alone (a mixed greedy path can stall where
+   kinds exclude each other); a whole-model action (int8) is put on top of every point of every
+   path, predicted by scaling the metric by the factor it gave the base model;
+3. the most accurate predicted point that meets the target within the allowed drop is applied for
+   real and measured (a miss bisects further along its line for the first real hit); the per-layer
+   actions are fine-tuned (torchslim.train.fit), int8 is calibrated afterwards.
+All predicted points and their non-dominated subset (the Pareto front) are kept for the report.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from torchslim.auto.actions import Action
+from torchslim.auto.actions import Action, apply_stages, compatible, merge_stages
 from torchslim.errors import InvalidInputError
 
 METRICS = ("latency", "macs", "params", "size", "energy")
@@ -76,29 +80,65 @@ class PathPoint:
 
 
 def greedy_path(base: Measured, measured: list[Measured]) -> list[PathPoint]:
-    """Points of the greedy trade-off path, from the base model to every useful action applied."""
-    usable = [m for m in measured if m.error is None and m.metric < base.metric]
+    """Points of the greedy trade-off path, from the base model to every useful action applied.
+
+    Whole-model actions (int8) are not on the path: `project` puts them on top of its points. Per-layer
+    actions follow `compatible`: one per layer or group, and a pruned group and a layer it touches
+    are not both changed; an action may replace the chosen ones it excludes (a stronger action on the
+    same layer, a group's pruning instead of the decompositions of its layers) when it saves more
+    than they do together, so the path's metric falls at every step.
+    """
+    usable = [m for m in measured if m.error is None and m.metric < base.metric and m.action.kind != "quant"]
     chosen: dict[str, Measured] = {}
     metric, acc = base.metric, base.accuracy
     path = [PathPoint([], metric, acc)]
     while True:
-        best, best_score = None, -1.0
+        best, best_score, best_out = None, -1.0, []
         for m in usable:
-            cur = chosen.get(m.action.layer)
-            d_metric = (cur.metric if cur else base.metric) - m.metric  # saved, over the current choice
-            d_acc = (cur.accuracy if cur else base.accuracy) - m.accuracy  # lost
+            if m.action.key in chosen and chosen[m.action.key] is m:
+                continue
+            out = [c for c in chosen.values() if not compatible(m.action, c.action)]  # it would replace these
+            d_metric = (base.metric - m.metric) - sum(base.metric - c.metric for c in out)  # saved
+            d_acc = (base.accuracy - m.accuracy) - sum(base.accuracy - c.accuracy for c in out)  # lost
             if d_metric <= 0:
                 continue
             score = d_metric / max(d_acc, 1e-3)
             if score > best_score:
-                best, best_score = m, score
+                best, best_score, best_out = m, score, out
         if best is None:
             return path
-        cur = chosen.get(best.action.layer)
-        metric -= (cur.metric if cur else base.metric) - best.metric
-        acc -= (cur.accuracy if cur else base.accuracy) - best.accuracy
-        chosen[best.action.layer] = best
+        for c in best_out:
+            metric += base.metric - c.metric
+            acc += base.accuracy - c.accuracy
+            del chosen[c.action.key]
+        metric -= base.metric - best.metric
+        acc -= base.accuracy - best.accuracy
+        chosen[best.action.key] = best
         path.append(PathPoint([m.action for m in chosen.values()], metric, acc))
+
+
+def greedy_paths(base: Measured, measured: list[Measured]) -> dict[str, list[PathPoint]]:
+    """The greedy path over all per-layer actions ("all"), and over each kind alone when there are several.
+
+    A greedy path can stall where the kinds exclude each other: with every conv decomposed, pruning
+    one group would replace two decompositions and is never taken, though pruning every group would
+    go further. The single-kind paths are cheap (no new measurement) and the search picks the best
+    point of all of them.
+    """
+    out = {"all": greedy_path(base, measured)}
+    kinds = sorted({m.action.kind for m in measured if m.action.kind != "quant"})
+    if len(kinds) > 1:
+        for k in kinds:
+            out[k] = greedy_path(base, [m for m in measured if m.action.kind == k])
+    return out
+
+
+def project(base: Measured, path: list[PathPoint], whole: Measured) -> list[PathPoint]:
+    """The path with a whole-model action added to every point, predicted multiplicatively: int8 scales
+    the latency (size) of whatever model it is applied to by the factor it gave the base model, and
+    costs the accuracy it cost there."""
+    f, d = whole.metric / base.metric, base.accuracy - whole.accuracy
+    return [PathPoint(p.actions + [whole.action], p.predicted_metric * f, p.predicted_accuracy - d) for p in path]
 
 
 def pareto_front(points: list[PathPoint]) -> list[PathPoint]:
@@ -114,54 +154,52 @@ class AutoResult:
     model: nn.Module
     target: Target
     base: Measured
-    measured: list[Measured]
-    path: list[PathPoint]
+    measured: list[Measured]  # every candidate action alone
+    path: list[PathPoint]  # the greedy path over all per-layer actions
     chosen: PathPoint
     metric: float  # of the returned model, measured
     accuracy_before_finetune: float
-    accuracy: float
+    accuracy: float  # of the returned model (after the fine-tuning, and after int8 when chosen)
     history: list = field(default_factory=list)
+    points: list[PathPoint] = field(default_factory=list)  # all greedy paths, and each with every whole-model action
+    checks: list[dict] = field(default_factory=list)  # points applied for real: predicted vs measured metric
+    accuracy_finetuned: float | None = None  # before the whole-model action (int8), when one was chosen
+    stages: list[dict] = field(default_factory=list)  # recipe stages that rebuild the model (int8 path pinned)
 
-    def recipe_stages(self) -> list[dict]:
-        """The chosen actions as recipe stages (decompose ranks merged into one stage)."""
-        stages: list[dict] = []
-        for a in self.chosen.actions:
-            if stages and stages[-1]["method"] == a.stage["method"] == "decompose" and \
-                    stages[-1]["params"]["method"] == a.stage["params"]["method"]:
-                stages[-1]["params"]["rank"].update(a.stage["params"]["rank"])
-            else:
-                stages.append(copy.deepcopy(a.stage))
+    @property
+    def front(self) -> list[PathPoint]:
+        """The predicted Pareto front over all points considered."""
+        return pareto_front(self.points or self.path)
+
+    def recipe_stages(self, finetune: dict | None = None) -> list[dict]:
+        """The chosen actions as recipe stages: prune (per-group ratios), decompose (per-layer ranks),
+        quantize; `finetune` (a recipe budget) goes on the last stage before quantize, where the
+        search fine-tuned."""
+        stages = copy.deepcopy(self.stages or merge_stages(self.chosen.actions))
+        structural = [s for s in stages if s["method"] != "quantize"]
+        if finetune and structural:
+            structural[-1]["finetune"] = dict(finetune)
         return stages
 
 
-def apply_actions(model: nn.Module, actions: list[Action]) -> nn.Module:
+def apply_actions(model: nn.Module, actions: list[Action], example_input: torch.Tensor | None = None,
+                  calib=None) -> nn.Module:
+    """A copy of `model` with `actions` applied together (as their merged recipe stages)."""
     out = copy.deepcopy(model)
+    if example_input is not None and all(a.stage for a in actions):
+        return apply_stages(out, merge_stages(actions), example_input, calib)
     for a in actions:
         out = a.apply(out)
     return out
 
 
-def auto_compress(model: nn.Module, actions: list[Action], *, evaluate: Callable[[nn.Module], float],
-                  example_input: torch.Tensor, target: Target | str, max_drop: float = 1.0,
-                  runtime: str = "onnxruntime", finetune: Callable[[nn.Module], list] | None = None,
-                  log: Callable[[str], None] = lambda s: None) -> AutoResult:
-    """Search the per-layer actions for the most accurate model meeting `target`.
-
-    Args:
-        actions: candidates (e.g. `lowrank_actions(model, input_size)`); at most one per layer is used.
-        evaluate: model -> accuracy (%) on validation data.
-        target: e.g. "latency=0.5x"; latency is measured on `runtime` with one thread at the
-            example input's batch size.
-        max_drop: accuracy points the predicted path may lose; the result reports the real drop.
-        finetune: model -> history; the recovery after the chosen actions are applied.
-    """
-    target = Target.parse(target) if isinstance(target, str) else target
-    if not actions:
-        raise InvalidInputError("no candidate actions: this model has no layer the actions can change")
-    measure = metric_fn(target.metric, example_input, runtime)
+def measure_actions(model: nn.Module, actions: list[Action], *, evaluate: Callable[[nn.Module], float],
+                    measure: Callable[[nn.Module], float], log: Callable[[str], None] = lambda s: None
+                    ) -> tuple[Measured, list[Measured]]:
+    """The base model and each action alone on a copy: (base, [metric and accuracy per action])."""
     model = model.eval()
     base = Measured(None, measure(model), evaluate(model))
-    log(f"base: {target.metric} {base.metric:.4g}, accuracy {base.accuracy:.2f}")
+    log(f"base: {base.metric:.4g}, accuracy {base.accuracy:.2f}")
     measured = []
     for a in actions:
         try:
@@ -170,24 +208,96 @@ def auto_compress(model: nn.Module, actions: list[Action], *, evaluate: Callable
         except Exception as e:  # an action that does not apply is recorded, not fatal
             measured.append(Measured(a, float("inf"), 0.0, f"{type(e).__name__}: {e}"))
         m = measured[-1]
-        log(f"{a.layer} {a.name}: {target.metric} {m.metric:.4g}, accuracy {m.accuracy:.2f}"
+        log(f"{a.layer} {a.name}: {m.metric:.4g} ({m.metric / base.metric:.3f}x), accuracy {m.accuracy:.2f}"
             + (f" ({m.error})" if m.error else ""))
-    path = greedy_path(base, measured)
+    return base, measured
+
+
+def auto_compress(model: nn.Module, actions: list[Action], *, evaluate: Callable[[nn.Module], float],
+                  example_input: torch.Tensor, target: Target | str, max_drop: float = 1.0,
+                  runtime: str = "onnxruntime", finetune: Callable[[nn.Module], list] | None = None,
+                  calib=None, table: tuple[Measured, list[Measured]] | None = None,
+                  log: Callable[[str], None] = lambda s: None) -> AutoResult:
+    """Search the actions for the most accurate model predicted to meet `target`, build it, fine-tune it.
+
+    Args:
+        actions: candidates (`prune_actions`, `lowrank_actions`, `quant_actions`), combined as
+            `torchslim.auto.actions.compatible` allows.
+        evaluate: model -> accuracy (%) on validation data.
+        target: e.g. "latency=0.5x"; latency is measured on `runtime` with one thread at the
+            example input's batch size.
+        max_drop: accuracy points the prediction may lose; the result reports the real drop.
+        finetune: model -> history; the recovery after the per-layer actions (before int8).
+        calib: calibration images for int8 actions (e.g. `data.calibration_batches(256)`).
+        table: (base, measured) from an earlier `measure_actions` with the same metric: the single
+            actions are not measured again (e.g. to search a subset of them).
+    """
+    target = Target.parse(target) if isinstance(target, str) else target
+    if not actions and table is None:
+        raise InvalidInputError("no candidate actions: this model has no layer the actions can change")
+    measure = metric_fn(target.metric, example_input, runtime)
+    model = model.eval()
+    if table is None:
+        table = measure_actions(model, actions, evaluate=evaluate, measure=measure, log=log)
+    base, measured = table
+    paths = greedy_paths(base, measured)
+    path = paths["all"]
+    wholes = [m for m in measured if m.action.kind == "quant" and m.error is None and m.metric < base.metric]
+    lines = [q for p in paths.values() for q in [p] + [project(base, p, w) for w in wholes]]
     goal = target.fraction * base.metric
-    candidates = [p for p in path if p.predicted_metric <= goal and base.accuracy - p.predicted_accuracy <= max_drop]
-    if not candidates:
-        best = min(path, key=lambda p: p.predicted_metric)
+    best = None  # (line, index) of the most accurate point predicted to meet the target
+    for line in lines:
+        for i, p in enumerate(line):
+            if p.predicted_metric <= goal and base.accuracy - p.predicted_accuracy <= max_drop and (
+                    best is None or (p.predicted_accuracy, -p.predicted_metric) >
+                    (best[0][best[1]].predicted_accuracy, -best[0][best[1]].predicted_metric)):
+                best = (line, i)
+    points = [p for line in lines for p in line]
+    if best is None:
+        low = min(points, key=lambda p: p.predicted_metric)
         raise InvalidInputError(
-            f"no combination of {len(actions)} actions is predicted to reach {target.metric}={target.fraction}x "
-            f"within {max_drop} points (best: {best.predicted_metric / base.metric:.2f}x at "
-            f"{base.accuracy - best.predicted_accuracy:.2f} points); allow a larger drop or add actions")
-    start = path.index(candidates[0])
-    for point in path[start:]:  # the prediction adds single changes; check the real combination
-        compressed = apply_actions(model, point.actions).eval()
-        real = measure(compressed)
-        log(f"{len(point.actions)} actions: predicted {point.predicted_metric:.4g}, measured {real:.4g}")
-        if real <= goal:
-            break
+            f"no combination of {len(measured)} actions is predicted to reach {target.metric}={target.fraction}x "
+            f"within {max_drop} points (best: {low.predicted_metric / base.metric:.2f}x at "
+            f"{base.accuracy - low.predicted_accuracy:.2f} points); allow a larger drop or add actions")
+    line, start = best
+    # The prediction adds single changes; check real combinations (bisecting the rest of the line,
+    # whose metric falls as actions are added) for the first that meets the target.
+    real: dict[int, float] = {}
+    checks = []
+
+    def check(j: int) -> float:
+        if j not in real:
+            m = apply_actions(model, line[j].actions, example_input, calib).eval()
+            real[j] = measure(m)
+            checks.append({"actions": len(line[j].actions), "predicted": line[j].predicted_metric,
+                           "measured": real[j]})
+            log(f"{len(line[j].actions)} actions: predicted {line[j].predicted_metric:.4g}, measured {real[j]:.4g}")
+        return real[j]
+
+    lo, hi = start, len(line) - 1
+    if check(lo) <= goal:
+        j = lo
+    elif check(hi) > goal:
+        j = hi
+        log(f"even all {len(line[hi].actions)} actions measure {real[hi]:.4g} > goal {goal:.4g}: returning them")
+    else:
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if check(mid) <= goal else (mid, hi)
+        j = hi
+    point = line[j]
+    structural = [a for a in point.actions if a.kind != "quant"]
+    whole = [a for a in point.actions if a.kind == "quant"]
+    compressed = apply_actions(model, structural, example_input).eval()
     acc0 = evaluate(compressed)
-    history = finetune(compressed) if finetune else []
-    return AutoResult(compressed, target, base, measured, path, point, real, acc0, evaluate(compressed), history)
+    history = finetune(compressed) if finetune and structural else []
+    compressed = compressed.cpu().eval()
+    stages = merge_stages(structural)
+    acc_ft = None
+    if whole:
+        acc_ft = evaluate(compressed)
+        stage = merge_stages(whole)[0]
+        compressed = apply_stages(compressed, [stage], example_input, calib)
+        stages.append(stage)
+    return AutoResult(compressed, target, base, measured, path, point, measure(compressed), acc0,
+                      evaluate(compressed), history, points, checks, acc_ft, stages)

@@ -1,4 +1,4 @@
-"""`torchslim auto MODEL --data NAME --target latency=0.5x --max-drop 1.0 -o DIR`: search per-layer actions."""
+"""`torchslim auto MODEL --data NAME --target latency=0.5x --max-drop 1.0 --actions prune,lowrank,quant -o DIR`."""
 from __future__ import annotations
 
 import json
@@ -7,6 +7,9 @@ from pathlib import Path
 from torchslim.cli.common import (add_data_args, add_model_args, check_input_fits, console, load_data_from_args,
                                   load_model_from_args)
 from torchslim.cli.train import add_fit_args, fit_config_from_args
+from torchslim.errors import InvalidInputError
+
+ACTIONS = ("prune", "lowrank", "quant")
 
 
 def register(sub) -> None:
@@ -16,18 +19,74 @@ def register(sub) -> None:
     p.add_argument("--target", required=True, help="METRIC=FRACTIONx, METRIC in latency, macs, params, size, energy")
     p.add_argument("--max-drop", type=float, default=1.0, help="accuracy points the search may lose")
     p.add_argument("--runtime", default="onnxruntime", choices=["torch", "onnxruntime"], help="for latency targets")
+    p.add_argument("--actions", default="prune,lowrank,quant",
+                   help="candidate kinds: prune (channel groups), lowrank (Tucker-2/SVD per layer), quant (int8 "
+                        "on ONNX Runtime, for latency on onnxruntime and size targets)")
+    p.add_argument("--prune-ratios", default="0.25,0.5", help="fractions of a group's channels a prune action removes")
+    p.add_argument("--criterion", default="l1", help="prune criterion (a weight criterion: l1, l2, bn_scale)")
     p.add_argument("--compressions", default="2,4", help="Tucker/SVD compression ratios to try per layer")
+    p.add_argument("--calib-images", type=int, default=256, help="train images calibrating int8")
     p.add_argument("--eval-images", type=int, default=1000, help="validation images scoring each action")
     add_fit_args(p, epochs=1, lr=0.01)
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    import torch
-    import yaml
+def _floats(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise InvalidInputError(f"{flag} {text!r}: give comma-separated numbers, e.g. 0.25,0.5") from None
 
-    from torchslim.auto import Target, auto_compress, lowrank_actions
+
+def build_actions(model, data, target, kinds, *, runtime="onnxruntime", prune_ratios=(0.25, 0.5), criterion="l1",
+                  compressions=(2.0, 4.0), calib=None, calib_images=256, log=lambda s: None):
+    """The candidate actions of the kinds asked for (quant only where it can change the target's metric)."""
+    from torchslim.auto import lowrank_actions, prune_actions, quant_actions
+
+    x = next(iter(data.val))[0][:1]
+    unknown = set(kinds) - set(ACTIONS)
+    if unknown or not kinds:
+        raise InvalidInputError(f"--actions {','.join(kinds)!r}: use a comma-separated subset of {','.join(ACTIONS)}")
+    actions = []
+    if "prune" in kinds:
+        actions += prune_actions(model, x, prune_ratios, criterion)
+    if "lowrank" in kinds:
+        actions += lowrank_actions(model, data.input_size, compressions)
+    if "quant" in kinds:
+        if target.metric == "size" or (target.metric == "latency" and runtime == "onnxruntime"):
+            actions += quant_actions(calib, x, runtime, calib_images)
+        else:
+            log(f"quant actions skipped: int8 runs in ONNX Runtime and leaves {target.metric} "
+                f"{'on torch ' if target.metric == 'latency' else ''}unchanged (use latency on onnxruntime or size)")
+    return actions
+
+
+def summary_dict(result, *, test=None) -> dict:
+    """auto.json: the per-action table, the predicted path and Pareto front, the checks and the choice."""
+    def point(p):
+        return {"actions": [f"{a.layer}: {a.name}" for a in p.actions], "metric": p.predicted_metric,
+                "accuracy": p.predicted_accuracy}
+
+    b = result.base
+    return {"target": vars(result.target), "base": {"metric": b.metric, "accuracy": b.accuracy},
+            "metric": result.metric, "ratio": result.metric / b.metric,
+            "accuracy_before_finetune": result.accuracy_before_finetune,
+            "accuracy_finetuned": result.accuracy_finetuned, "accuracy": result.accuracy, "test": test,
+            "chosen": point(result.chosen), "stages": result.stages,
+            "front": [point(p) for p in result.front], "checks": result.checks,
+            "path": [{"actions": len(p.actions), "metric": p.predicted_metric, "accuracy": p.predicted_accuracy}
+                     for p in result.path],
+            "measured": [{"kind": m.action.kind, "layer": m.action.layer, "action": m.action.name,
+                          "metric": m.metric, "ratio": m.metric / b.metric, "accuracy": m.accuracy,
+                          "error": m.error} for m in result.measured]}
+
+
+def run(args) -> int:
+    import yaml
+    from rich.table import Table
+
+    from torchslim.auto import Target, auto_compress
     from torchslim.io import save_model
     from torchslim.train import evaluate, fit
 
@@ -35,30 +94,51 @@ def run(args) -> int:
     data = load_data_from_args(args)
     model, _ = load_model_from_args(args)
     check_input_fits(model, data.input_size, args.model)
-    compressions = tuple(float(v) for v in args.compressions.split(","))
+    kinds = tuple(k.strip() for k in args.actions.split(",") if k.strip())
+    calib = data.calibration_batches(args.calib_images) if "quant" in kinds else None
+    actions = build_actions(model, data, target, kinds, runtime=args.runtime,
+                            prune_ratios=_floats(args.prune_ratios, "--prune-ratios"), criterion=args.criterion,
+                            compressions=_floats(args.compressions, "--compressions"), calib=calib,
+                            calib_images=args.calib_images, log=console.print)
     max_batches = max(1, args.eval_images // data.val.batch_size)
     result = auto_compress(
-        model, lowrank_actions(model, data.input_size, compressions),
-        evaluate=lambda m: evaluate(m, data.val, max_batches=max_batches)["top1"],
+        model, actions, evaluate=lambda m: evaluate(m, data.val, max_batches=max_batches)["top1"],
         example_input=next(iter(data.val))[0][:1], target=target, max_drop=args.max_drop, runtime=args.runtime,
         finetune=lambda m: fit(m, data.train, val_loader=data.val, config=fit_config_from_args(args)).history,
-        log=console.print)
+        calib=calib, log=console.print)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     save_model(result.model, out / "model.safetensors", input_size=data.input_size)
-    recipe = {"name": "auto", "model": {"name": args.model}, "data": {"name": args.data},
-              "stages": [dict(s, finetune={"epochs": args.epochs, "lr": args.lr}) for s in result.recipe_stages()]}
+    budget = {"epochs": args.epochs, "lr": args.lr, "optimizer": args.optimizer, "schedule": args.schedule,
+              "weight_decay": args.weight_decay, "label_smoothing": args.label_smoothing}
+    if args.max_steps:
+        budget["max_steps_per_epoch"] = args.max_steps
+    if Path(args.model).exists():
+        model_spec = {"path": str(Path(args.model).resolve())}
+    else:
+        model_spec = {"name": args.model, **({"pretrained": True} if args.pretrained else {}),
+                      **({"weights": str(Path(args.weights).resolve())} if args.weights else {}),
+                      **({"num_classes": args.num_classes} if args.num_classes else {})}
+    data_spec = {"name": args.data, "batch_size": args.batch_size,
+                 **({"data_dir": str(Path(args.data_dir).resolve())} if args.data_dir else {}),
+                 **({"limit_train": args.limit, "limit_eval": args.limit} if args.limit else {})}
+    recipe = {"name": "auto", "seed": args.seed, "model": model_spec, "data": data_spec,
+              "stages": result.recipe_stages(finetune=budget)}
     (out / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
-    summary = {"target": vars(target), "base": {"metric": result.base.metric, "accuracy": result.base.accuracy},
-               "metric": result.metric, "accuracy_before_finetune": result.accuracy_before_finetune,
-               "accuracy": result.accuracy, "test": evaluate(result.model, data.test),
-               "chosen": [f"{a.layer}: {a.name}" for a in result.chosen.actions],
-               "path": [{"actions": len(p.actions), "metric": p.predicted_metric, "accuracy": p.predicted_accuracy}
-                        for p in result.path],
-               "measured": [{"layer": m.action.layer, "action": m.action.name, "metric": m.metric,
-                             "accuracy": m.accuracy, "error": m.error} for m in result.measured]}
+    summary = summary_dict(result, test=evaluate(result.model, data.test))
     (out / "auto.json").write_text(json.dumps(summary, indent=2))
-    console.print(f"{target.metric}: {result.base.metric:.4g} -> {result.metric:.4g} "
+
+    t = Table(title=f"predicted Pareto front ({target.metric}, val top-1 on {args.eval_images} images)")
+    for col in ("actions", f"{target.metric} (x base)", "top-1"):
+        t.add_column(col)
+    for p in result.front:
+        t.add_row(", ".join(f"{a.layer}: {a.name}" for a in p.actions) or "(base)",
+                  f"{p.predicted_metric / result.base.metric:.3f}", f"{p.predicted_accuracy:.2f}")
+    console.print(t)
+    kinds_used = sorted({a.kind for a in result.chosen.actions})
+    console.print(f"chosen: {len(result.chosen.actions)} actions ({', '.join(kinds_used) or 'none'}); "
+                  f"{target.metric}: {result.base.metric:.4g} -> {result.metric:.4g} "
                   f"({result.metric / result.base.metric:.2f}x); val top-1 {result.base.accuracy:.2f} -> "
-                  f"{result.accuracy:.2f} %; {len(result.chosen.actions)} layers changed -> {out}")
+                  f"{result.accuracy_before_finetune:.2f} (before fine-tuning) -> {result.accuracy:.2f} %; "
+                  f"test top-1 {summary['test']['top1']:.2f} % -> {out} (auto.json, recipe.yaml)")
     return 0

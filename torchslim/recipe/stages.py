@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from torchslim.errors import InvalidInputError, UnsupportedModelError
@@ -188,15 +188,27 @@ class PruneParams(_Options):
     criterion: str = "l1"
     ratio: float | None = Field(default=None, gt=0, lt=1)
     target_macs: float | None = Field(default=None, gt=0)
+    # {group name: fraction removed}; alone, only these groups are pruned (what `torchslim auto` writes)
+    layer_ratios: dict[str, float] | None = None
+
+    @model_validator(mode="after")
+    def _ratios(self):
+        bad = {k: v for k, v in (self.layer_ratios or {}).items() if not 0 <= v < 1}
+        if bad:
+            raise ValueError(f"layer_ratios must be fractions in [0, 1), got {bad}")
+        return self
 
 
 @register_stage("prune", params=PruneParams)
 def prune_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Module:
-    """Structured pruning: `torchslim.prune(model, example_input, criterion=, ratio=|target_macs=, data=)`."""
-    p = dict(params)
+    """Structured pruning: `torchslim.prune(model, example_input, criterion=, ratio=|target_macs=, data=)`;
+    `layer_ratios` gives a ratio per channel group (allocation "layers")."""
+    from torchslim.auto.actions import prune_stage_kwargs
+
+    p = prune_stage_kwargs(params)
     opts = p.pop("options", {})
     if p.get("ratio") is None and p.get("target_macs") is None:
-        raise InvalidInputError(f"stage {ctx.name}: prune needs `ratio` or `target_macs`")
+        raise InvalidInputError(f"stage {ctx.name}: prune needs `ratio`, `target_macs` or `layer_ratios`")
     return _verb("prune")(model, ctx.example_input(), data=ctx.data.train, **p, **opts)
 
 
