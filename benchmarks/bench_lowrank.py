@@ -145,9 +145,11 @@ def channel_vs_tucker(b: dict, quick: bool) -> dict:
     rows = []
     for frac in b.get("fractions") or ([0.5] if quick else [0.75, 0.5, 0.25]):
         row = {"rank_fraction": frac}
+        # the symmetric channel fit (inputs from the network before each layer), as these figures were
+        # made; the asymmetric variant and zhang3d are compared in bench_lowrank_zhang.py
         for label, method, opts in [("tucker1 (weights)", "tucker1", {}),
-                                    ("channel, linear (responses)", "channel", {"nonlinear": False}),
-                                    ("channel, ReLU (responses)", "channel", {})]:
+                                    ("channel, linear (responses)", "channel", {"nonlinear": False, "asymmetric": False}),
+                                    ("channel, ReLU (responses)", "channel", {"asymmetric": False})]:
             # rank R = frac * T per layer: a callable spec is not part of the API, so decompose per stage
             small = model
             t = time.perf_counter()
