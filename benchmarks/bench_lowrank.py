@@ -11,11 +11,16 @@
    (`partial_tucker(W, modes=[0, 1], rank, init="svd")`, the pytorch-tensor-decompositions code) on
    every k>1 conv of torchvision VGG-16 and ResNet-50 and of ResNet-56: time and reconstruction error
    at equal ranks; and our CP-ALS against tensorly.parafac on ResNet-56 layers.
+4. channel: response (Zhang) vs weight reconstruction, rank R = fraction x T, symmetric fit, ResNet-56.
+5. zhang: the 18 block convs of the pretrained CIFAR ResNet-20 at 2x and 3x fewer MACs (ranks chosen per
+   layer to fit the MAC budget): Tucker-2 and Tucker-1 (weights) against channel (symmetric and
+   asymmetric) and zhang3d (Zhang et al. 2015, responses): MACs, response error of every layer in the
+   decomposed network on held-out images, top-1 without fine-tuning, measured latency of the chains.
 
 Everything runs with 1 thread (the machine's 2 cores are shared). Accuracy on a fixed random subset
 of the CIFAR-10 test split; sizes stated in the output.
 
-    python -m benchmarks.bench_lowrank [--quick] [--parts whole cp recipe]
+    python -m benchmarks.bench_lowrank [--quick] [--parts whole cp channel zhang recipe]
 """
 from __future__ import annotations
 
@@ -30,7 +35,8 @@ from benchmarks.common import command_line, md_table, write_result
 from torchslim.analysis import measure_latency, profile
 from torchslim.data import get_data
 from torchslim.io import load_model, save_model
-from torchslim.lowrank import decompose_with_report
+from torchslim.lowrank import METHODS, Context, decompose_with_report
+from torchslim.lowrank.core import _following_batchnorm, _macs, _trace, original_cost
 from torchslim.lowrank.cp import cp_to_tensor, parafac4
 from torchslim.lowrank.tucker import tucker2, tucker2_to_tensor
 from torchslim.models import create_model
@@ -145,9 +151,11 @@ def channel_vs_tucker(b: dict, quick: bool) -> dict:
     rows = []
     for frac in b.get("fractions") or ([0.5] if quick else [0.75, 0.5, 0.25]):
         row = {"rank_fraction": frac}
+        # the symmetric channel fit (inputs from the network before each layer), as these figures were
+        # made; the asymmetric variant and zhang3d are compared in the `zhang` part
         for label, method, opts in [("tucker1 (weights)", "tucker1", {}),
-                                    ("channel, linear (responses)", "channel", {"nonlinear": False}),
-                                    ("channel, ReLU (responses)", "channel", {})]:
+                                    ("channel, linear (responses)", "channel", {"nonlinear": False, "asymmetric": False}),
+                                    ("channel, ReLU (responses)", "channel", {"asymmetric": False})]:
             # rank R = frac * T per layer: a callable spec is not part of the API, so decompose per stage
             small = model
             t = time.perf_counter()
@@ -163,6 +171,94 @@ def channel_vs_tucker(b: dict, quick: bool) -> dict:
         print(row, flush=True)
     return {"origin": origin, "top1_before": acc0, "macs_before": profile(model, INPUT).macs,
             "calibration_images": n_calib, "eval_images": b["eval_images"], "rows": rows}
+
+
+ZHANG_METHODS = [  # label, method, options
+    ("tucker (weights)", "tucker", {}),
+    ("tucker1 (weights)", "tucker1", {}),
+    ("channel, symmetric", "channel", {"asymmetric": False}),
+    ("channel, asymmetric", "channel", {}),
+    ("zhang3d, asymmetric", "zhang3d", {}),
+]
+
+
+def _ranks_at_macs(method: str, layer: nn.Conv2d, ctx: Context, budget: float) -> tuple:
+    """The largest ranks whose chain has at most `budget` MACs: one common fraction of the full ranks
+    (the rule of {"compression": x}, on MACs), and for zhang3d the energy split of its two factors."""
+    from torchslim.lowrank.zhang3d import energy_split
+
+    m = METHODS.get(method)
+    fits = lambda r: _macs(m.cost(layer, r), ctx) <= budget
+    an = m.analyze(layer, True, ctx)
+    if method == "zhang3d":
+        return energy_split(an.spectra, an.full, fits)
+    lo, hi = 0.0, 1.0
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if fits(tuple(max(1, math.floor(mid * f)) for f in an.full)) else (lo, mid)
+    return m.adjust_ranks(layer, None, tuple(max(1, math.floor(lo * f)) for f in an.full), an)
+
+
+def _relu_bn_outputs(model: nn.Module, names: list[str], batches) -> dict:
+    """relu(bn(conv(x))) of each named conv (its BatchNorm is the same name with conv -> bn)."""
+    bns = [n.replace("conv", "bn") for n in names]
+    out = {}
+    hooks = [model.get_submodule(b).register_forward_hook(
+        lambda mod, a, y, n=n: out.setdefault(n, []).append(torch.relu(y))) for n, b in zip(names, bns)]
+    with torch.no_grad():
+        for x in batches:
+            model(x)
+    for h in hooks:
+        h.remove()
+    return {n: torch.cat(v) for n, v in out.items()}
+
+
+def zhang_vs_tucker(b: dict, quick: bool) -> dict:
+    """Zhang et al. 2015 (channel, asymmetric, 3-D) against weight-reconstruction Tucker at equal MACs."""
+    model = create_model("resnet20", pretrained=True).eval()
+    data = get_data("cifar10", batch_size=128, limit_eval=b["eval_images"])
+    n_calib, n_held = (64, 128) if quick else (128, 256)
+    calib = data.calibration_batches(n_calib)
+    held = data.calibration_batches(n_held, split="test")
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and n.startswith("layer")]
+    si, so, inputs = _trace(model, names, calib, keep_inputs=True)
+    post = _following_batchnorm(model, names)
+    ref = _relu_bn_outputs(model, names, held)
+    acc0 = evaluate(model, data.test)["top1"]
+    rows = []
+    for x in b.get("mac_reductions") or ([2] if quick else [2, 3]):
+        for label, method, opts in ZHANG_METHODS:
+            t = time.perf_counter()
+            ranks = {}
+            for n in names:
+                layer, ctx = model.get_submodule(n), Context(n, si[n], so[n], inputs[n], post.get(n), dict(opts))
+                before = _macs(original_cost(layer), ctx)
+                ranks[n] = _ranks_at_macs(method, layer, ctx, before / x)
+            small, rep = decompose_with_report(model, method, ranks, names, linear_method=None, input_size=INPUT,
+                                               data=calib if METHODS.get(method).needs_data else None, options=opts)
+            secs = time.perf_counter() - t
+            out = _relu_bn_outputs(small, names, held)
+            errs = {n: float((out[n] - ref[n]).norm() / ref[n].norm()) for n in names}
+            rep.measure(threads=1, batch_size=1, repeats=b["lat_repeats"], min_time_s=0.02)
+            lat1 = rep.totals()
+            rep.measure(threads=1, batch_size=32, repeats=b["lat_repeats"], min_time_s=0.02)
+            lat32 = rep.totals()
+            tot = rep.totals()
+            row = {"mac_reduction": x, "label": label, "method": method, "options": opts,
+                   "decomposed": tot["decomposed"], "layers": tot["layers"],
+                   "macs_before": tot["macs_before"], "macs_after": tot["macs_after"],
+                   "params_before": tot["params_before"], "params_after": tot["params_after"],
+                   "network_macs": profile(small, INPUT).macs,
+                   "mean_response_error": sum(errs.values()) / len(errs), "last_response_error": errs[names[-1]],
+                   "response_errors": errs, "top1": evaluate(small, data.test)["top1"], "decompose_s": secs,
+                   "latency_bs1": [lat1["latency_before_ms"], lat1["latency_after_ms"]],
+                   "latency_bs32": [lat32["latency_before_ms"], lat32["latency_after_ms"]],
+                   "ranks": {n: list(r) for n, r in ranks.items()}}
+            rows.append(row)
+            print({k: v for k, v in row.items() if k not in ("response_errors", "ranks")}, flush=True)
+    return {"model": "resnet20", "origin": "create_model('resnet20', pretrained=True)", "top1_before": acc0,
+            "network_macs_before": profile(model, INPUT).macs, "layers": names, "calibration_images": n_calib,
+            "held_out_images": n_held, "eval_images": b["eval_images"], "rows": rows}
 
 
 def _recipe_tucker(W, R3, R4):
@@ -259,6 +355,34 @@ def _md_whole(r: dict) -> str:
                                                       "measured"], lrows)])
 
 
+def _md_zhang(r: dict) -> str:
+    rows = []
+    for x in r["rows"]:
+        b1, b32 = x["latency_bs1"], x["latency_bs32"]
+        rows.append([f"{x['mac_reduction']}x", x["label"], f"{x['macs_before'] / 1e6:.1f} -> {x['macs_after'] / 1e6:.1f}",
+                     f"{x['macs_before'] / x['macs_after']:.2f}x", f"{x['mean_response_error']:.3f}",
+                     f"{x['last_response_error']:.3f}", x["top1"], f"{b1[0] / b1[1]:.2f}x", f"{b32[0] / b32[1]:.2f}x",
+                     f"{x['decompose_s']:.1f}"])
+    first = r["rows"][0]
+    return "\n".join([
+        "### Response reconstruction (Zhang et al. 2015) vs weight-reconstruction Tucker at equal MACs", "",
+        f"ResNet-20 ({r['origin']}; top-1 {r['top1_before']:.2f} % on {r['eval_images']} test images, "
+        f"{r['network_macs_before'] / 1e6:.1f} M MACs): its {len(r['layers'])} block convs (3x3, "
+        f"{first['macs_before'] / 1e6:.1f} M MACs together) decomposed at once, each to at most 1/x of its MACs "
+        "(per layer the largest ranks that fit: one common fraction of the full ranks, the rule of "
+        "`{'compression': x}` applied to MACs; zhang3d splits its (K, R) by the energy product). No fine-tuning. "
+        "tucker = Tucker-2 (1x1, 3x3, 1x1) and tucker1 = output mode only (3x3, 1x1; the same chain as channel) "
+        "fit the weights; channel (3x3 S->R, 1x1) and zhang3d (3x1, 1x3, 1x1) fit the responses through the "
+        f"BatchNorm and ReLU on {r['calibration_images']} training images, symmetric (inputs from the original "
+        "network) or asymmetric (inputs from the network decomposed so far, Sec. 3.3). Response error: "
+        "||relu(bn(conv)) - original|| / ||original|| of each layer inside the decomposed network on "
+        f"{r['held_out_images']} test images (so it includes the error passed up from the layers below), the mean "
+        f"over the layers and the last one ({r['layers'][-1]}). Measured: summed latency of the original layers "
+        "over that of their chains, 1 thread:", "",
+        md_table(["MACs / x", "method", "M MACs (layers)", "MACs ratio", "mean response err", "last layer err",
+                  "top-1 %", "measured bs 1", "measured bs 32", "decompose s"], rows)])
+
+
 def _migrate(res: dict) -> dict:
     """Runs of separate parts each record their command and budget; fill in any that predate that."""
     budgets = res.setdefault("budgets", {})
@@ -304,6 +428,8 @@ def render(res: dict) -> str:
                md_table(["R / T", "M MACs"] + [f"{l} top-1 %" for l in labels],
                         [[x["rank_fraction"], f"{x[labels[0]]['macs'] / 1e6:.1f}"] + [x[l]["top1"] for l in labels]
                          for x in r["rows"]]), ""]
+    if res.get("zhang"):
+        md += [_md_zhang(res["zhang"]), ""]
     if res.get("recipe"):
         r = res["recipe"]
         md += ["### Against the common TensorLy recipe, equal ranks (R3, R4) = (S/4, T/4)", "",
@@ -342,10 +468,11 @@ def main(argv=None) -> int:
     ap.add_argument("--ft-steps", type=int, help="override the budget: fine-tuning steps")
     ap.add_argument("--fractions", type=float, nargs="*", help="channel part: R / T values")
     ap.add_argument("--calibration", type=int, help="channel part: calibration images")
+    ap.add_argument("--mac-reductions", type=float, nargs="*", help="zhang part: MAC reduction factors x")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     b = _budget(args.quick)
-    for k in ("eval_images", "ft_steps", "fractions", "calibration"):
+    for k in ("eval_images", "ft_steps", "fractions", "calibration", "mac_reductions"):
         if getattr(args, k) is not None:
             b[k] = getattr(args, k)
     topic = "lowrank" + ("-quick" if args.quick else "")
@@ -368,6 +495,8 @@ def main(argv=None) -> int:
         new["cp"] = cp_sweep(b, args.quick)
     if "channel" in args.parts:
         new["channel"] = channel_vs_tucker(b, args.quick)
+    if "zhang" in args.parts:
+        new["zhang"] = zhang_vs_tucker(b, args.quick)
     if "recipe" in args.parts:
         new["recipe"] = recipe(args.quick)
     path = RESULTS / f"{topic}.json"

@@ -46,6 +46,7 @@ class Context:
     inputs: torch.Tensor | None = None  # sampled layer inputs, for methods that reconstruct responses
     post_affine: tuple | None = None  # (a, c): the BatchNorm that follows, u = a * y + c
     options: dict = field(default_factory=dict)
+    approx_inputs: torch.Tensor | None = None  # the same samples through the partly decomposed model (asymmetric)
 
 
 class Method:
@@ -55,6 +56,9 @@ class Method:
     paper = ""
     layer_types: tuple = (nn.Conv2d,)
     needs_data = False
+    # Response methods: by default fit each layer to the original responses from the inputs the already
+    # decomposed layers produce (Zhang et al. 2015, Sec. 3.3); options={"asymmetric": False} turns it off.
+    asymmetric = False
     exact_full_rank = True  # rank=1.0 reproduces the layer (False: lossy by construction, e.g. monochromatic)
 
     def skip_reason(self, layer: nn.Module) -> str | None:
@@ -257,9 +261,17 @@ def _following_batchnorm(model: nn.Module, names: list[str]) -> dict[str, tuple]
     return out
 
 
+class _StopForward(Exception):
+    """Raised by a tracing hook once it has what it needs: the rest of the forward pass is skipped."""
+
+
 def _trace(model: nn.Module, names: list[str], batches: Sequence[torch.Tensor], keep_inputs: bool,
-           max_inputs: int = 256) -> tuple[dict, dict, dict]:
-    """Input/output shapes (C, H, W) of the named layers and, if asked, up to `max_inputs` of their inputs."""
+           max_inputs: int = 256, stop_early: bool = False) -> tuple[dict, dict, dict]:
+    """Input/output shapes (C, H, W) of the named layers and, if asked, up to `max_inputs` of their inputs.
+
+    stop_early: for one layer, end each forward pass at that layer and skip batches once it has
+    `max_inputs` inputs (the asymmetric re-trace runs once per layer, so this halves its cost).
+    """
     shapes_in, shapes_out, inputs = {}, {}, {}
     hooks = []
     for n in names:
@@ -271,13 +283,20 @@ def _trace(model: nn.Module, names: list[str], batches: Sequence[torch.Tensor], 
                 have = inputs.get(n)
                 take = x.detach()[: max_inputs - (0 if have is None else len(have))]
                 inputs[n] = take if have is None else torch.cat([have, take])
+            if stop_early:
+                raise _StopForward
         hooks.append(model.get_submodule(n).register_forward_hook(hook))
     was = model.training
     model.eval()
     try:
         with torch.no_grad():
             for b in batches:
-                model(b)
+                if stop_early and len(inputs.get(names[0], ())) >= max_inputs:
+                    break
+                try:
+                    model(b)
+                except _StopForward:
+                    pass
     finally:
         for h in hooks:
             h.remove()
@@ -377,7 +396,11 @@ def decompose_with_report(
         raise InvalidInputError(f"method {m.name!r} reconstructs layer responses: pass data= (a few input batches)")
     shapes_in, shapes_out, inputs = _trace(model, names, batches, keep_inputs=needs_data) if batches else ({}, {}, {})
     post = _following_batchnorm(model, names) if needs_data else {}
+    if needs_data:  # response methods fit layers in forward order (the hooks fired in that order)
+        order = {n: i for i, n in enumerate(shapes_in)}
+        targets.sort(key=lambda t: order.get(t[0], len(order)))
     results = []
+    replaced = False  # has an earlier layer been swapped? then asymmetric methods re-trace their inputs
     for n, mod in targets:
         lm = _method_for(method, linear_method, mod)
         ctx = Context(n, shapes_in.get(n), shapes_out.get(n), inputs.get(n), post.get(n), dict(options or {}))
@@ -400,9 +423,14 @@ def decompose_with_report(
                                            macs_before=_macs(before, ctx), macs_after=_macs(before, ctx),
                                            original=mod, input_shape=ctx.input_shape))
                 continue
+        if replaced and lm.needs_data and ctx.options.get("asymmetric", lm.asymmetric) and ctx.inputs is not None:
+            # this layer's inputs as the partly decomposed model computes them, paired sample by sample
+            # with ctx.inputs (same batches, same order)
+            ctx.approx_inputs = _trace(model, [n], batches, True, len(ctx.inputs), stop_early=True)[2][n]
         new, res = decompose_layer(mod, lm, layer_rank, ctx=ctx, allow_growth=allow_growth)
         if new is not mod:
             _set_submodule(model, n, new)
+            replaced = True
         results.append(res)
     return model, DecompositionReport(m.name, rank, results, time.perf_counter() - t0)
 
@@ -426,8 +454,11 @@ def decompose(model: nn.Module, method: str = "tucker", rank: RankSpec = "vbmf",
         linear_method: method for layer types `method` does not handle (default "svd" for Linear;
             None leaves them alone).
         input_size: (C, H, W) to count MACs at the real resolution (default: recorded by create_model).
-        data: input batches, needed by response-reconstruction methods ("channel").
+        data: input batches, needed by response-reconstruction methods ("channel", "zhang3d"); these
+            fit the layers in order, each on the inputs the already decomposed layers produce (the
+            asymmetric variant of Zhang et al. 2015; options={"asymmetric": False} for the symmetric one).
         allow_growth: build chains even when not smaller (for studies; rank=1.0 reproduces the model).
+        options: per-method settings passed to every layer (e.g. {"asymmetric": False, "n_samples": 4096}).
 
     Example:
         >>> model = torchslim.models.create_model("resnet20")
