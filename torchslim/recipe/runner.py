@@ -256,6 +256,9 @@ def run_recipe(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike, *
         run_dir.mkdir(parents=True, exist_ok=True)
         if recipe.source and Path(recipe.source).is_file():
             text = Path(recipe.source).read_text()
+            if recipe.smoke:
+                text = (f"# SMOKE RUN of this recipe ({json.dumps(recipe.smoke)}): the budgets that ran are "
+                        "in recipe.json\n") + text
             tmp = run_dir / "recipe.yaml.tmp"
             tmp.write_text(text)
             os.replace(tmp, run_dir / "recipe.yaml")
