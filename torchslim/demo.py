@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from torchslim.errors import DataNotFoundError
-from torchslim.paths import REPO_ROOT
+from torchslim.paths import RECIPES_DIR
 
-RECIPE = REPO_ROOT / "recipes" / "demo_digits_full.yaml"
+RECIPE = RECIPES_DIR / "demo_digits_full.yaml"
 
 
 def run_demo(output: str | Path = "runs/demo", console=None, recipe: str | Path = RECIPE) -> dict:
@@ -23,7 +23,7 @@ def run_demo(output: str | Path = "runs/demo", console=None, recipe: str | Path 
     console = console or Console()
     recipe = Path(recipe)
     if not recipe.is_file():
-        raise DataNotFoundError(f"the demo recipe {recipe} is missing: run the demo from a torchslim checkout")
+        raise DataNotFoundError(f"the demo recipe {recipe} is missing (reinstall torchslim, or pass --recipe FILE)")
     console.rule(f"[bold]torchslim demo: {recipe.name}")
     summary = run_recipe(recipe, output, restart=True, log=console.print)
     report = Path(output) / "report.html"

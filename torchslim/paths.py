@@ -5,6 +5,8 @@ import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The ready recipes: in a checkout torchslim/recipes links to recipes/; an installed wheel holds copies.
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
 
 def data_dir_candidates(explicit: str | os.PathLike | None = None) -> list[Path]:

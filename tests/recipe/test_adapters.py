@@ -1,5 +1,6 @@
 """The method adapters call the verbs with the announced signatures; shape-changing results flow through
 saving, measuring, resuming and reporting. The verbs are stand-ins here (the real ones land at integration)."""
+import json
 import sys
 import types
 
@@ -57,7 +58,8 @@ def verbs(monkeypatch, tmp_path):
                               data=type(data).__name__, kw=kw)
         return _prune_first_conv(model, int(model[0].out_channels * (1 - ratio)))
 
-    def sparsify(model, *, method, sparsity, data=None):
+    def sparsify(model, *, method, sparsity, data=None, inplace=False):
+        assert inplace  # a policy re-applies it to the model being fine-tuned
         calls.setdefault("sparsify", []).append(round(sparsity, 4))
         with torch.no_grad():
             for m in model.modules():
@@ -80,8 +82,8 @@ def verbs(monkeypatch, tmp_path):
         model[int(layers[0])] = nn.Sequential(a, b)
         return model
 
-    def quantize(model, *, method, calib):
-        calls["quantize"] = dict(method=method, images=sum(len(x) for x in calib))
+    def quantize(model, *, method, calib, calib_images=None):
+        calls["quantize"] = dict(method=method, images=sum(len(x) for x in calib), calib_images=calib_images)
         return model  # a stand-in: the real int8 modules come with the quantization issue
 
     encode = types.ModuleType("torchslim.encode")
@@ -101,7 +103,7 @@ def test_every_adapter_through_a_run(verbs, tmp_path):
                               "kw": {"extra": 1}}
     assert verbs["sparsify"] == [0.0, 0.5]  # AGP: epoch 0 -> initial, epoch 1 -> final
     assert verbs["decompose"] == {"method": "svd", "rank": 4, "layers": ["15"]}
-    assert verbs["quantize"] == {"method": "int8", "images": 100}
+    assert verbs["quantize"] == {"method": "int8", "images": 100, "calib_images": 100}  # int8: told the number too
     st = {s["stage"]: s for s in summary["stages"]}
     assert st["01-prune"]["params_count"] < st["00-input"]["params_count"]
     assert st["01-prune"]["before_recovery"]["n"] == 64
@@ -159,4 +161,6 @@ stages:
     assert seen == {"method": ["kd"], "teacher": "Sequential", "epochs": 2, "t": 4.0, "ckpt": "distill",
                     "teacher_eval": True}
     assert (tmp_path / "run/stages/01-distill/distill/checkpoint.pt").is_file()
+    info = json.loads((tmp_path / "run/stages/01-distill/metrics.json").read_text())
+    assert [h["epoch"] for h in info["history"]] == [1, 2]  # the distillation's epochs are in the report
     assert summary == {}

@@ -82,12 +82,13 @@ def apply_stages(model: nn.Module, stages: Sequence[dict], example_input: torch.
     from torchslim.lowrank import decompose_with_report
     from torchslim.prune import prune
     from torchslim.quant import quantize
+    from torchslim.recipe.stages import prune_kwargs
 
     for s in stages:
         p = dict(s["params"])
         opts = p.pop("options", {})
         if s["method"] == "prune":
-            p = prune_stage_kwargs(p)
+            p = prune_kwargs(p)
             model = prune(model, example_input, inplace=True, **p, **opts)
         elif s["method"] == "decompose":
             model, report = decompose_with_report(model, p["method"], p["rank"], layers=p.get("layers"),
@@ -104,17 +105,6 @@ def apply_stages(model: nn.Module, stages: Sequence[dict], example_input: torch.
         else:
             raise InvalidInputError(f"auto cannot apply a {s['method']!r} stage")
     return model
-
-
-def prune_stage_kwargs(params: dict) -> dict:
-    """A prune stage's params as `torchslim.prune` keywords: `layer_ratios` alone prunes only the
-    groups it names (allocation "layers", ratio 0 elsewhere)."""
-    p = dict(params)
-    if p.get("layer_ratios") is not None:
-        p.setdefault("allocation", "layers")
-        if p.get("ratio") is None and p.get("target_macs") is None:
-            p["ratio"] = 0.0
-    return p
 
 
 def _action(layer, name, stage, kind, touches, example_input, calib=None) -> Action:

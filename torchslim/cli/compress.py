@@ -9,19 +9,27 @@ def register(sub) -> None:
                        description="Run the stages of RECIPE in order into RUN_DIR. Every stage and every "
                                    "fine-tuning epoch is checkpointed; rerunning the same command after an "
                                    "interruption resumes where it stopped. Under torchrun, fine-tuning uses DDP.")
-    p.add_argument("recipe", metavar="RECIPE", help="recipe file (see recipes/ and docs/recipes.md)")
+    p.add_argument("recipe", metavar="RECIPE", help="recipe file, or the name of a shipped one (e.g. demo_digits; "
+                                                    "see recipes/ and docs/recipes.md)")
     p.add_argument("-o", "--output", metavar="RUN_DIR", help="run folder (default: runs/<recipe name>)")
     p.add_argument("--check", action="store_true", help="validate the recipe and exit")
+    p.add_argument("--smoke", action="store_true",
+                   help="smoke run: the same stages on a few hundred images and at most one epoch per budget, to "
+                        "check that the recipe runs before the real budget (its figures are not the results)")
+    p.add_argument("--smoke-images", type=int, default=256, metavar="N",
+                   help="with --smoke: train images and images per eval split (default 256)")
     p.add_argument("--restart", action="store_true", help="discard finished stages in RUN_DIR and start over")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from torchslim.recipe import load_recipe, run_recipe
+    from torchslim.recipe import load_recipe, run_recipe, smoke
     from torchslim.train import distributed as D
 
     recipe = load_recipe(args.recipe)
+    if args.smoke:
+        recipe = smoke(recipe, images=args.smoke_images)
     if args.check:
         console.print(f"{args.recipe}: valid; stages: {', '.join(recipe.stage_names())}")
         return 0

@@ -3,6 +3,7 @@ evaluate, to see which layers tolerate pruning. The result feeds `allocation="la
 from __future__ import annotations
 
 import copy
+import fnmatch
 from dataclasses import dataclass, field
 
 import torch
@@ -55,8 +56,10 @@ class Sensitivity:
 
 def sensitivity(model: nn.Module, example_input: torch.Tensor, data, *, criterion: str = "l1",
                 ratios=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), max_batches: int | None = 10,
-                split: str = "val", progress: bool = False) -> Sensitivity:
+                split: str = "val", groups=None, progress: bool = False) -> Sensitivity:
     """Prune every group alone at each ratio (weight criterion scores, computed once) and evaluate.
+
+    `groups`: group-name patterns (fnmatch) to scan; None scans every group.
 
     Example:
         >>> s = sensitivity(model, torch.randn(1, 3, 32, 32), get_data("cifar10"), max_batches=4)
@@ -68,6 +71,8 @@ def sensitivity(model: nn.Module, example_input: torch.Tensor, data, *, criterio
     scores = CRITERIA.get(criterion)(ScoreContext(model, graph, data))
     result = Sensitivity(base, list(ratios))
     for g in graph.groups:
+        if groups is not None and not any(fnmatch.fnmatch(g.name, p) for p in groups):
+            continue
         accs = []
         for r in ratios:
             m = copy.deepcopy(model)

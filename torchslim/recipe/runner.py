@@ -121,6 +121,22 @@ class PolicyCallback(Callback):
         self.history = list(state.get("history", []))
 
 
+class _History(Callback):
+    """Each epoch's figures of a fit run inside a method verb (kept in fit's checkpoint: survives a resume)."""
+
+    def __init__(self):
+        self.history: list[dict] = []
+
+    def on_epoch_end(self, model, epoch, metrics):
+        self.history.append(metrics)  # fit's own dict: later callbacks' keys appear in it too
+
+    def state_dict(self):
+        return {"history": self.history}
+
+    def load_state_dict(self, state):
+        self.history = list(state.get("history", []))
+
+
 def measure(model: nn.Module, data, recipe: Recipe, input_size, model_path: Path, device) -> dict:
     """Accuracy, parameters, MACs, size on disk, latency per runtime, and the per-layer profile."""
     from torchslim.analysis import measure_latency, profile
@@ -240,6 +256,9 @@ def run_recipe(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike, *
         run_dir.mkdir(parents=True, exist_ok=True)
         if recipe.source and Path(recipe.source).is_file():
             text = Path(recipe.source).read_text()
+            if recipe.smoke:
+                text = (f"# SMOKE RUN of this recipe ({json.dumps(recipe.smoke)}): the budgets that ran are "
+                        "in recipe.json\n") + text
             tmp = run_dir / "recipe.yaml.tmp"
             tmp.write_text(text)
             os.replace(tmp, run_dir / "recipe.yaml")
@@ -313,8 +332,10 @@ def run_recipe(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike, *
                 if result.resumed_from:
                     info["resumed_from"] = result.resumed_from
             else:
-                ctx.callbacks = callbacks
+                history = _History()  # the distill verb returns the student only: record its epochs here
+                ctx.callbacks = callbacks + [history]
                 model = run_distillation(model, budget, ctx, config, ckpt)
+                info["history"] = history.history
             if policy_cb is not None:
                 info["policy"] = policy_cb.history
         info["metrics"] = ctx.metrics

@@ -148,8 +148,9 @@ class Policy(_Strict):
         if not applied:
             return self.initial
         t = applied[-1]
-        span = max(self.end_epoch - self.start_epoch, 1)
-        frac = min(max((t - self.start_epoch) / span, 0.0), 1.0)
+        if t >= self.end_epoch:  # also a ramp that starts and ends in one epoch: it applies `final` there
+            return self.final
+        frac = (t - self.start_epoch) / (self.end_epoch - self.start_epoch)
         if self.schedule == "agp":
             return self.final + (self.initial - self.final) * (1 - frac) ** 3
         return self.initial + (self.final - self.initial) * frac
@@ -204,6 +205,9 @@ class Recipe(_Strict):
     data: DataSpec
     stages: list[Stage] = Field(min_length=1)
     measure: Measure = Measure()
+    # Set by `torchslim.recipe.smoke` (never in a file): the cut-down budget of a smoke run. It enters the
+    # fingerprint, so a smoke run and a real run never share a run folder's stages.
+    smoke: dict[str, Any] | None = None
     source: str | None = Field(default=None, exclude=True)  # the file it was read from
 
     def stage_names(self) -> list[str]:
@@ -218,7 +222,7 @@ class Recipe(_Strict):
 
     def fingerprint(self, upto: int) -> str:
         """Hash of everything that determines stage `upto`'s result (model, data, seed, stages[:upto+1])."""
-        head = self.model_dump(include={"seed", "model", "data"}, mode="json")
+        head = self.model_dump(include={"seed", "model", "data"} | ({"smoke"} if self.smoke else set()), mode="json")
         body = [s.model_dump(mode="json") for s in self.stages[: max(upto + 1, 0)]]
         return hashlib.sha256(json.dumps([head, body], sort_keys=True).encode()).hexdigest()[:16]
 
@@ -328,6 +332,9 @@ def parse_recipe(text: str, filename: str = "<recipe>", base_dir: str | os.PathL
     if not isinstance(data, dict):
         raise RecipeError([(filename, 1, "(top level)", "a recipe is a mapping with name, model, data and stages")])
     marks = _marks(node)
+    if "smoke" in data:
+        raise RecipeError([(filename, _line(marks, ("smoke",)), "smoke", "a smoke run is made from a recipe with "
+                            "`torchslim compress RECIPE --smoke` (torchslim.recipe.smoke), not written in the file")])
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as e:
@@ -373,16 +380,32 @@ def parse_recipe(text: str, filename: str = "<recipe>", base_dir: str | os.PathL
     return recipe
 
 
+def shipped_recipes() -> dict[str, Path]:
+    """The ready recipes that come with torchslim (`recipes/`), by name (file name without .yaml)."""
+    from torchslim.paths import RECIPES_DIR
+
+    return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.yaml"))}
+
+
+def find_recipe(path: str | os.PathLike) -> Path:
+    """`path` if it is a file, else the shipped recipe of that name (`demo_digits`, `demo_digits.yaml`)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    shipped = shipped_recipes()
+    if p.parent == Path(".") and p.name.removesuffix(".yaml") in shipped:
+        return shipped[p.name.removesuffix(".yaml")]
+    raise FileNotFoundError(f"recipe file {str(p)!r} does not exist; shipped recipes: {', '.join(shipped) or 'none'}")
+
+
 def load_recipe(path: str | os.PathLike) -> Recipe:
-    """Read and validate a recipe file. Relative model paths are resolved against the file's folder and
-    must exist.
+    """Read and validate a recipe file, or a shipped recipe by name. Relative model paths are resolved
+    against the file's folder and must exist.
 
     Example:
-        >>> recipe = load_recipe("recipes/demo_digits.yaml")
+        >>> recipe = load_recipe("recipes/demo_digits.yaml")   # or load_recipe("demo_digits")
         >>> [s.method for s in recipe.stages]
         ['finetune', 'evaluate', 'export']
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"recipe file {str(path)!r} does not exist")
+    path = find_recipe(path)
     return parse_recipe(path.read_text(), str(path), base_dir=path.parent)

@@ -20,6 +20,7 @@ recipe using a method that this installation lacks validates, and fails clearly 
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 from dataclasses import dataclass, field
@@ -41,6 +42,15 @@ class StageParams(BaseModel):
     """Base of a stage's params schema: unknown keys are errors (the recipe names the line)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def smoke(cls, params: dict) -> dict:
+        """The params for a smoke run (`torchslim.recipe.smoke`): the same work at a tiny size.
+
+        Budgets and data are cut by the smoke run itself; a method overrides this only for an expensive
+        option of its own (a sensitivity scan over many ratios, say). Default: unchanged.
+        """
+        return params
 
 
 @dataclass(frozen=True)
@@ -184,12 +194,24 @@ class _Options(StageParams):
     options: dict[str, Any] = {}  # anything else, passed to the verb as keyword arguments
 
 
+class SensitivityParams(StageParams):
+    """A sensitivity scan before pruning (Li et al. 2017, sec. 4.2: the sensitive layers are skipped)."""
+
+    ratios: list[float] = Field(default=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], min_length=1)
+    max_batches: int | None = Field(default=10, gt=0)  # eval-split batches per evaluation
+    max_drop: float = Field(default=2.0, ge=0)  # points of top-1 a group may lose when pruned alone
+    min_ratio: float | None = Field(default=None, ge=0, lt=1)  # tolerated ratio below this: skipped
+    groups: list[str] | None = None  # group-name patterns to scan (fnmatch); None: every group
+    max_groups: int | None = Field(default=None, gt=0)  # scan at most this many, spread evenly over the net
+
+
 class PruneParams(_Options):
     criterion: str = "l1"
     ratio: float | None = Field(default=None, gt=0, lt=1)
     target_macs: float | None = Field(default=None, gt=0)
     # {group name: fraction removed}; alone, only these groups are pruned (what `torchslim auto` writes)
     layer_ratios: dict[str, float] | None = None
+    sensitivity: bool | SensitivityParams = False
 
     @model_validator(mode="after")
     def _ratios(self):
@@ -198,17 +220,76 @@ class PruneParams(_Options):
             raise ValueError(f"layer_ratios must be fractions in [0, 1), got {bad}")
         return self
 
+    @classmethod
+    def smoke(cls, params: dict) -> dict:
+        s = params.get("sensitivity")
+        if not s:
+            return params
+        s = SensitivityParams.model_validate({} if s is True else s)
+        # one ratio (the smallest: the skip rule keeps its meaning), one batch per evaluation, 3 groups
+        small = {"ratios": [min(s.ratios)], "max_batches": 1, "max_groups": min(s.max_groups or 3, 3)}
+        return params | {"sensitivity": s.model_dump(exclude_unset=True) | small}
+
+
+def _sensitive_groups(model: nn.Module, params: SensitivityParams, criterion: str, ctx: StageContext) -> dict:
+    """Scan (cached: a resumed run does not repeat it), plot into the stage folder, and name the
+    groups whose tolerated ratio (largest scanned ratio within `max_drop`) is below `min_ratio`
+    (default: the smallest scanned ratio, i.e. groups that cannot lose even that)."""
+    from torchslim.prune.sensitivity import Sensitivity, sensitivity
+
+    def scan():
+        groups = params.groups
+        if params.max_groups is not None:
+            from torchslim.graph import ChannelGraph
+
+            names = [g.name for g in ChannelGraph(model, ctx.example_input()).groups
+                     if groups is None or any(fnmatch.fnmatch(g.name, p) for p in groups)]
+            if len(names) > params.max_groups:  # first, last and evenly between
+                n = params.max_groups
+                names = [names[round(i * (len(names) - 1) / max(n - 1, 1))] for i in range(n)]
+            groups = names
+        s = sensitivity(model, ctx.example_input(), ctx.data, criterion=criterion, ratios=params.ratios,
+                        max_batches=params.max_batches, split="val", groups=groups)
+        return {"baseline": s.baseline, "ratios": s.ratios, "curves": s.curves}
+
+    s = Sensitivity(**ctx.cached("sensitivity", scan))
+    from torchslim.train.distributed import is_main
+
+    if is_main():
+        s.plot(ctx.stage_dir / "sensitivity.png")
+    tolerated = s.layer_ratios(params.max_drop)
+    floor = params.min_ratio if params.min_ratio is not None else min(params.ratios)
+    return {"baseline": s.baseline, "tolerated": tolerated,
+            "skipped": sorted(g for g, r in tolerated.items() if r < floor)}
+
+
+def prune_kwargs(params: dict) -> dict:
+    """A prune stage's params as `torchslim.prune` keywords: `layer_ratios` alone prunes only the
+    groups it names (allocation "layers", ratio 0 elsewhere)."""
+    p = dict(params)
+    if p.get("layer_ratios") is not None:
+        p.setdefault("allocation", "layers")
+        if p.get("ratio") is None and p.get("target_macs") is None:
+            p["ratio"] = 0.0
+    return p
+
 
 @register_stage("prune", params=PruneParams)
 def prune_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Module:
     """Structured pruning: `torchslim.prune(model, example_input, criterion=, ratio=|target_macs=, data=)`;
-    `layer_ratios` gives a ratio per channel group (allocation "layers")."""
-    from torchslim.auto.actions import prune_stage_kwargs
+    `layer_ratios` gives a ratio per channel group (allocation "layers").
 
-    p = prune_stage_kwargs(params)
-    opts = p.pop("options", {})
+    With `sensitivity` the groups a scan finds sensitive are added to the `skip` option (Li et al. 2017)."""
+    p = prune_kwargs(params)
+    opts = dict(p.pop("options", {}))
+    sens = p.pop("sensitivity", False)
     if p.get("ratio") is None and p.get("target_macs") is None:
         raise InvalidInputError(f"stage {ctx.name}: prune needs `ratio`, `target_macs` or `layer_ratios`")
+    if sens:
+        found = _sensitive_groups(model, SensitivityParams.model_validate({} if sens is True else sens),
+                                  p.get("criterion", "l1"), ctx)
+        ctx.metrics["sensitivity"] = found
+        opts["skip"] = tuple(opts.get("skip", ())) + tuple(found["skipped"])
     return _verb("prune")(model, ctx.example_input(), data=ctx.data.train, **p, **opts)
 
 
@@ -237,10 +318,10 @@ class SparsifyParams(_Options):
 @register_stage("sparsify", params=SparsifyParams)
 def sparsify_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Module:
     """Unstructured sparsity: `torchslim.sparsify(model, method=, sparsity=, data=)`; with a policy it is
-    re-applied each scheduled epoch (AGP)."""
+    re-applied each scheduled epoch (AGP), so it works in place (masks are attached to the model's layers)."""
     p = dict(params)
     opts = p.pop("options", {})
-    model = _verb("sparsify")(model, data=ctx.data.train, **p, **opts)
+    model = _verb("sparsify")(model, data=ctx.data.train, inplace=True, **p, **opts)
     ctx.callbacks.append(KeepZeros(model))
     return model
 
@@ -259,17 +340,32 @@ def decompose_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Mod
     return _verb("decompose")(model, **p, **opts)
 
 
+INT8_PTQ = ("int8-ptq", "int8")  # they build several int8 execution paths and time each to pick one
+
+
 class QuantizeParams(_Options):
     method: str = "int8-ptq"
     calib_images: int = Field(default=512, gt=0)
 
+    @classmethod
+    def smoke(cls, params: dict) -> dict:
+        if params.get("method", "int8-ptq") not in INT8_PTQ:
+            return params
+        opts = dict(params.get("options", {}))  # time each path briefly: the same paths are still built
+        opts["repeats"] = min(opts.get("repeats", 3), 3)
+        opts["min_time_s"] = min(opts.get("min_time_s", 0.02), 0.02)
+        return params | {"options": opts}
+
 
 @register_stage("quantize", params=QuantizeParams)
 def quantize_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Module:
-    """Quantization: `torchslim.quantize(model, method=, calib=)`, calibrated on train images."""
+    """Quantization: `torchslim.quantize(model, method=, calib=)`, calibrated on `calib_images` train images."""
     p = dict(params)
-    opts = p.pop("options", {})
-    calib = ctx.data.calibration_batches(p.pop("calib_images", 512))
+    opts = dict(p.pop("options", {}))
+    n = p.pop("calib_images", 512)
+    if p.get("method", "int8-ptq") in INT8_PTQ:
+        opts.setdefault("calib_images", n)  # else Int8Config's own default would cap what the recipe asked for
+    calib = ctx.data.calibration_batches(n)
     return _verb("quantize")(model.cpu(), calib=calib, **p, **opts)
 
 

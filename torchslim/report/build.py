@@ -148,8 +148,20 @@ def _machine_line(machine: dict) -> str:
             f"onnxruntime {machine.get('onnxruntime', '-')}; peak GEMM {machine.get('peak_gemm_gflops', '?')} GFLOP/s")
 
 
+def _smoke_line(run: dict) -> str | None:
+    s = run["recipe"].get("smoke")
+    if not s:
+        return None
+    steps = f", at most {s['steps']} steps per epoch" if s.get("steps") else ""
+    return (f"Smoke run: {s.get('images')} train / {s.get('images')} eval images, at most {s.get('epochs')} "
+            f"epoch(s) per budget{steps}. It shows that the recipe runs end to end; its accuracies and "
+            "ratios are not the recipe's results (run it without --smoke for those).")
+
+
 def _markdown(run: dict, plot_files: list[str]) -> str:
     lines = [f"# Compression report: {run['name']}", ""]
+    if _smoke_line(run):
+        lines += [f"> **{_smoke_line(run)}**", ""]
     if run["recipe"].get("description"):
         lines += [run["recipe"]["description"], ""]
     lines += [f"Accuracy on the `{run['recipe'].get('data', {}).get('eval_split', 'test')}` "
@@ -201,6 +213,8 @@ def _html(run: dict, plots: dict[str, bytes], run_dir: Path) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>torchslim report: {esc(run['name'])}</title>"
              f"<style>{CSS}</style></head><body>",
              f"<h1>Compression report: {esc(run['name'])}</h1>"]
+    if _smoke_line(run):
+        parts.append(f"<p class='warn'><strong>{esc(_smoke_line(run))}</strong></p>")
     if run["recipe"].get("description"):
         parts.append(f"<p>{esc(run['recipe']['description'])}</p>")
     parts.append(f"<p>Accuracy on the <code>{esc(run['recipe'].get('data', {}).get('eval_split', 'test'))}</code> split. "
