@@ -296,11 +296,9 @@ class _Labeler:
         has_params = any(True for _ in m.parameters(recurse=False))
         if not has_params and isinstance(out, torch.Tensor) and isinstance(x, torch.Tensor):
             name = type(m).__name__
-            if name in ACTIVATIONS:
-                self.node_kind[node.name] = "act"
             if out.shape == x.shape and len(_tensors(args)) == 1:
-                if name in ACTIVATIONS and out.dim() >= 2:
-                    self.node_channels[node.name] = self.along(xl, 1)
+                if name in ACTIVATIONS:
+                    self._activation_site(node.name, xl)
                 return xl
             if out.dim() == x.dim() and out.dim() >= 3 and out.shape[:2] == x.shape[:2]:
                 return self.expand(self.along(xl, 1), out.shape)  # pooling, upsampling
@@ -402,9 +400,7 @@ class _Labeler:
                 if other is not base:
                     self.join(base, other)
             if name in ACTIVATIONS:
-                self.node_kind[node.name] = "act"
-                if out.dim() >= 2:
-                    self.node_channels[node.name] = self.along(base, 1)
+                self._activation_site(node.name, base)
             return base
         for t in tlab:
             self.pin(t, f"op {name!r} at {node.name} is not understood: its channels are kept")
@@ -429,6 +425,18 @@ class _Labeler:
         elif name == "roll":
             self.pin(src[0], f"roll at {node.name} is kept")
         return res
+
+    def _activation_site(self, node_name: str, lab: torch.Tensor) -> None:
+        """Record an activation output for data-driven criteria, which read channels along dim 1.
+        Channels-last activations ((B, N, C) tokens, (B, H, W, C) in ConvNeXt/Swin MLPs) are not
+        recorded: `along(lab, 1)` would join all their channels into one unit."""
+        if lab.dim() < 2:
+            return
+        var = self._varying(lab)
+        if var and 1 not in var:
+            return
+        self.node_kind[node_name] = "act"
+        self.node_channels[node_name] = self.along(lab, 1)
 
     def _record_size(self, node, name, args, out, lab=None):
         """Remember which tensor dim a size value was read from (x.shape, x.size(k), x.shape[k])."""
