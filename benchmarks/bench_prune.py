@@ -94,12 +94,12 @@ def bench_oracle(args) -> dict:
     graph = ChannelGraph(model, torch.randn(1, 3, 32, 32))
     batches = max(1, n // args.oracle_batch)
     names = sorted(CRITERIA.names(), key=lambda c: (c != "oracle", c))  # the oracle first
-    scores, times = {}, {}
+    scores, times, cpu = {}, {}, {}
     for crit in names:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         ctx = ScoreContext(model, graph, data, ratio=0.3, batches=batches, options={"candidates": 10})
         scores[crit] = CRITERIA.get(crit)(ctx).double()
-        times[crit] = round(time.perf_counter() - t0, 1)
+        times[crit], cpu[crit] = round(time.perf_counter() - t0, 1), round(time.process_time() - c0, 1)
         print(crit, times[crit], "s", flush=True)
     ref, ref_norm = scores["oracle"], normalise(graph, scores["oracle"])
     rows = []
@@ -118,14 +118,15 @@ def bench_oracle(args) -> dict:
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "per_group"}), flush=True)
     return {"model": "resnet20 (pretrained, cifar10)", "units": graph.num_units,
             "groups": [(g.name, len(g)) for g in graph.groups], "images": batches * args.oracle_batch,
-            "batch": args.oracle_batch, "oracle_time_s": times["oracle"], "rows": rows}
+            "batch": args.oracle_batch, "oracle_time_s": times["oracle"], "oracle_cpu_s": cpu["oracle"], "rows": rows}
 
 
 def _oracle_md(res, cmd) -> str:
     lines = ["## Pruning criteria against the oracle (rank correlation)\n",
              f"Command: `{cmd}`. {res['model']}: {res['units']} prunable channels in {len(res['groups'])} groups. "
              f"The oracle is |loss change| when one channel alone is removed (Molchanov et al. 2017), measured on "
-             f"{res['images']} validation images ({res['oracle_time_s']} s on one core); data-driven criteria read "
+             f"{res['images']} validation images ({res['oracle_time_s']} s wall on one core shared with other jobs"
+             f"{', %s s CPU' % res['oracle_cpu_s'] if 'oracle_cpu_s' in res else ''}); data-driven criteria read "
              f"the same number of images (train split for the ones that use training batches), random_masks at "
              "ratio 0.3 with 10 candidates, taylor without fine-tuning (one pass of gradients) and with its default "
              "FLOPs regulariser. Spearman's rho with the oracle: *layer mean* = mean over groups of the "
@@ -176,7 +177,11 @@ def bench_torch_pruning(args) -> list[dict]:
             prof = profile(m, (3, 224, 224))
             row.update(tp_macs=prof.macs, tp_params=prof.params, tp_runs=bool(m(x).shape == (1, 1000)))
         except Exception as e:
-            row["tp_status"] = f"{type(e).__name__}: {str(e)[:100]}"
+            import traceback
+
+            last = traceback.extract_tb(e.__traceback__)[-1]
+            row["tp_status"] = (f"{type(e).__name__}: {str(e)[:100]} (in {last.name}, "
+                                f"{Path(last.filename).parent.name}/{Path(last.filename).name})")
         out.append(row)
         print(json.dumps(row), flush=True)
     return out
