@@ -184,13 +184,17 @@ def _md(rows, args, heading=True):
     count = {k: sum(r["status"].startswith(k) for r in rows) for k in ("pruned", "no MAC", "error", "BUG", "skipped")}
     lines = ["## Pruning coverage (torchvision zoo, L1, 30 % channels)\n"] if heading else []
     lines += [f"Command: `{args.command}`. Random init, batch 1, input {args.size}x{args.size} or the model's "
-              "smallest accepted size (column `input`: 224 for ViT/Swin/MaxViT, which need it). Each model runs in "
+              "smallest accepted size from torchvision's metadata (column `input`: 224 for ViT/Swin/MaxViT, 256 for "
+              "Swin V2, 75 for Inception-v3). Each model runs in "
               f"its own process on one core, limited to {args.timeout:.0f} s and {args.mem_gb:.0f} GB of address "
               "space. MACs = conv + linear multiply-accumulates (torchslim.analysis); `prune (s)` = graph + "
-              "scores + surgery, `wall (s)` = the whole subprocess (build, trace, profile twice, prune, forward). "
+              "scores + surgery, `wall (s)` = the whole forked child (build, trace, profile twice, prune, forward). "
               f"**{count['pruned']} / {len(rows)} models pruned, run and lost MACs**; {count['no MAC']} ran but "
               f"kept all their MACs (every channel pinned: the status names the op), {count['error']} refused "
-              f"with a clear error, {count['BUG']} failed otherwise, {count['skipped']} skipped (limits).\n",
+              f"with a clear error, {count['BUG']} failed otherwise, {count['skipped']} skipped (limits). Whole "
+              f"run: {sum(r.get('wall_s', 0) for r in rows) / 60:.1f} min wall on one core shared with other "
+              "jobs. Transformers (ViT, Swin, MaxViT) lose MACs in their MLP hidden widths only: attention and "
+              "the embedding width are pinned (the `pinned` notes in the JSON name the ops).\n",
               "| model | input | MACs before | MACs after | ratio | params before | params after | status | "
               "prune (s) | wall (s) |",
               "|---|---|---|---|---|---|---|---|---|---|"]
