@@ -162,3 +162,58 @@ def test_unknown_op_pins_its_channels_instead_of_breaking():
     g = ChannelGraph(model, torch.randn(1, 3, 4, 4))
     assert all(g.uses[i].module != "a" for grp in g.groups for i in grp.uses)
     assert any("indexing" in n for n in g.trace.notes)
+
+
+class SizeFromAnotherTensor(nn.Module):
+    """MaxViT's attention pattern: `out.reshape(B, N, C)` with C read from the *input* x, while out comes
+    from a projection reshaped with literal head sizes (its channels are pinned)."""
+
+    def __init__(self, c=16, heads=2):
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.qkv = nn.Linear(c, 3 * c)
+        self.heads, self.dh = heads, c // heads
+        self.merge = nn.Linear(c, c)
+        self.fc = nn.Linear(c, 5)
+
+    def forward(self, x):
+        x = self.stem(x).flatten(2).transpose(1, 2)  # B, N, C
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        v = v.reshape(B, N, self.heads, self.dh) * torch.sigmoid(q.reshape(B, N, self.heads, self.dh))
+        out = v.reshape(B, N, C)  # C of x, not of v
+        return self.fc((x + self.merge(out)).mean(1))
+
+
+def test_a_size_read_from_another_tensor_couples_the_two():
+    torch.manual_seed(0)
+    model = SizeFromAnotherTensor()
+    x = torch.randn(2, 3, 8, 8)
+    g = ChannelGraph(model, x)
+    # v's channels are pinned (literal head sizes) and C comes from x: x's channels must be kept too
+    assert not any("stem" in grp.name for grp in g.groups)
+    _check_exact(model, x)  # the pruned model runs (it failed with a shape error in reshape before)
+
+
+class TokenMLP(nn.Module):
+    """A transformer / ConvNeXt MLP on channels-last tokens (B, N, C): Linear -> GELU -> Linear."""
+
+    def __init__(self, c=8, hidden=24):
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.fc1, self.act, self.fc2 = nn.Linear(c, hidden), nn.GELU(), nn.Linear(hidden, c)
+        self.head = nn.Linear(c, 5)
+
+    def forward(self, x):
+        t = self.stem(x).flatten(2).transpose(1, 2)
+        return self.head((t + self.fc2(self.act(self.fc1(t)))).mean(1))
+
+
+def test_channels_last_activations_keep_their_channels_apart():
+    torch.manual_seed(0)
+    model = TokenMLP()
+    x = torch.randn(2, 3, 8, 8)
+    g = ChannelGraph(model, x)
+    sizes = {grp.name: len(grp) for grp in g.groups}
+    assert sizes["fc1"] == 24  # one unit per hidden channel, not one for the whole GELU output
+    _check_exact(model, x)

@@ -16,13 +16,15 @@ from torchslim.cli.train import add_fit_args, fit_config_from_args
 
 # which config field --epochs sets, per method
 EPOCHS_FIELD = {"magnitude": "epochs", "dns": "epochs", "iht": "sparse_epochs", "l1": "epochs",
-                "correlation": "epochs_per_layer", "ssl": "epochs"}
+                "correlation": "epochs_per_layer", "ssl": "epochs", "random_masks": "finetune_epochs",
+                "kernel_magnitude": "finetune_epochs"}
 
 
 def register(sub) -> None:
     from torchslim.sparsity import METHODS
 
-    p = sub.add_parser("sparsify", help="make weights sparse (magnitude, dns, iht, l1, correlation, ssl)",
+    p = sub.add_parser("sparsify", help="make weights sparse (magnitude, dns, iht, l1, correlation, ssl, "
+                       "random_masks, kernel_magnitude)",
                        description=__doc__.splitlines()[0])
     add_model_args(p)
     add_data_args(p, required=True)
@@ -38,6 +40,7 @@ def register(sub) -> None:
     p.add_argument("--finetune-epochs", type=int, default=1, help="dns/l1/ssl/correlation: epochs with masks frozen")
     p.add_argument("--groups", default="filter,shape", help="ssl: group kinds (filter,channel,shape,depth)")
     p.add_argument("--lam", type=float, default=1e-3, help="ssl: lambda_g; l1: lambda")
+    p.add_argument("--candidates", type=int, default=20, help="random_masks: random kernel masks tried per layer")
     p.add_argument("--bake", action="store_true", help="save plain layers (masks baked into zeros)")
     p.add_argument("--sparse-exec", type=float, metavar="S",
                    help="store layers at least S sparse in CSR and run them sparse")
@@ -68,6 +71,8 @@ def _method_options(args, fit_cfg) -> dict:
         opts.update(scope=args.scope, l1=args.lam, finetune_epochs=args.finetune_epochs)
     elif m in ("dns", "correlation"):
         opts.update(finetune_epochs=args.finetune_epochs)
+    elif m == "random_masks":
+        opts.update(candidates=args.candidates)
     elif m == "ssl":
         opts.update(groups=tuple(g.strip() for g in args.groups.split(",") if g.strip()), lam=args.lam,
                     finetune_epochs=args.finetune_epochs)

@@ -162,6 +162,9 @@ class _Labeler:
         self.node_channels: dict[str, torch.Tensor] = {}
         self.node_kind: dict[str, str] = {}
         self.notes: list[str] = []
+        # fx node -> where a size value came from: ("size", labels) for x.shape / x.size(),
+        # ("dim", labels, k) for x.shape[k] / x.size(k)
+        self.sizes: dict[str, tuple] = {}
 
     # -- labels ------------------------------------------------------------------------------
     def fresh(self, n: int) -> torch.Tensor:
@@ -293,11 +296,9 @@ class _Labeler:
         has_params = any(True for _ in m.parameters(recurse=False))
         if not has_params and isinstance(out, torch.Tensor) and isinstance(x, torch.Tensor):
             name = type(m).__name__
-            if name in ACTIVATIONS:
-                self.node_kind[node.name] = "act"
             if out.shape == x.shape and len(_tensors(args)) == 1:
-                if name in ACTIVATIONS and out.dim() >= 2:
-                    self.node_channels[node.name] = self.along(xl, 1)
+                if name in ACTIVATIONS:
+                    self._activation_site(node.name, xl)
                 return xl
             if out.dim() == x.dim() and out.dim() >= 3 and out.shape[:2] == x.shape[:2]:
                 return self.expand(self.along(xl, 1), out.shape)  # pooling, upsampling
@@ -375,8 +376,10 @@ class _Labeler:
         tin = _tensors(args) + _tensors(kwargs)
         tlab = _tensors(arg_labs) + _tensors(kw_labs)
         if not tin:
+            self._record_size(node, name, args, out)
             return None  # size arithmetic
         if name in ("size", "dim", "numel", "__len__") or not _tensors(out) and not isinstance(out, torch.Tensor):
+            self._record_size(node, name, args, out, tlab[0] if tlab else None)
             return None
         if name == "layer_norm":
             self.pin(tlab[0], f"functional layer_norm at {node.name} has a literal shape: its channels are kept")
@@ -397,9 +400,7 @@ class _Labeler:
                 if other is not base:
                     self.join(base, other)
             if name in ACTIVATIONS:
-                self.node_kind[node.name] = "act"
-                if out.dim() >= 2:
-                    self.node_channels[node.name] = self.along(base, 1)
+                self._activation_site(node.name, base)
             return base
         for t in tlab:
             self.pin(t, f"op {name!r} at {node.name} is not understood: its channels are kept")
@@ -412,6 +413,8 @@ class _Labeler:
             return arg_labs[0]
         res = fn(*a, **kw_labs)
         src = _tensors(arg_labs)
+        if name in ("view", "reshape", "expand"):
+            self._check_sizes(node, res)
         if name in ("view", "reshape", "unflatten"):
             self._check_reshape(node, name, src[0], res)
         elif name == "getitem" and isinstance(res, torch.Tensor) and isinstance(arg_labs[0], torch.Tensor):
@@ -422,6 +425,59 @@ class _Labeler:
         elif name == "roll":
             self.pin(src[0], f"roll at {node.name} is kept")
         return res
+
+    def _activation_site(self, node_name: str, lab: torch.Tensor) -> None:
+        """Record an activation output for data-driven criteria, which read channels along dim 1.
+        Channels-last activations ((B, N, C) tokens, (B, H, W, C) in ConvNeXt/Swin MLPs) are not
+        recorded: `along(lab, 1)` would join all their channels into one unit."""
+        if lab.dim() < 2:
+            return
+        var = self._varying(lab)
+        if var and 1 not in var:
+            return
+        self.node_kind[node_name] = "act"
+        self.node_channels[node_name] = self.along(lab, 1)
+
+    def _record_size(self, node, name, args, out, lab=None):
+        """Remember which tensor dim a size value was read from (x.shape, x.size(k), x.shape[k])."""
+        if name == "size" and lab is not None:
+            dim = node.kwargs.get("dim", args[1] if len(args) > 1 else None)
+            self.sizes[node.name] = ("size", lab) if dim is None else ("dim", lab, dim % lab.dim())
+        elif name == "getattr" and lab is not None and len(args) > 1 and args[1] == "shape":
+            self.sizes[node.name] = ("size", lab)
+        elif name == "getitem" and isinstance(node.args[0], fx.Node) and isinstance(node.args[1], int):
+            src = self.sizes.get(node.args[0].name)
+            if src is not None and src[0] == "size":
+                self.sizes[node.name] = ("dim", src[1], node.args[1] % src[1].dim())
+
+    def _check_sizes(self, node, res):
+        """A view/reshape/expand whose size along dim d is read from another tensor's dim k
+        (`out.reshape(B, N, C)` with `B, N, C = x.shape`) keeps working after pruning only if both
+        dims lose the same number of channels: unless the two carry the same channels, join them
+        position by position (a pinned side pins the other)."""
+        shape_args = list(node.args[1:])
+        if len(shape_args) == 1 and isinstance(shape_args[0], (list, tuple)):
+            shape_args = list(shape_args[0])
+        if len(shape_args) != res.dim():
+            return
+        for d, a in enumerate(shape_args):
+            src = self.sizes.get(a.name) if isinstance(a, fx.Node) else None
+            if src is None or src[0] != "dim" or src[1].shape[src[2]] != res.shape[d]:
+                continue
+            lab, k = src[1], src[2]
+            theirs_vary, mine_vary = k in self._varying(lab), d in self._varying(res)
+            if not theirs_vary and not mine_vary:
+                continue  # a size no pruning changes (batch, spatial, pinned channels on both sides)
+            if theirs_vary != mine_vary:  # one side can shrink, the other cannot: keep both
+                self.pin(lab if theirs_vary else res, f"{node.target} at {node.name} takes dim {d} from the "
+                                                      f"size of another tensor: channels kept")
+                continue
+            theirs = lab.movedim(k, 0).reshape(lab.shape[k], -1)
+            mine = res.movedim(d, 0).reshape(res.shape[d], -1)
+            if (theirs == theirs[:, :1]).all() and (mine == mine[:, :1]).all() and \
+                    torch.equal(torch.unique(mine), torch.unique(theirs)):
+                continue  # the same channels (e.g. reordered by a channel shuffle): counts match
+            self.join(res, self.expand(self.along(lab, k), res.shape, d))
 
     def _varying(self, lab: torch.Tensor) -> list[int]:
         return [d for d in range(lab.dim()) if lab.shape[d] > 1

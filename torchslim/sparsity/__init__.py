@@ -1,4 +1,4 @@
-"""Kernel sparsification: weights driven to zero element by element or in groups (one file per method).
+"""Kernel sparsification: weights driven to zero element by element, by whole k x k kernels or in groups (one file per method).
 
 `torchslim.sparsify(model, method, sparsity, data=...)` runs a method from `METHODS`; masked layers
 compute with W * M (`masks.py`) and `remove_masks` bakes the zeros in.
@@ -14,6 +14,8 @@ from torchslim.sparsity.l1 import L1Config, L1Regularizer
 from torchslim.sparsity.correlation import CorrelationConfig, activation_correlation, correlation_mask
 from torchslim.sparsity.lowered_conv import LoweredConv2d
 from torchslim.sparsity.sparse_exec import SparseConv2d, SparseLinear, to_dense, to_sparse
+from torchslim.sparsity.kernel_masks import (KernelMagnitudeConfig, RandomMasksConfig, magnitude_kernel_mask,
+                                             random_kernel_mask)
 from torchslim.sparsity.energy_aware import EnergyAwareConfig, energy_aware_prune, restore_least_squares
 from torchslim.sparsity.ssl import (GroupLasso, GroupLassoProx, KeepZeroGroups, SSLConfig, drop_zero_blocks, gemm_table,
                                     lower_sparse_convs, remove_zero_groups, zero_small_groups)
@@ -24,6 +26,7 @@ __all__ = [
     "sparsity_table", "AGPSchedule", "MagnitudeConfig", "magnitude_masks", "prune_by_magnitude", "DNSConfig",
     "NetworkSurgery", "IHTConfig", "L1Config", "L1Regularizer", "CorrelationConfig", "activation_correlation",
     "correlation_mask", "LoweredConv2d", "SparseConv2d", "SparseLinear", "to_dense", "to_sparse",
+    "KernelMagnitudeConfig", "RandomMasksConfig", "magnitude_kernel_mask", "random_kernel_mask",
     "EnergyAwareConfig", "energy_aware_prune", "restore_least_squares", "GroupLasso", "GroupLassoProx",
     "KeepZeroGroups", "SSLConfig", "drop_zero_blocks",
     "gemm_table", "lower_sparse_convs", "remove_zero_groups", "zero_small_groups",
