@@ -82,10 +82,62 @@ def low_bit_run(model, mode: str, data, args, epochs: int, out_dir) -> dict:
     }
 
 
+def markdown(res: dict) -> str:
+    """The BENCHMARKS.md fragment, from the run's JSON alone (`--render` rebuilds it)."""
+    rows, layer_md = [], []
+    for name, r in res["models"].items():
+        base = r["baseline"]
+        for mode in ("binary", "ternary"):
+            m = r[mode]
+            paper = PAPER[name] if mode == {"lenet300": "binary", "lenet5": "ternary"}[name] else ""
+            rows.append([name, mode, f"{base['top1']:.2f}", f"{m['top1']:.2f}", f"{m['slim_top1']:.2f}",
+                         m["epochs"], m["fp32_param_bytes"], m["file_bytes"], f"{m['compression']:.1f}x",
+                         f"{m['code_bits_per_weight']:.3f}", f"{m['bits_per_weight_with_scales']:.3f}",
+                         f"{m['file_bits_per_param']:.2f}", paper])
+            layer_md.append(md_table(
+                [f"{name} {mode}: layer", "weights", "nonzero", "coding", "bytes", "bits/w (codes)",
+                 "bits/w (+ scales)", "symbol entropy bits", "bits/w per coding"],
+                [[n, L["numel"], L["nonzero"], L["coding"], L["bytes_coded"], f"{L['code_bits_per_weight']:.3f}",
+                  f"{L['bits_per_weight']:.3f}", f"{L['symbol_entropy_bits']:.3f}",
+                  ", ".join(f"{k} {v:.3f}" for k, v in L["coding_bits_per_weight"].items())]
+                 for n, L in m["layers"].items()]))
+    which = "first and last layer fp32, the others" if res["keep_first_last"] else "every Conv2d/Linear layer"
+    md = ["## Binary and ternary weights (`benchmarks/bench_binary.py`)", "", f"Command: `{res['command']}`", "",
+          f"MNIST, {res['threads']} thread(s), {res['seconds'] / 60:.1f} min in all (one core shared with other "
+          f"jobs). Low-bit: {which} binary "
+          "(alpha_c * sign(W), alpha_c = mean |W_c| per output filter, BinaryConnect with XNOR-Net's scale) or "
+          "ternary (TWN: threshold 0.7 mean |W_c|), fine-tuned from the fp32 model with the straight-through "
+          f"estimator ({res['optimizer']}, lr {res['lr']:g}, cosine, batch 128, latent fp32 weights). Written as "
+          "`.slim` files (version 2: binary 1 bit per weight, ternary 5 trits per byte or Huffman, whichever is "
+          "smaller per layer, plus one fp32 scale per filter; biases raw), read back and evaluated again. "
+          "Ratio = fp32 parameter bytes / whole `.slim` file (header, biases, scales, checksum). Bits/w: of the "
+          "low-bit layers' sign/trit codes, then with their scales; 'file bits/param': the whole file over all "
+          "parameters. Top-1 on the MNIST test set" + (" (quick: 2000 images, 20 steps per epoch)" if res.get("quick") else "")
+          + ". The baselines are short-budget models (fp32 top-1 below the papers' and below bench_baselines' "
+          "20-epoch ones); compare each low-bit model with its own fp32 column.", "",
+          md_table(["model", "weights", "fp32 top-1", "low-bit top-1", ".slim reloaded top-1", "STE epochs",
+                    "fp32 bytes", ".slim bytes", "ratio", "bits/w (codes)", "bits/w (+ scales)", "file bits/param",
+                    "paper"], rows), ""]
+    for name, r in res["models"].items():
+        b = r["baseline"]
+        md += [f"Baseline {name}: {b['source']}" + (f" ({b['train_s']:.0f} s)" if b.get("train_s") else "")
+               + f"; STE fine-tuning took {r['binary']['train_s']:.0f} s (binary) and {r['ternary']['train_s']:.0f} s "
+               f"(ternary); reloaded outputs equal: {r['binary']['reloaded_outputs_equal'] and r['ternary']['reloaded_outputs_equal']}.", ""]
+    md += ["Per layer: bits per weight of every ternary coding measured (the file keeps the smallest), next to the "
+           "entropy of single symbols. That entropy bounds codes of single symbols (sign bits, `huffman`); "
+           "`huffman-base3` codes 5 neighbouring weights at once and goes below it where neighbours are correlated "
+           "(LeNet-300's input layer; a likely cause: MNIST's border pixels are always 0, so their weights get no "
+           "gradient and stay alike).", ""]
+    md += [t + "\n" for t in layer_md]
+    return "\n".join(md)
+
+
 def main(argv=None) -> int:
+    import json
     import tempfile
     from pathlib import Path
 
+    from benchmarks.common import RESULTS
     from torchslim.data import get_data
     from torchslim.train import evaluate
 
@@ -99,14 +151,19 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--keep-first-last", action="store_true",
                    help="leave the first and last layer in fp32 (XNOR/TWN on ImageNet); default: every layer low-bit")
+    p.add_argument("--render", action="store_true", help="only rebuild the markdown from results/binary[-quick].json")
     args = p.parse_args(argv)
+    topic = "binary" + ("-quick" if args.quick else "")
+    if args.render:
+        res = json.loads((RESULTS / f"{topic}.json").read_text())
+        write_result(topic, res, markdown(res))
+        return 0
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     data = get_data("mnist", batch_size=128, limit_train=5000 if args.quick else None,
                     limit_eval=2000 if args.quick else None)
     res = {"command": command_line(), "threads": args.threads, "optimizer": args.optimizer, "lr": args.lr,
-           "keep_first_last": args.keep_first_last, "models": {}}
-    rows, layer_md = [], []
+           "keep_first_last": args.keep_first_last, "quick": args.quick, "models": {}}
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
@@ -121,43 +178,8 @@ def main(argv=None) -> int:
                                                             "code_bits_per_weight", "train_s")}, flush=True)
             r["seconds"] = time.perf_counter() - t0
             res["models"][name] = r
-            for mode in ("binary", "ternary"):
-                m = r[mode]
-                rows.append([name, mode, f"{base['top1']:.2f}", f"{m['top1']:.2f}", f"{m['slim_top1']:.2f}",
-                             m["epochs"], m["fp32_param_bytes"], m["file_bytes"], f"{m['compression']:.1f}x",
-                             f"{m['code_bits_per_weight']:.3f}", f"{m['bits_per_weight_with_scales']:.3f}",
-                             f"{m['file_bits_per_param']:.2f}", PAPER[name] if mode == ("binary" if name == "lenet300" else "ternary") else ""])
-                layer_md.append(md_table(
-                    [f"{name} {mode}: layer", "weights", "nonzero", "coding", "bytes", "bits/w (codes)",
-                     "bits/w (+ scales)", "entropy bits", "bits/w per coding"],
-                    [[n, L["numel"], L["nonzero"], L["coding"], L["bytes_coded"], f"{L['code_bits_per_weight']:.3f}",
-                      f"{L['bits_per_weight']:.3f}", f"{L['symbol_entropy_bits']:.3f}",
-                      ", ".join(f"{k} {v:.3f}" for k, v in L["coding_bits_per_weight"].items())]
-                     for n, L in m["layers"].items()]))
     res["seconds"] = time.perf_counter() - t_all
-    which = "first and last layer fp32, the others" if args.keep_first_last else "every Conv2d/Linear layer"
-    md = ["## Binary and ternary weights (`benchmarks/bench_binary.py`)", "", f"Command: `{command_line()}`", "",
-          f"MNIST, {args.threads} thread(s), {res['seconds'] / 60:.1f} min in all. Low-bit: {which} binary "
-          "(alpha_c * sign(W), alpha_c = mean |W_c| per output filter, BinaryConnect with XNOR-Net's scale) or "
-          "ternary (TWN: threshold 0.7 mean |W_c|), fine-tuned from the fp32 model with the straight-through "
-          f"estimator ({args.optimizer}, lr {args.lr:g}, cosine, batch 128, latent fp32 weights). Written as "
-          "`.slim` files (version 2: binary 1 bit per weight, ternary 5 trits per byte or Huffman, whichever is "
-          "smaller per layer, plus one fp32 scale per filter; biases raw), read back and evaluated again. "
-          "Ratio = fp32 parameter bytes / whole `.slim` file (header, biases, scales, checksum). Bits/w: of the "
-          "low-bit layers' sign/trit codes, then with their scales; 'file bits/param': the whole file over all "
-          "parameters. Top-1 on the MNIST test set" + (" (quick: 2000 images, 20 steps per epoch)" if args.quick else "")
-          + ".", "",
-          md_table(["model", "weights", "fp32 top-1", "low-bit top-1", ".slim reloaded top-1", "STE epochs",
-                    "fp32 bytes", ".slim bytes", "ratio", "bits/w (codes)", "bits/w (+ scales)", "file bits/param",
-                    "paper"], rows), ""]
-    for name, r in res["models"].items():
-        b = r["baseline"]
-        md += [f"Baseline {name}: {b['source']}" + (f" ({b['train_s']:.0f} s)" if b.get("train_s") else "")
-               + f"; STE fine-tuning took {r['binary']['train_s']:.0f} s (binary) and {r['ternary']['train_s']:.0f} s "
-               f"(ternary); reloaded outputs equal: {r['binary']['reloaded_outputs_equal'] and r['ternary']['reloaded_outputs_equal']}.", ""]
-    md += ["Per layer (bits per weight of every ternary coding measured; the file keeps the smallest):", ""]
-    md += [t + "\n" for t in layer_md]
-    write_result("binary" + ("-quick" if args.quick else ""), res, "\n".join(md))
+    write_result(topic, res, markdown(res))
     return 0
 
 

@@ -85,7 +85,8 @@ def test_low_bit_layers_are_bit_packed_and_load_back_exactly(low_bit_model, tmp_
         assert L["code_bits_per_weight"] <= code_bits + 8 / L["numel"], name
         assert L["bits_per_weight"] == pytest.approx(L["code_bits_per_weight"] + 32 / fan_in, abs=1e-9), name
         assert L["coding_bits_per_weight"][L["coding"]] == min(L["coding_bits_per_weight"].values()), name
-        assert L["code_bits_per_weight"] >= L["symbol_entropy_bits"] - 0.05, name  # no coding beats the entropy
+        single = L["coding_bits_per_weight"]["bits" if L["mode"] == "binary" else "huffman"]
+        assert single >= L["symbol_entropy_bits"], name  # a code of single symbols cannot beat their entropy
     assert rep["layers"]["5"]["coding"].startswith("huffman")  # mostly zeros: under 1.6 bits
     assert rep["layers"]["5"]["code_bits_per_weight"] < 1.45
     assert len(data) < 1.1 * sum(L["bytes_coded"] for L in rep["layers"].values()) + rep["other_bytes"] + 4000
