@@ -1,6 +1,7 @@
 """int8 post-training quantization: accuracy, size and measured latency of every execution path vs fp32.
 
     python -m benchmarks.bench_quant [--quick] [--models resnet20 resnet56 torchvision:resnet18 torchvision:mobilenet_v2]
+    python -m benchmarks.bench_quant --observers-only --models resnet20   # only the observer comparison
 
 CIFAR ResNets: pretrained (../shared/data weights, or ~/.cache/torchslim/baselines/<model>-cifar10.safetensors
 when present), top-1 on a stated subset of the CIFAR-10 test set (this JPEG copy). torchvision models:
@@ -16,6 +17,7 @@ import time
 import torch
 
 from benchmarks.common import command_line, md_table, write_result
+from torchslim.quant.int8_ptq import calibration_batches
 
 
 def load(name: str):
@@ -43,6 +45,44 @@ def ablations():
     }
 
 
+def compare_observers(model, kw: dict, observers, threads) -> dict:
+    """Top-1 of the ort-qdq path and of the fake-quant reference under each activation observer."""
+    from torchslim.quant import Int8Config, quantize
+
+    out = {}
+    for obs in observers:
+        t = time.perf_counter()
+        oq = quantize(model, "int8-ptq", config=Int8Config(observer=obs, paths=("ort-qdq",), repeats=3,
+                                                           min_time_s=0.0, threads=threads), **kw)
+        r = oq.quant_report["paths"]
+        out[obs] = {"ort-qdq top1": r["ort-qdq"]["top1"], "fake-quant top1": r["fake-quant"]["top1"],
+                    "seconds": time.perf_counter() - t}
+    return out
+
+
+def observers_only(args, cifar, n_eval: int) -> int:
+    """The observer comparison alone (every observer, mse included), as its own fragment: minutes, not hours."""
+    out = {"command": command_line(), "threads": args.threads, "eval_images": n_eval, "models": {}}
+    rows = []
+    for name in [m for m in args.models if not m.startswith("torchvision:")]:
+        model, src = load(name)
+        obs = compare_observers(model, dict(calib=calibration_batches(cifar.train, 256), eval_loader=cifar.test),
+                                dict.fromkeys([*args.observers, "mse"]), args.threads)
+        out["models"][name] = {"source": src, "observers": obs}
+        rows += [[name, o, f"{v['ort-qdq top1']:.2f}", f"{v['fake-quant top1']:.2f}", f"{v['seconds']:.0f}"]
+                 for o, v in obs.items()]
+        print(name, {o: v["ort-qdq top1"] for o, v in obs.items()}, flush=True)
+    md = ["## int8 activation observers (`benchmarks/bench_quant.py --observers-only`)", "", f"Command: `{command_line()}`",
+          "", f"The observer comparison of the int8 section on its own: ort-qdq path, per-channel int8 weights, uint8 "
+          f"activations calibrated on 256 CIFAR-10 training images (the same augmented images for every observer), "
+          f"top-1 on {n_eval} test images (the same subset and settings as the int8 section, whose calibration "
+          "images are another draw: a few tenths of a point between the two runs are calibration sampling). "
+          "'seconds': the whole quantization (export, calibration, ORT quantization, evaluation of both). Models: "
+          + "; ".join(f"{n}: {r['source']}" for n, r in out["models"].items()) + ".", "", md_table(["model", "observer", "ort-qdq top-1", "fake-quant top-1", "seconds"], rows), ""]
+    write_result("quant_observers" + ("-quick" if args.quick else ""), out, "\n".join(md))
+    return 0
+
+
 def main(argv=None) -> int:
     from torchslim.data import get_data
     from torchslim.quant import Int8Config, quantize
@@ -53,8 +93,10 @@ def main(argv=None) -> int:
                    default=["resnet20", "resnet56", "torchvision:resnet18", "torchvision:mobilenet_v2"])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--eval-images", type=int, default=1000)
-    p.add_argument("--observers", nargs="+", default=["minmax", "percentile"],
+    p.add_argument("--observers", nargs="+", default=["minmax", "percentile", "kl"],
                    help="extra observers compared on the CIFAR models (ort-qdq only); mse is the main run")
+    p.add_argument("--observers-only", action="store_true",
+                   help="run only the observer comparison on the CIFAR models of --models (its own fragment)")
     p.add_argument("--qat-models", nargs="*", default=["resnet20"],
                    help="CIFAR models also trained with int8 QAT (ort-qdq path) on the calibration subset")
     p.add_argument("--qat-epochs", type=int, default=2)
@@ -64,6 +106,8 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     n_eval = 256 if args.quick else args.eval_images
     cifar = get_data("cifar10", batch_size=100, limit_train=512, limit_eval=n_eval)
+    if args.observers_only:
+        return observers_only(args, cifar, n_eval)
     res = {"command": command_line(), "threads": args.threads, "eval_images": n_eval, "models": {}}
     md = ["## int8 quantization (`benchmarks/bench_quant.py`)", "", f"Command: `{command_line()}`", "",
           f"Batch 1, {args.threads} intra-op thread(s), medians of timed runs measured one after another in one "
@@ -78,8 +122,8 @@ def main(argv=None) -> int:
         if tv:
             calib = [torch.randn(8, 3, 224, 224) for _ in range(2 if args.quick else 4)]
             kw = dict(calib=calib)
-        else:
-            kw = dict(calib=cifar.train, eval_loader=cifar.test)
+        else:  # drawn once: every observer and path calibrates on the same (augmented) images
+            kw = dict(calib=calibration_batches(cifar.train, 256), eval_loader=cifar.test)
         cfg = Int8Config(observer="mse", calib_images=32 if tv else 256, threads=args.threads,
                          repeats=10 if args.quick else 20, min_time_s=0.5 if args.quick else 2.0,
                          extra_paths=ablations() if name == "torchvision:resnet18" else {})
@@ -87,12 +131,7 @@ def main(argv=None) -> int:
         rep = q.quant_report
         rep["source"] = src
         if not tv:
-            rep["observers"] = {}
-            for obs in args.observers:
-                oq = quantize(model, "int8-ptq", config=Int8Config(observer=obs, paths=("ort-qdq",), repeats=3,
-                                                                   min_time_s=0.0, threads=args.threads), **kw)
-                r = oq.quant_report["paths"]
-                rep["observers"][obs] = {"ort-qdq top1": r["ort-qdq"]["top1"], "fake-quant top1": r["fake-quant"]["top1"]}
+            rep["observers"] = compare_observers(model, kw, args.observers, args.threads)
         rep["seconds"] = time.time() - t0
         res["models"][name] = rep
         base = rep["paths"]["fp32-torch"]

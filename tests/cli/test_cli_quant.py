@@ -24,6 +24,26 @@ def test_quantize_kmeans_then_encode_and_load(tmp_path):
     assert torch.equal(a(x), b(x))
 
 
+@pytest.mark.parametrize("method", ["binary", "ternary"])
+def test_quantize_low_bit_writes_a_bit_packed_slim_and_encode_prints_it(method, tmp_path, capsys):
+    out = tmp_path / method
+    rc = main(["quantize", "digits_cnn", "--method", method, "--data", "digits", "--epochs", "1", "--max-steps", "2",
+               "-o", str(out)])
+    assert rc == 0
+    figs = json.loads((out / "quantize.json").read_text())
+    layers = figs["storage"]["layers"]
+    assert layers and {L["mode"] for L in layers.values()} == {method}
+    assert all(L["code_bits_per_weight"] <= 1.6 + 8 / L["numel"] for L in layers.values())  # + a padded byte
+    capsys.readouterr()
+    assert main(["encode", str(out / "model.safetensors"), "-o", str(tmp_path / "m.slim")]) == 0
+    assert f"({method}," in capsys.readouterr().out
+    import torchslim
+    from torchslim.io import load_model
+
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(torchslim.load(out / "model.slim")(x), load_model(out / "model.safetensors")(x))
+
+
 def test_quantize_int8_writes_runnable_model(tmp_path):
     out = tmp_path / "q"
     rc = main(["quantize", "digits_cnn", "--method", "int8-ptq", "--data", "digits", "--path", "ort-qdq",

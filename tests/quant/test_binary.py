@@ -41,3 +41,13 @@ def test_low_bit_training_runs_and_roundtrips(method, digits, tmp_path):
     save_model(q, tmp_path / "b.safetensors")
     x = torch.randn(2, 1, 8, 8)
     assert torch.equal(load_model(tmp_path / "b.safetensors")(x), q.eval()(x))
+
+
+@pytest.mark.parametrize("fn", [binarize, ternarize])
+@pytest.mark.parametrize("shape", [(3, 7), (16, 3, 3, 3), (500, 800), (8, 1, 5, 5), (2, 20000)])
+def test_low_bit_quantizers_are_idempotent_bit_for_bit(fn, shape):
+    """The .slim file stores only alpha and the signs: quantizing the quantized weights must give them back."""
+    torch.manual_seed(sum(shape))
+    w = torch.randn(shape) * torch.rand(shape[0], *([1] * (len(shape) - 1)))  # a different scale per filter
+    q = fn(w).detach()
+    assert torch.equal(fn(q), q)

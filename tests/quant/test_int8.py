@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from torchslim.quant import Int8Config, OnnxRuntimeModule, fold_bn, quantize
+from torchslim.quant import OBSERVERS, Int8Config, OnnxRuntimeModule, fold_bn, quantize
 from torchslim.quant.fakequant import fake_quant_weight
 
 
@@ -74,3 +74,13 @@ def test_int8_without_calibration_data_is_a_clear_error(trained_cnn):
         quantize(trained_cnn, "int8-ptq")
     with pytest.raises(InvalidInputError, match="int8 path"):
         quantize(trained_cnn, "int8-ptq", calib=torch.randn(4, 1, 8, 8), config=Int8Config(path="tensorrt"))
+
+
+@pytest.mark.parametrize("observer", OBSERVERS.names())
+def test_every_observer_calibrates_correct_ort_and_torch_int8_paths(trained_cnn, digits, observer):
+    q = quantize(trained_cnn, "int8-ptq", calib=digits.train, observer=observer, paths=("ort-qdq", "torch-x86"),
+                 calib_images=64, repeats=2, min_time_s=0.0)
+    rep = q.quant_report
+    assert rep["observer"] == observer
+    for path in ("ort-qdq", "torch-x86"):
+        assert rep["paths"][path]["correct"], (path, rep["paths"][path])

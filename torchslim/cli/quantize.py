@@ -2,8 +2,8 @@
 
 Methods: int8-ptq (calibration; builds and measures ONNX Runtime QDQ/QOperator and torch x86 int8
 paths against fp32, keeps the fastest correct one), int8-qat, kmeans, binary, ternary. Writes
-DIR/model.safetensors (int8: the chosen path's model; ORT models carry their ONNX bytes), for kmeans
-also DIR/model.slim, and DIR/quantize.json with the figures.
+DIR/model.safetensors (int8: the chosen path's model; ORT models carry their ONNX bytes), for kmeans,
+binary and ternary also DIR/model.slim, and DIR/quantize.json with the figures.
 """
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def run(args) -> int:
         figures["test"] = evaluate(q, data.test)
         figures["test_before"] = evaluate(model, data.test)
         save_model(q, out / "model.safetensors", input_size=size)
-        if m == "kmeans":
+        if m in ("kmeans", "binary", "ternary"):  # Huffman/CSR-coded centroids, bit-packed signs
             from torchslim import encode
 
             encode.save(q, out / "model.slim", input_size=size)

@@ -1,4 +1,4 @@
 """Coding and the compressed model file: CSR with relative indices, Huffman coding, `.slim` files."""
-from torchslim.encode.slim_file import FORMAT, VERSION, decode_model, encode_model, load, save, storage_report
+from torchslim.encode.slim_file import FORMAT, READS, VERSION, decode_model, encode_model, load, save, storage_report
 
-__all__ = ["FORMAT", "VERSION", "decode_model", "encode_model", "load", "save", "storage_report"]
+__all__ = ["FORMAT", "READS", "VERSION", "decode_model", "encode_model", "load", "save", "storage_report"]

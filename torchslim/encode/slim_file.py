@@ -3,7 +3,8 @@
 Layout (all integers little-endian):
 
     b"TSLIM\\0\\r\\n"  8-byte magic
-    u16 version        (1)
+    u16 version        (1 or 2: the lowest that can hold the file's contents, as zip's "version
+                       needed to extract"; 2 adds bit-packed binary/ternary layers)
     u32 header length  then the UTF-8 JSON header
     binary sections    (offsets in the header are relative to the end of the header)
     sha256             32 bytes over everything before it
@@ -12,7 +13,11 @@ The header holds the architecture as `torchslim.io` describes it (constructor na
 modules: nothing is ever executed or unpickled), and one entry per state-dict tensor: `raw` (its
 bytes) or, for the weights of k-means shared layers (`torchslim.quant.kmeans`), `huffman-csr`:
 codebook (fp32), Huffman-coded centroid indices of the surviving weights and Huffman-coded
-relative-index gaps with filler entries (Deep Compression, Han et al. 2016, sec. 2-4).
+relative-index gaps with filler entries (Deep Compression, Han et al. 2016, sec. 2-4). Since
+version 2, the weights of binary/ternary layers (`torchslim.quant.binary`) are stored bit-packed
+under `lowbit`: per-filter scale (fp32) and 1 bit (binary) or ~1.5-1.6 bits (ternary) per weight
+(`torchslim.encode.lowbit`). A file without such layers is written as version 1, byte for byte what
+version-1 writers wrote, so older readers keep reading it.
 Reading checks magic, version, checksum, section bounds and decoded sizes; any inconsistency is a
 `FileFormatError`, never a silently different model.
 """
@@ -28,11 +33,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from torchslim.encode import csr, huffman
+from torchslim.encode import csr, huffman, lowbit
 from torchslim.errors import FileFormatError, InvalidInputError
 
 MAGIC = b"TSLIM\x00\r\n"
-VERSION = 1
+VERSION = 2  # the newest version this module writes and reads
+READS = (1, 2)
 FORMAT = "torchslim-slim"
 GAP_BITS = {"conv": 8, "fc": 5}
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16,
@@ -86,6 +92,54 @@ def _code_layer(m: nn.Module, gap_bits: int) -> tuple[dict, dict[str, bytes]]:
     return stats, secs
 
 
+def _lowbit_layers(model: nn.Module) -> dict[str, nn.Module]:
+    from torchslim.quant.binary import LowBitConv2d, LowBitLinear
+
+    return {n: m for n, m in model.named_modules()
+            if isinstance(m, (LowBitConv2d, LowBitLinear)) and m.weight.dtype == torch.float32}
+
+
+def _code_lowbit(m: nn.Module) -> tuple[dict, dict, dict[str, bytes]]:
+    """(header entry, statistics, sections) of one binary/ternary layer: per-filter alpha + symbols.
+
+    The symbols come from the quantized weight the layer computes; the check at the end makes sure
+    that the weight rebuilt from them quantizes to exactly that weight again (see quant.binary)."""
+    from torchslim.quant.binary import binarize, ternarize
+
+    qw = m.quantized_weight().detach().cpu()
+    c = qw.shape[0]
+    flat = qw.reshape(c, -1)
+    alpha = flat.abs().amax(1).numpy()
+    v = flat.numpy().reshape(-1)
+    secs = {"scale": alpha.astype(np.float32).tobytes()}
+    if m.mode == "binary":
+        symbols = (v > 0).astype(np.int64)
+        secs["codes"] = lowbit.pack_signs(symbols)
+        info = {"mode": "binary", "shape": list(qw.shape), "coding": "bits", "nbits": 0}
+        sizes, fixed_bits, alphabet = {"bits": len(secs["codes"])}, 1, 2
+        rebuilt = np.where(symbols == 1, 1.0, -1.0)
+    else:
+        symbols = np.where(v > 0, 1, np.where(v < 0, 2, 0)).astype(np.int64)
+        coding, code_secs, nbits, sizes = lowbit.best_ternary(symbols)
+        secs.update(code_secs)
+        info = {"mode": "ternary", "shape": list(qw.shape), "coding": coding, "nbits": nbits}
+        fixed_bits, alphabet = 2, 3
+        rebuilt = np.array([0.0, 1.0, -1.0])[symbols]
+    w = torch.from_numpy((alpha[:, None] * rebuilt.reshape(c, -1).astype(np.float32)).reshape(qw.shape))
+    if not torch.equal((binarize if m.mode == "binary" else ternarize)(w), qw):
+        raise InvalidInputError(f"{m.mode} layer {type(m).__name__}: its weights do not rebuild exactly from "
+                                "alpha and signs (not produced by torchslim.quant.binary?)")
+    numel, coded = v.size, sum(len(b) for b in secs.values())
+    stats = {"kind": "fc" if isinstance(m, nn.Linear) else "conv", "mode": m.mode, "coding": info["coding"],
+             "numel": numel, "nonzero": int(np.count_nonzero(v)), "bytes_original": numel * 4,
+             "bytes_pruned": numel * 4, "bytes_quantized": (numel * fixed_bits + 32 * c) / 8,
+             "bytes_coded": coded, "bits_per_weight": 8 * coded / numel,
+             "code_bits_per_weight": 8 * (coded - len(secs["scale"])) / numel,
+             "symbol_entropy_bits": huffman.entropy_bits(symbols, alphabet),
+             "coding_bits_per_weight": {k: 8 * n / numel for k, n in sizes.items()}}
+    return info, stats, secs
+
+
 _DECODE_FIELDS = ("kind", "shape", "index_dtype", "numel", "nonzero", "entries", "bits", "centroids", "gap_bits",
                   "index_nbits", "gap_nbits")
 
@@ -104,7 +158,9 @@ def _encode(model: nn.Module, *, metadata: dict | None = None, input_size=None) 
     replaced = _diff(model, create_model(arch["name"], **arch.get("kwargs", {}))) if arch else {"": module_spec(model)}
     state = model.state_dict()
     shared = _shared_layers(model)
+    low = _lowbit_layers(model)
     coded_keys = {f"{n}.{t}" if n else t for n in shared for t in ("centroids", "index", "weight_mask")}
+    coded_keys |= {f"{n}.weight" if n else "weight" for n in low}
     blobs: list[bytes] = []
     offset = 0
     sections: dict[str, list[int]] = {}
@@ -123,6 +179,11 @@ def _encode(model: nn.Module, *, metadata: dict | None = None, input_size=None) 
             add(f"{name}/{s}", data)
         layers[name] = {"kind": kind, "shape": list(m.index.shape), "index_dtype": _NAMES[m.index.dtype], **stats}
     header_layers = {n: {k: L[k] for k in _DECODE_FIELDS} for n, L in layers.items()}
+    header_lowbit = {}
+    for name, m in low.items():
+        header_lowbit[name], layers[name], secs = _code_lowbit(m)
+        for s, data in secs.items():
+            add(f"{name}/{s}", data)
     other_bytes = 0
     for key, t in state.items():
         if key in coded_keys:
@@ -134,17 +195,20 @@ def _encode(model: nn.Module, *, metadata: dict | None = None, input_size=None) 
         add(key, data)
         tensors.append({"name": key, "dtype": _NAMES[t.dtype], "shape": list(t.shape)})
         other_bytes += len(data)
-    header = {"format": FORMAT, "version": VERSION, "arch": arch, "replaced": replaced,
+    header = {"format": FORMAT, "version": 1, "arch": arch, "replaced": replaced,
               "input_size": list(input_size) if input_size else (getattr(model, "_torchslim_arch", None) or {}).get("input_size"),
               "metadata": metadata or {}, "tensors": tensors, "layers": header_layers, "sections": sections,
               "other_bytes": other_bytes}
+    if header_lowbit:  # version 1 readers cannot decode these: only such files are version 2
+        header.update(version=2, lowbit=header_lowbit)
     hj = json.dumps(header, separators=(",", ":")).encode()
-    body = MAGIC + struct.pack("<HI", VERSION, len(hj)) + hj + b"".join(blobs)
+    body = MAGIC + struct.pack("<HI", header["version"], len(hj)) + hj + b"".join(blobs)
     return body + hashlib.sha256(body).digest(), {"layers": layers, "other_bytes": other_bytes}
 
 
 def save(model: nn.Module, path: str | os.PathLike, *, metadata: dict | None = None, input_size=None) -> Path:
-    """Write `model` as a `.slim` file (atomically). k-means shared layers are Huffman/CSR coded.
+    """Write `model` as a `.slim` file (atomically). k-means shared layers are Huffman/CSR coded,
+    binary/ternary layers bit-packed.
 
     Example:
         >>> torchslim.encode.save(kmeans_quantize(model), "model.slim")
@@ -165,9 +229,9 @@ def read_header(data: bytes, where: str = "<bytes>") -> tuple[dict, memoryview]:
     if data[: len(MAGIC)] != MAGIC:
         raise FileFormatError(f"{where}: not a .slim file (bad magic)")
     version, hlen = struct.unpack_from("<HI", data, len(MAGIC))
-    if version != VERSION:
-        raise FileFormatError(f"{where}: .slim version {version}; this torchslim reads version {VERSION}"
-                              + ("; upgrade torchslim" if version > VERSION else ""))
+    if version not in READS:
+        raise FileFormatError(f"{where}: .slim version {version}; this torchslim reads versions "
+                              f"{', '.join(map(str, READS))}" + ("; upgrade torchslim" if version > VERSION else ""))
     body, digest = data[:-32], data[-32:]
     if hashlib.sha256(body).digest() != digest:
         raise FileFormatError(f"{where}: checksum mismatch (the file is truncated or corrupted)")
@@ -180,6 +244,10 @@ def read_header(data: bytes, where: str = "<bytes>") -> tuple[dict, memoryview]:
         raise FileFormatError(f"{where}: unreadable header ({e})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise FileFormatError(f"{where}: unknown format {header.get('format') if isinstance(header, dict) else header!r}")
+    if header.get("version") != version:
+        raise FileFormatError(f"{where}: header says version {header.get('version')!r}, the file {version}")
+    if header.get("lowbit") and version < 2:
+        raise FileFormatError(f"{where}: bit-packed low-bit layers in a version {version} file (they need version 2)")
     return header, memoryview(body)[start + hlen:]
 
 
@@ -220,6 +288,31 @@ def _decode_layer(secs, header, name: str, info: dict) -> dict[str, torch.Tensor
             prefix + "weight_mask": torch.from_numpy(mask).view(shape)}
 
 
+def _decode_lowbit(secs, header, name: str, info: dict) -> dict[str, torch.Tensor]:
+    mode, shape = info["mode"], [int(s) for s in info["shape"]]
+    if mode not in ("binary", "ternary") or len(shape) < 2 or min(shape) < 1:
+        raise ValueError(f"layer {name}: bad low-bit mode {mode!r} or shape {shape}")
+    numel = int(np.prod(shape))
+    alpha = np.frombuffer(_section(secs, header, f"{name}/scale"), dtype=np.float32)
+    if len(alpha) != shape[0] or not np.all(np.isfinite(alpha)) or np.any(alpha < 0):
+        raise ValueError(f"layer {name}: per-filter scales do not match its {shape[0]} filters")
+    codes = _section(secs, header, f"{name}/codes")
+    if mode == "binary":
+        if info["coding"] != "bits":
+            raise ValueError(f"layer {name}: binary weights with coding {info['coding']!r}")
+        sign = np.where(lowbit.unpack_signs(codes, numel) == 1, 1.0, -1.0)
+    else:
+        if info["coding"] not in lowbit.DECODERS:
+            raise ValueError(f"layer {name}: unknown ternary coding {info['coding']!r}")
+        parts = {"codes": codes}
+        if info["coding"] != "base3":
+            parts["code_lengths"] = _section(secs, header, f"{name}/code_lengths")
+        trits = lowbit.decode_ternary(parts, info["coding"], numel, int(info["nbits"]))
+        sign = np.array([0.0, 1.0, -1.0])[trits]
+    w = alpha[:, None] * sign.reshape(shape[0], -1).astype(np.float32)
+    return {f"{name}.weight" if name else "weight": torch.from_numpy(np.ascontiguousarray(w).reshape(shape))}
+
+
 def decode_model(data: bytes, where: str = "<bytes>") -> nn.Module:
     """Rebuild the model from `.slim` bytes; outputs equal the saved model's exactly."""
     from torchslim.io.model_file import build_module, set_arch, _set_submodule
@@ -234,8 +327,12 @@ def decode_model(data: bytes, where: str = "<bytes>") -> nn.Module:
             shape = [int(s) for s in t["shape"]]
             arr = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.zeros(0, dtype=torch.uint8)
             state[t["name"]] = arr.view(dt).reshape(shape).clone()
-        for name, info in header["layers"].items():
-            state.update(_decode_layer(secs, header, name, info))
+        decoded = [_decode_layer(secs, header, n, info) for n, info in header["layers"].items()]
+        decoded += [_decode_lowbit(secs, header, n, info) for n, info in header.get("lowbit", {}).items()]
+        for part in decoded:
+            if set(part) & set(state):
+                raise ValueError(f"tensors {sorted(set(part) & set(state))} are stored twice")
+            state.update(part)
         arch = header.get("arch")
         model = create_model(arch["name"], **arch.get("kwargs", {})) if arch else nn.Identity()
         replaced = header["replaced"]

@@ -19,19 +19,26 @@ from torch import nn
 from torchslim.errors import InvalidInputError
 
 
+def _per_filter(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return x.to(w.dtype).view(-1, *([1] * (w.ndim - 1)))
+
+
+# The per-filter statistics are taken in float64: a mean of n copies of one float32 value is then that
+# value exactly, so binarize(binarize(w)) == binarize(w) bit for bit (same for ternarize). The .slim
+# file stores only alpha and the signs and relies on this to give back exactly the same model.
 def binarize(w: torch.Tensor) -> torch.Tensor:
-    alpha = w.detach().abs().flatten(1).mean(1).view(-1, *([1] * (w.ndim - 1)))
+    alpha = _per_filter(w.detach().abs().flatten(1).double().mean(1), w)
     b = alpha * torch.where(w >= 0, 1.0, -1.0)
     ste = w.clamp(-1, 1)  # gradient 1 inside [-1, 1], 0 outside
     return b.detach() + (ste - ste.detach())  # value exactly b, gradient of ste
 
 
 def ternarize(w: torch.Tensor, delta_factor: float = 0.7) -> torch.Tensor:
-    a = w.detach().abs()
-    delta = delta_factor * a.flatten(1).mean(1).view(-1, *([1] * (w.ndim - 1)))
+    a = w.detach().abs().flatten(1).double()
+    delta = delta_factor * a.mean(1, keepdim=True)
     keep = a > delta
-    alpha = (a * keep).flatten(1).sum(1) / keep.flatten(1).sum(1).clamp_min(1)
-    t = alpha.view_as(delta) * torch.sign(w.detach()) * keep
+    alpha = (a * keep).sum(1) / keep.sum(1).clamp_min(1)
+    t = _per_filter(alpha, w) * torch.sign(w.detach()) * keep.view(w.shape)
     return t + (w - w.detach())  # value exactly t, gradient 1
 
 

@@ -2,7 +2,7 @@
 Krishnamoorthi 2018, "Quantizing deep convolutional networks for efficient inference").
 
 Weights: symmetric int8 per output channel. Activations: asymmetric uint8 from calibration data with
-an observer (`torchslim.quant.observers`: minmax, percentile, mse). BN is folded into the convs.
+an observer (`torchslim.quant.observers`: minmax, percentile, mse, kl). BN is folded into the convs.
 
 Execution paths (all built from the same BN-folded fp32 model and the same calibration batches):
 - `ort-qdq`: ONNX Runtime, QuantizeLinear/DequantizeLinear pairs around float ops; ORT's CPU EP
@@ -41,7 +41,7 @@ PATHS = ("ort-qdq", "ort-qoperator", "torch-x86")
 class Int8Config:
     """Settings of int8 post-training quantization.
 
-    observer: activation range observer (minmax | percentile | mse). paths: execution paths to build
+    observer: activation range observer (minmax | percentile | mse | kl). paths: execution paths to build
     and measure. path: "auto" returns the fastest correct path, or one name of `paths`.
     calib_images: calibration images taken from `calib`. tolerance: a path is correct when the
     relative L2 error of its logits vs fp32 is at most this (and its argmax agreement >= 0.9 when
@@ -246,7 +246,7 @@ def _ort_quantize(src: str, dst: str, ranges: dict, fmt: str, per_channel: bool,
 
 
 class _RangeObserver(torch.ao.quantization.HistogramObserver):
-    """torch's histogram observer with our range rule (minmax / percentile / mse) in calculate_qparams."""
+    """torch's histogram observer with our range rule (an `OBSERVERS` name) in calculate_qparams."""
 
     rule = "mse"
 
