@@ -26,6 +26,17 @@ def train(checkpoint_dir=None) -> tuple[nn.Module, list]:
     return model, res.history
 
 
+def sensitivity_curves() -> dict:
+    """A sensitivity scan of a small CNN: split across the ranks under torchrun, a loop without."""
+    from torchslim.models import create_model
+    from torchslim.prune.sensitivity import sensitivity
+
+    torch.manual_seed(0)
+    model = create_model("digits_cnn", width=4)
+    data = get_data("digits", batch_size=64, limit_train=256, limit_eval=128, augment=False)
+    return sensitivity(model, torch.randn(1, 1, 8, 8), data, ratios=(0.25, 0.5, 0.75), max_batches=2).curves
+
+
 RECIPE = """\
 name: ddp-recipe
 model: {name: digits_cnn, kwargs: {width: 4}}
@@ -43,6 +54,7 @@ if __name__ == "__main__":
     assert D.init_from_env() and D.world_size() == 2
     model, history = train(out / "ckpt")
     gathered = D.map_over_ranks(lambda j: {"job": j, "rank": D.rank(), "square": j * j}, list(range(5)))
+    curves = sensitivity_curves()
     from torchslim.recipe import parse_recipe, run_recipe
 
     run_recipe(parse_recipe(RECIPE, "ddp.yaml"), out / "run", progress=False, log=lambda *a: None)
@@ -50,5 +62,5 @@ if __name__ == "__main__":
         from safetensors.torch import save_file
 
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "ddp.safetensors"))
-        (out / "result.json").write_text(json.dumps({"history": history, "jobs": gathered}))
+        (out / "result.json").write_text(json.dumps({"history": history, "jobs": gathered, "sensitivity": curves}))
     D.shutdown()

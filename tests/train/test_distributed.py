@@ -64,6 +64,8 @@ def test_two_gloo_processes_train_like_one(tmp_path):
         assert a["val_top1"] == b["val_top1"]
     assert [j["square"] for j in result["jobs"]] == [0, 1, 4, 9, 16]
     assert [j["rank"] for j in result["jobs"]] == [0, 1, 0, 1, 0]  # the jobs really were split
+    single = ddp_job.sensitivity_curves()  # the scan split over 2 ranks equals the single-process scan
+    assert result["sensitivity"] == single and len(single) >= 2
     # only rank 0 wrote the fit checkpoint and the recipe run; the run is complete and reported
     assert (tmp_path / "ckpt/checkpoint.pt").is_file() and not list(tmp_path.glob("ckpt/*.tmp"))
     report = json.loads((tmp_path / "run/report.json").read_text())

@@ -14,6 +14,7 @@ from torchslim.prune.allocation import select
 from torchslim.prune.criteria import CRITERIA, ScoreContext
 from torchslim.prune.surgery import apply_plan
 from torchslim.train import evaluate
+from torchslim.train.distributed import map_over_ranks
 
 
 @dataclass
@@ -59,7 +60,8 @@ def sensitivity(model: nn.Module, example_input: torch.Tensor, data, *, criterio
                 split: str = "val", groups=None, progress: bool = False) -> Sensitivity:
     """Prune every group alone at each ratio (weight criterion scores, computed once) and evaluate.
 
-    `groups`: group-name patterns (fnmatch) to scan; None scans every group.
+    `groups`: group-name patterns (fnmatch) to scan; None scans every group. Under torchrun the
+    (group, ratio) evaluations are split across the ranks and every rank returns the whole result.
 
     Example:
         >>> s = sensitivity(model, torch.randn(1, 3, 32, 32), get_data("cifar10"), max_batches=4)
@@ -69,18 +71,21 @@ def sensitivity(model: nn.Module, example_input: torch.Tensor, data, *, criterio
     base = evaluate(model, loader, max_batches=max_batches)["top1"]
     graph = ChannelGraph(model, example_input)
     scores = CRITERIA.get(criterion)(ScoreContext(model, graph, data))
+    names = [g.name for g in graph.groups if groups is None or any(fnmatch.fnmatch(g.name, p) for p in groups)]
+
+    def pruned_alone(job) -> float:
+        name, r = job
+        m = copy.deepcopy(model)
+        gm = ChannelGraph(m, example_input)
+        others = tuple(x.name for x in gm.groups if x.name != name)
+        apply_plan(m, gm, select(gm, scores, r, skip=others))
+        return evaluate(m, loader, max_batches=max_batches)["top1"]
+
+    # independent (group, ratio) jobs: under torchrun each rank takes its share, every rank gets all
+    accs = map_over_ranks(pruned_alone, [(n, r) for n in names for r in ratios])
     result = Sensitivity(base, list(ratios))
-    for g in graph.groups:
-        if groups is not None and not any(fnmatch.fnmatch(g.name, p) for p in groups):
-            continue
-        accs = []
-        for r in ratios:
-            m = copy.deepcopy(model)
-            gm = ChannelGraph(m, example_input)
-            others = tuple(x.name for x in gm.groups if x.name != g.name)
-            apply_plan(m, gm, select(gm, scores, r, skip=others))
-            accs.append(evaluate(m, loader, max_batches=max_batches)["top1"])
-        result.curves[g.name] = accs
+    for i, name in enumerate(names):
+        result.curves[name] = accs[i * len(ratios):(i + 1) * len(ratios)]
         if progress:
-            print(f"{g.name}: " + " ".join(f"{a:.1f}" for a in accs), flush=True)
+            print(f"{name}: " + " ".join(f"{a:.1f}" for a in result.curves[name]), flush=True)
     return result
