@@ -25,12 +25,20 @@ def run(args) -> int:
     from rich.table import Table
 
     from torchslim.prune.sensitivity import sensitivity
+    from torchslim.train import distributed as D
 
     model, size = load_model_from_args(args)
     data = load_data_from_args(args, augment=False)
-    s = sensitivity(model, torch.zeros(1, *size), data, criterion=args.criterion,
-                    ratios=[float(r) for r in args.ratios.split(",")], max_batches=args.max_batches,
-                    progress=True)
+    D.init_from_env()  # under torchrun the scan's evaluations are split across the ranks
+    main_rank = D.is_main()
+    try:
+        s = sensitivity(model, torch.zeros(1, *size), data, criterion=args.criterion,
+                        ratios=[float(r) for r in args.ratios.split(",")], max_batches=args.max_batches,
+                        progress=main_rank)
+    finally:
+        D.shutdown()
+    if not main_rank:
+        return 0  # rank 0 writes the results
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     s.plot(out / "sensitivity.png")
