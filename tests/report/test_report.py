@@ -118,3 +118,13 @@ def test_not_a_run_folder_is_a_clear_error(tmp_path):
     with pytest.raises(InvalidInputError, match="not a torchslim run folder"):
         write_report(tmp_path)
     assert main(["report", str(tmp_path)]) == 2
+
+
+def test_per_layer_figures_stop_at_the_last_stage_that_still_has_the_layers():
+    from torchslim.report.build import _last_per_layer
+
+    layers = [{"name": "0", "type": "Conv2d"}, {"name": "3", "type": "Conv2d"}]
+    stages = [{"stage": "00-input", "layers": layers}, {"stage": "01-tucker", "layers": [{"name": "3.0"}]},
+              {"stage": "02-quantize", "layers": [{"name": "OnnxRuntimeModule"}]}]
+    assert _last_per_layer(stages)["stage"] == "01-tucker"  # decomposed children count, an opaque int8 graph not
+    assert _last_per_layer(stages[:1] + stages[2:]) is None

@@ -114,8 +114,9 @@ def _plots(run: dict) -> dict[str, bytes]:
         "MACs": [s["macs"] for s in st], "file size": [s["size_bytes"] for s in st],
         **({"torch latency": [_lat(s, "torch") for s in st]} if all(_lat(s, "torch") for s in st) else {}),
     }, "What each stage changed")
-    first, last = st[0]["layers"], st[-1]["layers"]
-    if first and last:
+    first, stage = st[0]["layers"], _last_per_layer(st)
+    if first and stage:
+        last = stage["layers"]
         rows = [l for l in first if l["params"]]
 
         def final_nonzero(name):  # a replaced layer (e.g. decomposed into name.0, name.1) counts as a whole
@@ -124,8 +125,19 @@ def _plots(run: dict) -> dict[str, bytes]:
 
         out["layers.png"] = plots.layer_params([f"{l['name']} {l['type']}" for l in rows],
                                                [l["nonzero_params"] for l in rows],
-                                               [final_nonzero(l["name"]) for l in rows], "Nonzero parameters per layer")
+                                               [final_nonzero(l["name"]) for l in rows], "Nonzero parameters per layer",
+                                               after_label=stage["stage"])
     return out
+
+
+def _last_per_layer(stages: list[dict]) -> dict | None:
+    """The last stage whose layer table still names the input model's layers. A stage that runs as one
+    opaque graph (an int8 ONNX Runtime model) lists a single module, so per-layer figures stop before it."""
+    names = {l["name"] for l in stages[0]["layers"]} if stages and stages[0]["layers"] else set()
+    for s in reversed(stages[1:]):
+        if any(l["name"] in names or l["name"].split(".")[0] in names for l in s["layers"] or []):
+            return s
+    return None
 
 
 def _md_table(header, rows) -> str:
@@ -185,9 +197,11 @@ def _markdown(run: dict, plot_files: list[str]) -> str:
         for img in s["images"]:
             lines += [f"![{img}](stages/{s['stage']}/{img})", ""]
     lines += ["## Plots", ""] + [f"![{p}](plots/{p})\n" for p in plot_files]
-    last = run["stages"][-1]
+    last = _last_per_layer(run["stages"]) or run["stages"][-1]
     if last["layers"]:
-        lines += [f"## Layers of the final model ({last['stage']})", "", _md_table(LAYER_HEADER, _layer_rows(last["layers"])), ""]
+        later = "" if last is run["stages"][-1] else "; the later stages run as one graph"
+        lines += [f"## Layers of the final model ({last['stage']}{later})", "",
+                  _md_table(LAYER_HEADER, _layer_rows(last["layers"])), ""]
     return "\n".join(lines)
 
 

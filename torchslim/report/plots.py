@@ -65,14 +65,15 @@ def stage_bars(labels: list[str], values: dict[str, list[float]], title: str) ->
     return _png(fig)
 
 
-def layer_params(names: list[str], before: list[int], after: list[int | None], title: str) -> bytes:
-    """Parameters per layer of the input and the final model (layers matched by name)."""
+def layer_params(names: list[str], before: list[int], after: list[int | None], title: str,
+                 after_label: str = "final") -> bytes:
+    """Parameters per layer of the input and a later model (layers matched by name)."""
     import numpy as np
 
     fig, ax = plt.subplots(figsize=(max(6.4, 0.22 * len(names)), 3.6))
     x = np.arange(len(names))
     ax.bar(x - 0.2, before, 0.4, label="input")
-    ax.bar(x + 0.2, [a or 0 for a in after], 0.4, label="final")
+    ax.bar(x + 0.2, [a or 0 for a in after], 0.4, label=after_label)
     ax.set_xticks(x, names, rotation=90, fontsize=6)
     ax.set_ylabel("parameters (nonzero)")
     ax.set_title(title)
