@@ -174,7 +174,9 @@ class _Labeler:
 
     def join(self, a: torch.Tensor, b: torch.Tensor) -> None:
         a, b = torch.broadcast_tensors(a, b)
-        a, b = a.reshape(-1), b.reshape(-1)
+        # dims along which both sides are expanded (stride 0) repeat the same pairs: compare one slice
+        one = tuple(0 if a.stride(d) == 0 and b.stride(d) == 0 else slice(None) for d in range(a.dim()))
+        a, b = a[one], b[one]
         m = a != b
         if m.any():
             key = torch.unique(a[m] * (1 << 31) + b[m])  # 1-D unique is much faster than unique(dim=1)
@@ -189,6 +191,9 @@ class _Labeler:
 
     def along(self, lab: torch.Tensor, dim: int) -> torch.Tensor:
         """Labels along `dim`, joining every element of a slice (a channel is pruned as a whole)."""
+        if all(lab.stride(d) == 0 or lab.shape[d] == 1 for d in range(lab.dim()) if d != dim):
+            # an expanded per-channel vector (most activations): every slice holds one label already
+            return lab[tuple(slice(None) if d == dim else 0 for d in range(lab.dim()))].clone()
         flat = lab.movedim(dim, 0).reshape(lab.shape[dim], -1)
         rep = flat[:, 0]
         if flat.shape[1] > 1:
@@ -480,8 +485,9 @@ class _Labeler:
             self.join(res, self.expand(self.along(lab, k), res.shape, d))
 
     def _varying(self, lab: torch.Tensor) -> list[int]:
-        return [d for d in range(lab.dim()) if lab.shape[d] > 1
-                and not bool((lab.amax(d, keepdim=True) == lab.amin(d, keepdim=True)).all())]
+        """Dims along which labels differ (a stride-0 dim is an expand: constant by construction)."""
+        return [d for d in range(lab.dim()) if lab.shape[d] > 1 and lab.stride(d) != 0
+                and bool((lab != lab.narrow(d, 0, 1)).any())]
 
     def _check_reshape(self, node, name, src, res):
         var = self._varying(res)
