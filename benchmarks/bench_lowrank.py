@@ -65,7 +65,17 @@ def resnet56_baseline() -> tuple[nn.Module, str]:
 
 
 def vgg16_trained(b: dict, quick: bool) -> tuple[nn.Module, str]:
-    """VGG-16-BN for CIFAR trained here; cached (full budget only) under ~/.cache/torchslim/baselines."""
+    """VGG-16-BN for CIFAR trained here; cached (full budget only) under ~/.cache/torchslim/baselines.
+    The full-budget model of `bench_baselines --parts scratch` is used when it exists."""
+    from benchmarks.bench_baselines import baseline_path
+
+    full = baseline_path("vgg16_cifar", "cifar10")
+    if full.is_file() and not quick:
+        from torchslim.io import model_info
+
+        info = model_info(full)["metadata"]
+        return load_model(full), (f"vgg16_cifar trained from scratch by bench_baselines: {info.get('epochs')} epochs "
+                                  f"on {info.get('train_images')} images, test top-1 {info.get('top1')} % (cached {full})")
     path = cache_dir() / "baselines" / "vgg16_cifar-cifar10-small.safetensors"
     desc = (f"vgg16_cifar trained here from scratch: {b['vgg_epochs']} epochs on {b['vgg_train_images']} "
             f"train images, batch {b['vgg_batch']}, SGD Nesterov lr 0.05 cosine, wd 5e-4")
