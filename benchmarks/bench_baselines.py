@@ -96,7 +96,8 @@ def render(res: dict) -> str:
     """BENCHMARKS.md fragment for every part present in `res` (parts may come from separate runs)."""
     cmds = res.get("commands", {})
     md = ["## Baselines (`benchmarks/bench_baselines.py`)", "",
-          "Commands: " + "; ".join(f"{part}: `{cmd}`" for part, cmd in cmds.items()), "",
+          "Commands: " + "; ".join(f"{part}: " + ", then ".join(f"`{c}`" for c in ([cmd] if isinstance(cmd, str) else cmd))
+                                   for part, cmd in cmds.items()), "",
           "'train s' is the wall time of that training on whatever else the machine was doing (cached "
           "models keep the figure of the run that made them): a budget record, not a speed figure.", ""]
     if res.get("quick"):
@@ -157,8 +158,10 @@ def main(argv=None) -> int:
         res["adapt"] = [rows[n] for n in sorted(rows)]
     if "scratch" in args.parts:
         res["scratch"] = [train_and_cache(n, "cifar10", b, False, args.quick) for n, b in SCRATCH.items()]
-    for part in args.parts:
-        res["commands"][part] = command_line()
+    for part in args.parts:  # adapt rows accumulate over runs: keep every command that made one
+        earlier = res["commands"].get(part, [])
+        earlier = [earlier] if isinstance(earlier, str) else earlier
+        res["commands"][part] = (earlier if part == "adapt" else []) + [command_line()]
     write_result(topic, res, render(res))
     return 0
 
