@@ -108,7 +108,9 @@ def main(argv=None) -> int:
                      f"{paper['ratio']}x, {paper['top1_ref']} -> {paper['top1']}" if paper else "- (not in the paper)"])
         print(rows[-1], flush=True)
     md = ["## Deep Compression (`benchmarks/bench_deep_compression.py`)", "", f"Command: `{command_line()}`", "",
-          "Prune (torchslim.sparsity magnitude, iterative, the paper's per-layer rates) -> retrain -> k-means "
+          "Prune (torchslim.sparsity magnitude, iterative, "
+          + (f"every conv at {args.resnet_sparsity:g}, conv1 and the classifier at {args.resnet_sparsity / 2:g}"
+             if dataset == "cifar10" else "the paper's per-layer rates") + ") -> retrain -> k-means "
           "weight sharing -> retrain centroids -> Huffman + relative-index CSR in a "
           "`.slim` file (bits: " + args.bits + "). Ratio = fp32 parameter bytes / `.slim` file bytes (whole file: header, biases, code "
           "tables, checksum). Top-1 on the " + dataset + f" test set ({len(data.test.dataset)} images). Retraining: "
