@@ -20,9 +20,6 @@ def trained_mlp(digits):
     from torchslim.train import FitConfig, fit
 
     torch.manual_seed(0)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
     m = mlp()
     fit(m, digits.train, config=FitConfig(epochs=8, lr=0.1, weight_decay=0, progress=False))
-    torch.set_num_threads(n)
     return m.eval()

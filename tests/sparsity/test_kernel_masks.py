@@ -18,11 +18,8 @@ def convnet():
 @pytest.fixture(scope="module")
 def trained_convnet(digits):
     torch.manual_seed(0)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
     m = convnet()
     fit(m, digits.train, config=FitConfig(epochs=3, lr=0.05, weight_decay=0, progress=False))
-    torch.set_num_threads(n)
     return m.eval()
 
 
