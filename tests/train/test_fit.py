@@ -87,3 +87,22 @@ def test_bad_config_is_a_clear_error():
         FitConfig(optimizer="rmsprop")
     with pytest.raises(InvalidInputError, match="lr"):
         FitConfig(lr=0)
+    with pytest.raises(InvalidInputError, match="fp16"):
+        FitConfig(precision="fp16")
+
+
+def test_bf16_channels_last_training_learns_and_hands_back_fp32_nchw_weights():
+    data = get_data("digits", batch_size=64)
+    model = create_model("digits_cnn", width=8)
+    seen = []
+
+    class Layout(Callback):
+        def after_backward(self, model, step):
+            w = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1][0]
+            seen.append(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous())
+
+    fit(model, data.train, callbacks=[Layout()],
+        config=FitConfig(epochs=3, lr=0.1, precision="bf16", channels_last=True, progress=False))
+    assert seen and all(seen)  # trained in NHWC
+    assert evaluate(model, data.test)["top1"] > 80  # bf16 autocast still learns
+    assert all(p.dtype == torch.float32 and p.is_contiguous() for p in model.parameters())

@@ -51,6 +51,10 @@ class FitConfig:
     grad_clip: float | None = None
     seed: int = 0
     device: str = "auto"
+    # "bf16": autocast mixed precision (weights and optimizer stay fp32). About 2x faster training on
+    # CPUs with AVX-512 BF16 or AMX (oneDNN) and on recent GPUs; "fp32" is exact and the default.
+    precision: str = "fp32"
+    channels_last: bool = False  # NHWC during training (oneDNN's native conv layout); the model is returned NCHW
     max_steps_per_epoch: int | None = None  # quick runs: stop each epoch after this many batches
     checkpoint_every_steps: int | None = None  # also checkpoint inside long epochs
     eval_every: int = 1  # evaluate on val_loader every N epochs (0: never)
@@ -63,6 +67,8 @@ class FitConfig:
             raise InvalidInputError(f"unknown optimizer {self.optimizer!r}; use sgd, adam or adamw")
         if self.schedule not in ("cosine", "step", "constant"):
             raise InvalidInputError(f"unknown schedule {self.schedule!r}; use cosine, step or constant")
+        if self.precision not in ("fp32", "bf16"):
+            raise InvalidInputError(f"unknown precision {self.precision!r}; use fp32 or bf16")
 
 
 class Callback:
@@ -214,6 +220,9 @@ def fit(
     distributed = D.is_distributed()
     device = D.default_device() if distributed and cfg.device in (None, "auto") else resolve_device(cfg.device, model)
     model.to(device)
+    layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    if cfg.channels_last:
+        model.to(memory_format=layout)
     net: nn.Module = model  # what the loss sees: the model, or its DDP wrapper
     if distributed:
         from torch.nn.parallel import DistributedDataParallel
@@ -285,8 +294,12 @@ def fit(
             for g, base in zip(opt.param_groups, base_lrs):
                 g["lr"] = base * _lr_factor(cfg, epoch + step / steps_per_epoch)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss, logits = loss_fn(net, x, y)
-            for reg in regularizers:
+            if cfg.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=layout)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                loss, logits = loss_fn(net, x, y)
+            loss = loss.float()
+            for reg in regularizers:  # outside autocast: penalties on the fp32 weights
                 loss = loss + reg(model)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch} step {step}; lower the lr")
@@ -331,6 +344,8 @@ def fit(
         rng_at_step = None
     if bar is not None:
         bar.close()
+    if cfg.channels_last:  # hand back the usual layout: safetensors and ONNX export expect contiguous tensors
+        model.to(memory_format=torch.contiguous_format)
     D.barrier()  # rank 0's last checkpoint is on disk before any rank goes on
     for cb in callbacks:
         cb.on_fit_end(model)
