@@ -14,12 +14,7 @@ def digits():
 @pytest.fixture(scope="session")
 def digits_teacher(digits):
     """A digits_cnn trained for a few steps: good enough to be imitated."""
-    torch.manual_seed(0)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # session fixtures are built before the per-test thread setting applies
-    try:
-        t = create_model("digits_cnn", width=16)
-        fit(t, digits.train, config=FitConfig(epochs=3, lr=0.05, progress=False, eval_every=0))
-    finally:
-        torch.set_num_threads(n)
+    torch.manual_seed(0)  # one thread: the autouse session fixture _one_thread is set up before this one
+    t = create_model("digits_cnn", width=16)
+    fit(t, digits.train, config=FitConfig(epochs=3, lr=0.05, progress=False, eval_every=0))
     return t.eval()
