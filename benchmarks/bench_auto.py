@@ -59,6 +59,13 @@ def uniform_l1(model, x, measure, goal: float, steps: int = 7):
     return best
 
 
+def topic(model: str, kinds: tuple, quick: bool) -> str:
+    """One result per (model, action set): the float-only and VGG-16 runs sit beside the default one."""
+    parts = ["auto"] + ([model] if model not in ("resnet56", "resnet20") else [])
+    parts += [] if set(kinds) == {"prune", "lowrank", "quant"} else ["-".join(kinds)]
+    return "-".join(parts) + ("-quick" if quick else "")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="ResNet-20 and small budgets (a smoke run, < 5 min)")
@@ -165,7 +172,8 @@ def main(argv=None) -> int:
                     "predicted": {"metric": auto.chosen.predicted_metric, "val_top1": auto.chosen.predicted_accuracy},
                     "stages": auto.stages, "front": len(auto.front)},
            "rows": rows, "times_s": {k: round(v, 1) for k, v in times.items()}}
-    md = ["## Automatic compression vs single methods (`benchmarks/bench_auto.py`)", ""]
+    md = [f"## Automatic compression vs single methods: {args.model}, actions {'+'.join(kinds)} "
+          "(`benchmarks/bench_auto.py`)", ""]
     if q:
         md += ["_Quick mode: ResNet-20, tiny budgets; not the reference figures._", ""]
     md += [f"Command: `{res['command']}`. Model: {args.model}, {source}; test top-1 {base_test:.2f} % on "
@@ -183,7 +191,7 @@ def main(argv=None) -> int:
                      for r in rows]), "",
            f"auto's choice: {'; '.join(res['auto']['chosen'][:12])}{' ...' if len(res['auto']['chosen']) > 12 else ''}",
            ""]
-    write_result("auto" + ("-quick" if q else ""), res, "\n".join(md))
+    write_result(topic(args.model, kinds, q), res, "\n".join(md))
     print("\n".join(md))
     return 0
 
