@@ -38,7 +38,7 @@ def test_bad_input_is_one_line_and_exit_2(capsys, argv, needle):
 
 def test_train_then_evaluate_then_analyze_the_saved_model(capsys, tmp_path):
     code, out, err = run(capsys, "train", "digits_cnn", "--data", "digits", "--epochs", "2", "--max-steps", "10",
-                         "-o", str(tmp_path / "run"))
+                         "--precision", "bf16", "--channels-last", "-o", str(tmp_path / "run"))
     assert code == 0, err
     saved = tmp_path / "run" / "model.safetensors"
     assert saved.is_file() and json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]

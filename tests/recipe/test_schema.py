@@ -39,6 +39,11 @@ def test_good_recipe_parses():
     r = parse_recipe(GOOD, "good.yaml")
     assert r.stage_names() == ["01-finetune", "02-sparsify"]
     assert r.stages[0].finetune.fit_config(seed=0, device="cpu").lr == 0.05
+    fast = parse_recipe(GOOD.replace("lr: 0.05}", "lr: 0.05, precision: bf16, channels_last: true}"), "fast.yaml")
+    cfg = fast.stages[0].finetune.fit_config(seed=0, device="cpu")
+    assert (cfg.precision, cfg.channels_last) == ("bf16", True)
+    err = _error(GOOD.replace("lr: 0.05}", "lr: 0.05, precision: fp16}"))
+    assert "'fp16'" in err.problems[0][3] and "'bf16'" in err.problems[0][3]
 
 
 def _error(text: str) -> RecipeError:

@@ -18,6 +18,9 @@ def add_fit_args(p, epochs: int = 10, lr: float = 0.05) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--max-steps", type=int, help="at most this many batches per epoch")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="bf16: autocast mixed precision (fp32 weights), about 2x faster on CPUs with AVX-512 BF16")
+    p.add_argument("--channels-last", action="store_true", help="train in NHWC (oneDNN's native conv layout)")
 
 
 def fit_config_from_args(args, epochs: int | None = None):
@@ -26,7 +29,8 @@ def fit_config_from_args(args, epochs: int | None = None):
     return FitConfig(epochs=args.epochs if epochs is None else epochs, lr=args.lr, optimizer=args.optimizer,
                      schedule=args.schedule, weight_decay=args.weight_decay,
                      label_smoothing=args.label_smoothing, seed=args.seed, device=args.device,
-                     max_steps_per_epoch=args.max_steps)
+                     max_steps_per_epoch=args.max_steps, precision=args.precision,
+                     channels_last=args.channels_last)
 
 
 def register(sub) -> None:
