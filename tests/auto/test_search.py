@@ -52,3 +52,10 @@ def test_auto_compress_reaches_a_mac_target_on_a_trained_model():
     assert stages[0]["method"] == "decompose" and set(stages[0]["params"]["rank"]) <= {a.layer for a in actions}
     with pytest.raises(InvalidInputError, match="no combination"):
         auto_compress(model, actions, evaluate=acc, example_input=x, target="macs=0.01x", max_drop=1)
+    assert result.target_met
+    # best effort: the point predicted smallest within the drop, built as it is
+    effort = auto_compress(model, actions, evaluate=acc, example_input=x, target="macs=0.01x", max_drop=30,
+                           best_effort=True, table=(result.base, result.measured))
+    assert not effort.target_met and effort.metric < effort.base.metric
+    within = [p for p in effort.points if effort.base.accuracy - p.predicted_accuracy <= 30]
+    assert effort.chosen.predicted_metric == min(p.predicted_metric for p in within)

@@ -10,7 +10,8 @@
    kinds exclude each other); a whole-model action (int8) is put on top of every point of every
    path, predicted by scaling the metric by the factor it gave the base model;
 3. the most accurate predicted point that meets the target within the allowed drop is applied for
-   real and measured (a miss bisects further along its line for the first real hit); the per-layer
+   real and measured (a miss bisects further along its line for the first real hit; with
+   `best_effort`, an unreachable target takes the fastest point within the drop); the per-layer
    actions are fine-tuned (torchslim.train.fit), int8 is calibrated afterwards.
 All predicted points and their non-dominated subset (the Pareto front) are kept for the report.
 """
@@ -165,6 +166,7 @@ class AutoResult:
     checks: list[dict] = field(default_factory=list)  # points applied for real: predicted vs measured metric
     accuracy_finetuned: float | None = None  # before the whole-model action (int8), when one was chosen
     stages: list[dict] = field(default_factory=list)  # recipe stages that rebuild the model (int8 path pinned)
+    target_met: bool = True  # False: best effort, the target was predicted out of reach within max_drop
 
     @property
     def front(self) -> list[PathPoint]:
@@ -216,7 +218,7 @@ def measure_actions(model: nn.Module, actions: list[Action], *, evaluate: Callab
 def auto_compress(model: nn.Module, actions: list[Action], *, evaluate: Callable[[nn.Module], float],
                   example_input: torch.Tensor, target: Target | str, max_drop: float = 1.0,
                   runtime: str = "onnxruntime", finetune: Callable[[nn.Module], list] | None = None,
-                  calib=None, table: tuple[Measured, list[Measured]] | None = None,
+                  calib=None, table: tuple[Measured, list[Measured]] | None = None, best_effort: bool = False,
                   log: Callable[[str], None] = lambda s: None) -> AutoResult:
     """Search the actions for the most accurate model predicted to meet `target`, build it, fine-tune it.
 
@@ -231,6 +233,8 @@ def auto_compress(model: nn.Module, actions: list[Action], *, evaluate: Callable
         calib: calibration images for int8 actions (e.g. `data.calibration_batches(256)`).
         table: (base, measured) from an earlier `measure_actions` with the same metric: the single
             actions are not measured again (e.g. to search a subset of them).
+        best_effort: when no point is predicted to meet the target within `max_drop`, build the one
+            predicted fastest (smallest) within `max_drop` instead of raising; `target_met` says which.
     """
     target = Target.parse(target) if isinstance(target, str) else target
     if not actions and table is None:
@@ -253,12 +257,20 @@ def auto_compress(model: nn.Module, actions: list[Action], *, evaluate: Callable
                     (best[0][best[1]].predicted_accuracy, -best[0][best[1]].predicted_metric)):
                 best = (line, i)
     points = [p for line in lines for p in line]
+    target_met = best is not None
     if best is None:
+        within = [(line, i) for line in lines for i, p in enumerate(line)
+                  if base.accuracy - p.predicted_accuracy <= max_drop and p.predicted_metric < base.metric]
         low = min(points, key=lambda p: p.predicted_metric)
-        raise InvalidInputError(
-            f"no combination of {len(measured)} actions is predicted to reach {target.metric}={target.fraction}x "
-            f"within {max_drop} points (best: {low.predicted_metric / base.metric:.2f}x at "
-            f"{base.accuracy - low.predicted_accuracy:.2f} points); allow a larger drop or add actions")
+        if not best_effort or not within:
+            raise InvalidInputError(
+                f"no combination of {len(measured)} actions is predicted to reach {target.metric}={target.fraction}x "
+                f"within {max_drop} points (best: {low.predicted_metric / base.metric:.2f}x at "
+                f"{base.accuracy - low.predicted_accuracy:.2f} points); allow a larger drop or add actions")
+        best = min(within, key=lambda li: (li[0][li[1]].predicted_metric, -li[0][li[1]].predicted_accuracy))
+        goal = best[0][best[1]].predicted_metric
+        log(f"target {target.metric}={target.fraction}x is out of reach within {max_drop} points; best effort: "
+            f"{goal / base.metric:.3f}x predicted")
     line, start = best
     # The prediction adds single changes; check real combinations (bisecting the rest of the line,
     # whose metric falls as actions are added) for the first that meets the target.
@@ -275,7 +287,7 @@ def auto_compress(model: nn.Module, actions: list[Action], *, evaluate: Callable
         return real[j]
 
     lo, hi = start, len(line) - 1
-    if check(lo) <= goal:
+    if check(lo) <= goal or not target_met:  # best effort: the chosen point as it is (more would cost more)
         j = lo
     elif check(hi) > goal:
         j = hi
@@ -300,4 +312,4 @@ def auto_compress(model: nn.Module, actions: list[Action], *, evaluate: Callable
         compressed = apply_stages(compressed, [stage], example_input, calib)
         stages.append(stage)
     return AutoResult(compressed, target, base, measured, path, point, measure(compressed), acc0,
-                      evaluate(compressed), history, points, checks, acc_ft, stages)
+                      evaluate(compressed), history, points, checks, acc_ft, stages, target_met)

@@ -27,6 +27,8 @@ def register(sub) -> None:
     p.add_argument("--compressions", default="2,4", help="Tucker/SVD compression ratios to try per layer")
     p.add_argument("--calib-images", type=int, default=256, help="train images calibrating int8")
     p.add_argument("--eval-images", type=int, default=1000, help="validation images scoring each action")
+    p.add_argument("--best-effort", action="store_true",
+                   help="if the target is out of reach within --max-drop, return the fastest point within it")
     add_fit_args(p, epochs=1, lr=0.01)
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(func=run)
@@ -69,7 +71,8 @@ def summary_dict(result, *, test=None) -> dict:
                 "accuracy": p.predicted_accuracy}
 
     b = result.base
-    return {"target": vars(result.target), "base": {"metric": b.metric, "accuracy": b.accuracy},
+    return {"target": vars(result.target), "target_met": result.target_met,
+            "base": {"metric": b.metric, "accuracy": b.accuracy},
             "metric": result.metric, "ratio": result.metric / b.metric,
             "accuracy_before_finetune": result.accuracy_before_finetune,
             "accuracy_finetuned": result.accuracy_finetuned, "accuracy": result.accuracy, "test": test,
@@ -105,7 +108,7 @@ def run(args) -> int:
         model, actions, evaluate=lambda m: evaluate(m, data.val, max_batches=max_batches)["top1"],
         example_input=next(iter(data.val))[0][:1], target=target, max_drop=args.max_drop, runtime=args.runtime,
         finetune=lambda m: fit(m, data.train, val_loader=data.val, config=fit_config_from_args(args)).history,
-        calib=calib, log=console.print)
+        calib=calib, best_effort=args.best_effort, log=console.print)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     save_model(result.model, out / "model.safetensors", input_size=data.input_size)
@@ -136,6 +139,9 @@ def run(args) -> int:
                   f"{p.predicted_metric / result.base.metric:.3f}", f"{p.predicted_accuracy:.2f}")
     console.print(t)
     kinds_used = sorted({a.kind for a in result.chosen.actions})
+    if not result.target_met:
+        console.print(f"[yellow]target {args.target} is out of reach within {args.max_drop} points: "
+                      "best effort[/yellow]")
     console.print(f"chosen: {len(result.chosen.actions)} actions ({', '.join(kinds_used) or 'none'}); "
                   f"{target.metric}: {result.base.metric:.4g} -> {result.metric:.4g} "
                   f"({result.metric / result.base.metric:.2f}x); val top-1 {result.base.accuracy:.2f} -> "
