@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import statistics
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -270,14 +271,19 @@ def torch_x86_int8(model: nn.Module, batches, observer: str) -> nn.Module:
     # reduce_range: fbgemm's u8 x s8 kernels can saturate 16-bit intermediates without it
     qconfig = QConfig(activation=obs.with_args(reduce_range=True), weight=default_per_channel_weight_observer)
     m = copy.deepcopy(model).eval()
-    try:
-        prepared = prepare_fx(m, QConfigMapping().set_global(qconfig), example_inputs=(batches[0][:1],))
-    except Exception as e:
-        raise UnsupportedModelError(f"{type(model).__name__} cannot be FX-traced for torch int8: {e}") from None
-    with torch.no_grad():
-        for x in batches:
-            prepared(x)
-    return convert_fx(prepared).eval()
+    with warnings.catch_warnings():
+        # torch.ao's own notices, not the user's to act on: reduce_range is set on purpose (above), and
+        # the quantized-tensor deprecation concerns the eager int8 backend this path exists to compare.
+        warnings.filterwarnings("ignore", message=r".*reduce_range will be deprecated", category=UserWarning)
+        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor.*deprecated", category=UserWarning)
+        try:
+            prepared = prepare_fx(m, QConfigMapping().set_global(qconfig), example_inputs=(batches[0][:1],))
+        except Exception as e:
+            raise UnsupportedModelError(f"{type(model).__name__} cannot be FX-traced for torch int8: {e}") from None
+        with torch.no_grad():
+            for x in batches:
+                prepared(x)
+        return convert_fx(prepared).eval()
 
 
 # ---------------------------------------------------------------- measuring
