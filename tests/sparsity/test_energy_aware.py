@@ -65,3 +65,26 @@ def test_sparsify_verb_runs_energy_aware_with_fine_tuning():
                                    epochs=1, calib_images=64, return_info=True)
     assert info["energy_fraction"] <= 0.7 and info["history"]
     assert info["density"]["density"] < 1.0
+
+
+def test_layer_io_stops_the_forward_at_the_layer_and_keeps_its_pre_relu_output():
+    from torchslim.sparsity.energy_aware import _layer_io
+
+    torch.manual_seed(0)
+    calls = []
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 4, 3))
+    model[2].register_forward_hook(lambda *a: calls.append(1))
+    x = torch.randn(2, 3, 8, 8)
+    xin, y = _layer_io(model, "0", x)
+    assert torch.equal(xin, x) and torch.equal(y, model[0](x)) and (y < 0).any()  # not overwritten by the ReLU
+    assert not calls  # nothing after layer 0 ran
+    class Unused(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.spare = nn.Linear(3, 2), nn.Linear(2, 2)  # spare: registered, never called
+
+        def forward(self, x):
+            return self.used(x)
+
+    with pytest.raises(InvalidInputError, match="'spare' is not called"):
+        _layer_io(Unused(), "spare", torch.randn(1, 3))

@@ -68,38 +68,79 @@ def _calibration_batch(train, n: int) -> torch.Tensor:
     return torch.cat(xs)
 
 
+class _Stop(Exception):
+    """Raised by a capture hook: nothing after the captured layer needs computing."""
+
+
 def _layer_io(model: nn.Module, fqn: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The input and output of layer `fqn` when `model` runs on `x`."""
+    """The input and output of layer `fqn` when `model` runs on `x`; the forward stops at the layer."""
     layer = model.get_submodule(fqn)
     got = {}
 
     def hook(m, args, out):
-        # clone: an in-place ReLU after the layer would otherwise overwrite the captured output
-        got["x"], got["y"] = args[0].detach().clone(), out.detach().clone()
+        got["x"], got["y"] = args[0].detach(), out.detach()
+        raise _Stop  # so no later (possibly in-place) op touches the captured tensors, and none is paid for
 
     h = layer.register_forward_hook(hook)
     try:
         with torch.no_grad():
             model.eval()(x)
+    except _Stop:
+        pass
     finally:
         h.remove()
+    if "x" not in got:
+        raise InvalidInputError(f"layer {fqn!r} is not called in {type(model).__name__}'s forward")
     return got["x"], got["y"]
+
+
+def _rows(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The layer's input as rows of features X (im2col for a conv), so that its output is X W^T + b."""
+    if isinstance(layer, nn.Conv2d):
+        cols = F.unfold(x, layer.kernel_size, layer.dilation, layer.padding, layer.stride)  # N, D, L
+        return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+    return x.reshape(-1, x.shape[-1])
+
+
+def _targets(layer: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """The layer's output as rows matching `_rows`, bias removed."""
+    Y = y.flatten(2).transpose(1, 2).reshape(-1, y.shape[1]) if isinstance(layer, nn.Conv2d) else \
+        y.reshape(-1, y.shape[-1])
+    return Y - layer.bias.detach() if layer.bias is not None else Y
 
 
 def _features(layer: nn.Module, x: torch.Tensor, y: torch.Tensor, samples: int, gen: torch.Generator):
     """Rows of (input features X, output targets Y) such that Y = X W^T (+ bias) for the layer."""
-    if isinstance(layer, nn.Conv2d):
-        cols = F.unfold(x, layer.kernel_size, layer.dilation, layer.padding, layer.stride)  # N, D, L
-        X = cols.transpose(1, 2).reshape(-1, cols.shape[1])
-        Y = y.flatten(2).transpose(1, 2).reshape(-1, y.shape[1])
-    else:
-        X, Y = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
-    if layer.bias is not None:
-        Y = Y - layer.bias.detach()
+    X, Y = _rows(layer, x), _targets(layer, y)
     if len(X) > samples:
         rows = torch.randperm(len(X), generator=gen)[:samples]
         X, Y = X[rows], Y[rows]
     return X.double(), Y.double()
+
+
+class _OriginalTargets:
+    """Per layer, a fixed sample of row positions and the original network's outputs there.
+
+    The original network never changes, so its outputs are computed once per layer (a few MB at the
+    default 8192 rows) instead of at every greedy step; each step then only runs the pruned network
+    up to the layer.
+    """
+
+    def __init__(self, original: nn.Module, calib: torch.Tensor, samples: int, seed: int = 0):
+        self.original, self.calib, self.samples, self.seed = original, calib, samples, seed
+        self.cache: dict[str, tuple[torch.Tensor | None, torch.Tensor]] = {}
+
+    def __call__(self, name: str, layer: nn.Module) -> tuple[torch.Tensor | None, torch.Tensor]:
+        if name not in self.cache:
+            _, y = _layer_io(self.original, name, self.calib)
+            Y = _targets(layer, y)
+            rows = None
+            if len(Y) > self.samples:
+                gen = torch.Generator().manual_seed(self.seed + len(self.cache))
+                rows = torch.randperm(len(Y), generator=gen)[: self.samples]
+                Y = Y[rows]
+            self.cache[name] = (rows, Y.double())
+        return self.cache[name]
 
 
 def restore_least_squares(layer: nn.Module, X: torch.Tensor, Y: torch.Tensor, ridge: float = 1e-4,
@@ -156,7 +197,7 @@ def energy_aware_prune(model: nn.Module, calib: torch.Tensor, cfg: EnergyAwareCo
     input_size = tuple(calib.shape[1:])
     energy, total0 = _layer_energy(model, input_size, cfg.costs, set(layers))
     sparsity = {n: 1.0 - float(l.weight_mask.float().mean()) for n, l in layers.items()}
-    gen = torch.Generator().manual_seed(0)
+    targets = _OriginalTargets(original, calib, cfg.samples)
     steps, total = [], total0
     while total > cfg.target_energy * total0:
         open_layers = [n for n in layers if sparsity[n] + 1e-9 < cfg.max_layer_sparsity]
@@ -168,9 +209,9 @@ def energy_aware_prune(model: nn.Module, calib: torch.Tensor, cfg: EnergyAwareCo
         set_mask(layer, _keep_largest((layer.weight.detach() * layer.weight_mask).abs(), sparsity[name]))
         restored = False
         if cfg.restore and layer.weight[0].numel() <= cfg.max_restore_dim:
-            x_cur, _ = _layer_io(model, name, calib)
-            _, y_orig = _layer_io(original, name, calib)
-            X, Y = _features(layer, x_cur, y_orig, cfg.samples, gen)
+            rows, Y = targets(name, layer)
+            X = _rows(layer, _layer_io(model, name, calib)[0])
+            X = (X if rows is None else X[rows]).double()
             restore_least_squares(layer, X, Y, cfg.ridge)
             restored = True
         energy, total = _layer_energy(model, input_size, cfg.costs, set(layers))
