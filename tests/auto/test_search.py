@@ -1,7 +1,9 @@
 import pytest
 import torch
+from torch import nn
 
-from torchslim.auto import Action, Measured, Target, auto_compress, greedy_path, lowrank_actions, pareto_front
+from torchslim.auto import (Action, Measured, Target, auto_compress, greedy_path, lowrank_actions, measure_actions,
+                            pareto_front)
 from torchslim.data import get_data
 from torchslim.errors import InvalidInputError
 from torchslim.models import create_model
@@ -32,6 +34,26 @@ def test_greedy_path_takes_the_best_trade_first_and_one_action_per_layer():
     assert path[-1].predicted_accuracy == pytest.approx(90 - 2 - 5)
     front = pareto_front(path)
     assert front == path  # each step trades accuracy for metric
+
+
+def test_accuracy_gains_offset_no_loss_and_savings_never_pass_zero():
+    base = Measured(None, 10.0, 90.0)
+    path = greedy_path(base, [_m("a", "x", 7, 91.0), _m("b", "x", 7, 88.0)])
+    # "a" seems to gain a point (validation noise); it must not cancel "b"'s real loss of two
+    assert path[-1].predicted_accuracy == pytest.approx(88.0)
+    # "c" and "d" save 4 ms each of a 10 ms base; a third saving (3 ms) would pass zero: not taken
+    path = greedy_path(base, [_m("a", "x", 7, 90), _m("b", "x", 7, 90), _m("c", "x", 6, 90), _m("d", "x", 6, 90)])
+    assert all(p.predicted_metric > 0 for p in path) and len(path[-1].actions) == 2
+
+
+def test_base_metric_is_a_median_of_warm_measurements():
+    model = nn.Linear(2, 2)
+    base_calls = iter([100.0, 5.0, 6.0, 4.0, 5.5])  # cold first call, then the usual spread
+    measure = lambda m: next(base_calls) if m is model else 3.0  # noqa: E731
+    actions = [Action(f"l{i}", "x", lambda net: nn.Linear(2, 2)) for i in range(3)]
+    base, measured = measure_actions(model, actions, evaluate=lambda m: 50.0, measure=measure, base_every=1)
+    assert base.metric == pytest.approx(5.25)  # median of 5, 6, 4, 5.5; the cold 100 is discarded
+    assert [m.metric for m in measured] == [3.0, 3.0, 3.0]
 
 
 def test_auto_compress_reaches_a_mac_target_on_a_trained_model():

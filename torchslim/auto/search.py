@@ -2,10 +2,12 @@
 
 1. the base model and the model with each single action are measured: the target metric (latency
    on a chosen runtime, measured here; or MACs, parameters, size, energy, computed) and accuracy on
-   validation images: the per-action table;
+   validation images: the per-action table (the base latency is a median of warm measurements
+   spread over the run);
 2. the greedy path adds, one at a time, the per-layer action (prune a group, decompose a layer) with
    the most metric saved per accuracy point lost (as `actions.compatible` allows; an action may
-   replace the ones it excludes), predicting the combination by adding the single-action changes;
+   replace the ones it excludes), predicting the combination by adding the single-action changes
+   (losses only: an action's accuracy gain is validation noise and pays for no other loss);
    the same path is also walked with each kind of action alone (a mixed greedy path can stall where
    kinds exclude each other); a whole-model action (int8) is put on top of every point of every
    path, predicted by scaling the metric by the factor it gave the base model;
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import re
+import statistics
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -92,6 +95,10 @@ def greedy_path(base: Measured, measured: list[Measured]) -> list[PathPoint]:
     usable = [m for m in measured if m.error is None and m.metric < base.metric and m.action.kind != "quant"]
     chosen: dict[str, Measured] = {}
     metric, acc = base.metric, base.accuracy
+
+    def lost(m: Measured) -> float:  # an accuracy gain alone is validation noise: it pays for no other loss
+        return max(base.accuracy - m.accuracy, 0.0)
+
     path = [PathPoint([], metric, acc)]
     while True:
         best, best_score, best_out = None, -1.0, []
@@ -100,8 +107,8 @@ def greedy_path(base: Measured, measured: list[Measured]) -> list[PathPoint]:
                 continue
             out = [c for c in chosen.values() if not compatible(m.action, c.action)]  # it would replace these
             d_metric = (base.metric - m.metric) - sum(base.metric - c.metric for c in out)  # saved
-            d_acc = (base.accuracy - m.accuracy) - sum(base.accuracy - c.accuracy for c in out)  # lost
-            if d_metric <= 0:
+            d_acc = lost(m) - sum(lost(c) for c in out)
+            if d_metric <= 0 or metric - d_metric <= 0:  # additive savings past zero: a measurement artefact
                 continue
             score = d_metric / max(d_acc, 1e-3)
             if score > best_score:
@@ -110,10 +117,10 @@ def greedy_path(base: Measured, measured: list[Measured]) -> list[PathPoint]:
             return path
         for c in best_out:
             metric += base.metric - c.metric
-            acc += base.accuracy - c.accuracy
+            acc += lost(c)
             del chosen[c.action.key]
         metric -= base.metric - best.metric
-        acc -= base.accuracy - best.accuracy
+        acc -= lost(best)
         chosen[best.action.key] = best
         path.append(PathPoint([m.action for m in chosen.values()], metric, acc))
 
@@ -196,14 +203,23 @@ def apply_actions(model: nn.Module, actions: list[Action], example_input: torch.
 
 
 def measure_actions(model: nn.Module, actions: list[Action], *, evaluate: Callable[[nn.Module], float],
-                    measure: Callable[[nn.Module], float], log: Callable[[str], None] = lambda s: None
-                    ) -> tuple[Measured, list[Measured]]:
-    """The base model and each action alone on a copy: (base, [metric and accuracy per action])."""
+                    measure: Callable[[nn.Module], float], log: Callable[[str], None] = lambda s: None,
+                    base_every: int = 10) -> tuple[Measured, list[Measured]]:
+    """The base model and each action alone on a copy: (base, [metric and accuracy per action]).
+
+    The base metric is the median of measurements taken after a discarded warm-up one and again after
+    every `base_every` actions: a single first measurement of a latency is taken cold (a new runtime
+    session, caches, clocks) and made every action look faster than it is.
+    """
     model = model.eval()
-    base = Measured(None, measure(model), evaluate(model))
+    measure(model)  # warm-up, discarded
+    samples = [measure(model)]
+    base = Measured(None, samples[0], evaluate(model))
     log(f"base: {base.metric:.4g}, accuracy {base.accuracy:.2f}")
     measured = []
-    for a in actions:
+    for i, a in enumerate(actions):
+        if i and base_every and i % base_every == 0:
+            samples.append(measure(model))
         try:
             changed = a.apply(copy.deepcopy(model)).eval()
             measured.append(Measured(a, measure(changed), evaluate(changed)))
@@ -212,6 +228,9 @@ def measure_actions(model: nn.Module, actions: list[Action], *, evaluate: Callab
         m = measured[-1]
         log(f"{a.layer} {a.name}: {m.metric:.4g} ({m.metric / base.metric:.3f}x), accuracy {m.accuracy:.2f}"
             + (f" ({m.error})" if m.error else ""))
+    samples.append(measure(model))
+    base.metric = statistics.median(samples)
+    log(f"base: {base.metric:.4g} (median of {len(samples)}: {', '.join(f'{v:.4g}' for v in samples)})")
     return base, measured
 
 
@@ -290,8 +309,12 @@ def auto_compress(model: nn.Module, actions: list[Action], *, evaluate: Callable
     if check(lo) <= goal or not target_met:  # best effort: the chosen point as it is (more would cost more)
         j = lo
     elif check(hi) > goal:
-        j = hi
-        log(f"even all {len(line[hi].actions)} actions measure {real[hi]:.4g} > goal {goal:.4g}: returning them")
+        # Nothing on the line meets the goal for real: the fastest measured point predicted within the drop.
+        ok = [i for i in real if base.accuracy - line[i].predicted_accuracy <= max_drop]
+        j = min(ok, key=lambda i: real[i])
+        target_met = False
+        log(f"even all {len(line[hi].actions)} actions measure {real[hi]:.4g} > goal {goal:.4g}: keeping the "
+            f"fastest measured point within the drop ({len(line[j].actions)} actions, {real[j]:.4g})")
     else:
         while hi - lo > 1:
             mid = (lo + hi) // 2
