@@ -532,7 +532,12 @@ def main(argv=None) -> int:
     res["commands"] = list(res["budgets"])
     for k, v in new.items():
         if k == "whole":
-            res.setdefault("whole", {}).update(v)
+            # rows of a model decomposed from another starting point (an older baseline) are stale
+            fresh = {(r["model"], r["origin"]) for r in v.values()}
+            models = {m for m, _ in fresh}
+            res["whole"] = {key: r for key, r in res.get("whole", {}).items()
+                            if r["model"] not in models or (r["model"], r["origin"]) in fresh}
+            res["whole"].update(v)
         else:
             res[k] = v
     write_result(topic, res, render(res))
