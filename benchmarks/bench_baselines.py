@@ -117,9 +117,9 @@ def render(res: dict) -> str:
     if "scratch" in res:
         md += ["CIFAR models trained here from scratch on the JPEG train split (45k images, random crop + flip, "
                "SGD Nesterov 0.9, cosine), cached like the adapted ResNets:", "",
-               md_table(["model", "epochs", "lr", "test top-1 %", "val top-1 %", "train s"],
-                        [[r["model"], r["epochs"], r["lr"], r["top1"], r["val_top1"], r["train_s"]]
-                         for r in res["scratch"]]), ""]
+               md_table(["model", "epochs", "lr", "precision", "test top-1 %", "val top-1 %", "train s"],
+                        [[r["model"], r["epochs"], r["lr"], r.get("precision", "fp32"), r["top1"], r["val_top1"],
+                          r["train_s"]] for r in res["scratch"]]), ""]
     if "adapt" in res:
         md += ["Pretrained CIFAR ResNets adapted to the JPEG copy by fine-tuning on its train split "
                "(45k images, random crop + flip, SGD Nesterov 0.9, cosine); cached in "
