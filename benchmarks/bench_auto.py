@@ -38,7 +38,8 @@ from torchslim.train import FitConfig, evaluate, fit
 def load_start(name: str):
     path = baseline_path(name, "cifar10")
     if path.is_file():
-        return load_model(path).eval(), f"adapted baseline {path.name} (bench_baselines.py)"
+        how = "adapted" if name.startswith("resnet") else "trained from scratch"
+        return load_model(path).eval(), f"baseline {path.name} ({how} by bench_baselines.py)"
     return create_model(name, pretrained=True).eval(), f"pretrained {name} (../shared/data), not adapted"
 
 
