@@ -52,7 +52,7 @@ def test_base_metric_is_a_median_of_warm_measurements():
     measure = lambda m: next(base_calls) if m is model else 3.0  # noqa: E731
     actions = [Action(f"l{i}", "x", lambda net: nn.Linear(2, 2)) for i in range(3)]
     base, measured = measure_actions(model, actions, evaluate=lambda m: 50.0, measure=measure, base_every=1)
-    assert base.metric == pytest.approx(5.25)  # median of 5, 6, 4, 5.5; the cold 100 is discarded
+    assert base.metric == pytest.approx(5.25) and base.samples == [5.0, 6.0, 4.0, 5.5]  # the cold 100 discarded
     assert [m.metric for m in measured] == [3.0, 3.0, 3.0]
 
 

@@ -74,6 +74,7 @@ class Measured:
     metric: float
     accuracy: float
     error: str | None = None
+    samples: list[float] = field(default_factory=list)  # the base: every measurement its median is taken over
 
 
 @dataclass
@@ -229,7 +230,7 @@ def measure_actions(model: nn.Module, actions: list[Action], *, evaluate: Callab
         log(f"{a.layer} {a.name}: {m.metric:.4g} ({m.metric / base.metric:.3f}x), accuracy {m.accuracy:.2f}"
             + (f" ({m.error})" if m.error else ""))
     samples.append(measure(model))
-    base.metric = statistics.median(samples)
+    base.metric, base.samples = statistics.median(samples), samples
     log(f"base: {base.metric:.4g} (median of {len(samples)}: {', '.join(f'{v:.4g}' for v in samples)})")
     return base, measured
 
