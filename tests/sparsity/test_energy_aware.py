@@ -24,7 +24,7 @@ def test_least_squares_recovers_weights_on_their_support():
 
 
 def test_restoration_beats_plain_magnitude_on_the_layer_outputs():
-    from torchslim.sparsity.energy_aware import _features, _layer_io
+    from torchslim.sparsity.energy_aware import _layer_io, _OriginalTargets, _rows
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(16, 16, 3))
@@ -35,9 +35,8 @@ def test_restoration_beats_plain_magnitude_on_the_layer_outputs():
     layer = attach_masks(model)["2"]
     w = layer.weight.detach().abs()
     set_mask(layer, w > w.flatten().kthvalue(int(0.7 * w.numel())).values)
-    _, y = _layer_io(original, "2", x)
-    xin, _ = _layer_io(model, "2", x)
-    X, Y = _features(layer, xin, y, 4096, torch.Generator().manual_seed(0))
+    rows, Y = _OriginalTargets(original, x, samples=4096)("2", layer)  # as energy_aware_prune samples them
+    X = _rows(layer, _layer_io(model, "2", x)[0])[rows].double()
     before = float(((X @ layer.weight.detach().double().flatten(1).T) - Y).pow(2).mean())
     restore_least_squares(layer, X, Y)
     after = float(((X @ layer.weight.detach().double().flatten(1).T) - Y).pow(2).mean())

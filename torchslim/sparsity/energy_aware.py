@@ -109,15 +109,6 @@ def _targets(layer: nn.Module, y: torch.Tensor) -> torch.Tensor:
     return Y - layer.bias.detach() if layer.bias is not None else Y
 
 
-def _features(layer: nn.Module, x: torch.Tensor, y: torch.Tensor, samples: int, gen: torch.Generator):
-    """Rows of (input features X, output targets Y) such that Y = X W^T (+ bias) for the layer."""
-    X, Y = _rows(layer, x), _targets(layer, y)
-    if len(X) > samples:
-        rows = torch.randperm(len(X), generator=gen)[:samples]
-        X, Y = X[rows], Y[rows]
-    return X.double(), Y.double()
-
-
 class _OriginalTargets:
     """Per layer, a fixed sample of row positions and the original network's outputs there.
 
