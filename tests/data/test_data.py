@@ -56,3 +56,27 @@ def test_unknown_dataset_and_custom_datasets():
     assert bundle.input_size == (3, 8, 8) and len(bundle.train) == 4
     with pytest.raises(InvalidInputError, match="tensors"):
         from_datasets(torch.utils.data.TensorDataset(torch.randn(4, 5), torch.zeros(4)), ds, num_classes=3)
+
+
+@needs_cifar
+def test_cifar_validation_never_overlaps_what_the_checkpoints_were_trained_on():
+    """The shipped checkpoints saw all of train.npz: val and heldout are the two class-balanced halves of test."""
+    d = get_data("cifar10", augment=False)
+    assert d.protocol == "test-half" and "half" in d.protocol_note
+    pixels = lambda loader: {bytes(img.numpy()) for img in loader.dataset.x}  # noqa: E731
+    val, heldout, test = pixels(d.val), pixels(d.heldout), pixels(d.test)
+    assert len(d.train.dataset) == 50_000 and len(d.val.dataset) == len(d.heldout.dataset) == 5_000
+    assert not val & heldout and val | heldout == test
+    for split in (d.val, d.heldout):
+        assert np.bincount(split.dataset.y.numpy()).tolist() == [500] * 10
+    assert d.split("heldout") is d.heldout and get_data("cifar10").val.dataset.y.tolist() == d.val.dataset.y.tolist()
+    own = get_data("cifar10", protocol="train-split", augment=False)
+    assert (len(own.train.dataset), len(own.val.dataset)) == (45_000, 5_000) and own.split("heldout") is own.heldout
+    with pytest.raises(InvalidInputError, match="protocol 'tests'.*test-half"):
+        get_data("cifar10", protocol="tests")
+
+
+@needs_mnist
+def test_mnist_models_are_trained_here_so_val_is_carved_from_train():
+    d = get_data("mnist")
+    assert d.protocol == "train-split" and len(d.heldout.dataset) == 10_000

@@ -31,6 +31,9 @@ def add_data_args(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--limit", type=int, help="use only the first N images of each split (quick runs)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--protocol", choices=["test-half", "train-split"],
+                   help="how the validation split is chosen (default: the data set's own; cifar10: test-half, "
+                        "half of the test set, since the shipped checkpoints saw all of train.npz)")
 
 
 def parse_input_size(text: str | None) -> tuple[int, int, int] | None:
@@ -73,7 +76,8 @@ def load_data_from_args(args, *, augment: bool = True):
     if not args.data:
         raise InvalidInputError("this command needs --data (digits, mnist or cifar10)")
     return get_data(args.data, data_dir=args.data_dir, batch_size=args.batch_size, num_workers=args.workers,
-                    augment=augment, limit_train=args.limit, limit_eval=args.limit)
+                    augment=augment, limit_train=args.limit, limit_eval=args.limit,
+                    protocol=getattr(args, "protocol", None))
 
 
 def check_input_fits(model: torch.nn.Module, input_size, what: str) -> None:

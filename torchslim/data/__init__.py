@@ -3,9 +3,13 @@
     data = get_data("cifar10", batch_size=128)     # ../shared/data/cifar10/*.npz
     for x, y in data.train: ...
 
+Validation protocols (`PROTOCOLS`): cifar10's `val` is a class-balanced half of its test set and
+`heldout` the other half, because the shipped checkpoints were trained on all of train.npz; mnist's
+`val` is carved from train.npz (its models are trained here).
+
 Built in: `digits` (scikit-learn's 8x8 digits, never downloads), `mnist`, `cifar10`. Any
 `torch.utils.data.Dataset` works through `from_datasets`.
 """
-from torchslim.data.core import DATASETS, DataBundle, from_datasets, get_data
+from torchslim.data.core import DATASETS, PROTOCOLS, SPLITS, DataBundle, from_datasets, get_data
 
-__all__ = ["DATASETS", "DataBundle", "from_datasets", "get_data"]
+__all__ = ["DATASETS", "PROTOCOLS", "SPLITS", "DataBundle", "from_datasets", "get_data"]

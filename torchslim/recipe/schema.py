@@ -71,7 +71,9 @@ class DataSpec(_Strict):
     augment: bool = True
     data_dir: str | None = None
     workers: int = Field(default=0, ge=0)
-    eval_split: Literal["val", "test"] = "test"  # the split the report's accuracy is measured on
+    eval_split: Literal["val", "heldout", "test"] = "test"  # the split the report's accuracy is measured on
+    # how `val` is chosen (torchslim.data.PROTOCOLS); default: the data set's own (cifar10: test-half)
+    protocol: Literal["test-half", "train-split"] | None = None
 
     @model_validator(mode="after")
     def _known(self):
