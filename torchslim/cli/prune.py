@@ -27,6 +27,11 @@ def register(sub) -> None:
     p.add_argument("--recovery-steps", type=int, default=50, help="iterative/layerwise: batches of recovery per round")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--skip", nargs="*", default=[], help="group-name patterns never pruned")
+    p.add_argument("--reconstruct", action="store_true",
+                   help="refit layers that lost input channels by least squares to the original outputs "
+                        "(He et al. 2017, ThiNet); needs --data")
+    p.add_argument("--bn-recalibration", type=int, default=0, metavar="IMAGES",
+                   help="re-estimate BatchNorm statistics on this many training images after pruning (0: off)")
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(func=run)
 
@@ -53,7 +58,8 @@ def run(args) -> int:
     pruned = prune(model, x, args.criterion, args.ratio, target_macs=args.target_macs,
                    target_params=args.target_params, data=data, allocation=args.allocation,
                    layer_ratios=layer_ratios, schedule=args.schedule, steps=args.steps, finetune=recovery,
-                   final_finetune=final, skip=tuple(args.skip), progress=True)
+                   final_finetune=final, skip=tuple(args.skip), progress=True, reconstruct=args.reconstruct,
+                   bn_recalibration=args.bn_recalibration)
     after = profile(pruned, size)
     rep = prune_report(pruned)
     acc_after = evaluate(pruned, data.test)["top1"] if data is not None else None

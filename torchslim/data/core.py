@@ -104,10 +104,10 @@ class DatasetSpec:
 # on: the shipped CIFAR-10 checkpoints saw all of train.npz (ResNet-20 scores 99.8 % there), so for
 # them decisions are made on half of the test set and the other half is held out.
 PROTOCOLS = {
-    "test-half": "train: all of train.npz; val: a fixed class-balanced half of test.npz (never seen by "
-                 "models trained on train.npz); heldout: the other half; test: all of test.npz",
-    "train-split": "train: train.npz less a fixed random validation split carved from it; val: that split; "
-                   "heldout and test: all of test.npz",
+    "test-half": "train: all training images; val: a fixed class-balanced half of the test set (never seen by "
+                 "models trained on the training images); heldout: the other half; test: the whole test set",
+    "train-split": "train: the training images less a fixed validation split carved from them; val: that split; "
+                   "heldout and test: the whole test set",
 }
 
 

@@ -31,6 +31,11 @@ class PruneConfig:
             a time with `finetune` after each, the entropy-pruning schedule); `final_finetune` after all.
         skip: group-name patterns never pruned; min_keep: fraction of each group always kept.
         batches: data batches read by data-driven criteria; options: criterion settings.
+        reconstruct: after each pruning step, refit by least squares every layer that lost input
+            channels so its outputs match the original network's (He et al. 2017; ThiNet); needs data.
+        bn_recalibration: after each step, re-estimate BatchNorm statistics on this many training
+            images (0: off); needs data.
+        calibration_images: training images the reconstruction samples.
     """
 
     criterion: str = "l1"
@@ -48,6 +53,9 @@ class PruneConfig:
     batches: int = 8
     options: dict = field(default_factory=dict)
     progress: bool = False
+    reconstruct: bool = False
+    bn_recalibration: int = 0
+    calibration_images: int = 256
 
     def __post_init__(self):
         targets = [v for v in (self.ratio, self.target_macs, self.target_params) if v is not None]
@@ -58,6 +66,9 @@ class PruneConfig:
         if self.schedule not in ("oneshot", "iterative", "layerwise"):
             raise InvalidInputError(f"unknown schedule {self.schedule!r}; use oneshot, iterative or layerwise")
         CRITERIA.get(self.criterion)  # fails early with the known names
+        if self.bn_recalibration < 0 or self.calibration_images <= 0:
+            raise InvalidInputError(f"bn_recalibration must be >= 0 and calibration_images > 0, got "
+                                    f"{self.bn_recalibration} and {self.calibration_images}")
 
 
 def _log(cfg, msg):
@@ -67,11 +78,27 @@ def _log(cfg, msg):
         console.print(msg)
 
 
+def _images(data, n: int) -> list[torch.Tensor]:
+    """The first `n` training images of a data bundle (or of a loader of (x, y) batches), as batches."""
+    if hasattr(data, "calibration_batches"):
+        return data.calibration_batches(n)
+    out, seen = [], 0
+    for x, _ in data:
+        out.append(x[: n - seen])
+        seen += len(out[-1])
+        if seen >= n:
+            break
+    return out
+
+
 class _Pruner:
     def __init__(self, model, example_input, cfg: PruneConfig, data):
         self.model, self.x, self.cfg, self.data = model, example_input, cfg, data
         if cfg.criterion in DATA_DRIVEN and data is None:
             raise InvalidInputError(f"criterion {cfg.criterion!r} reads data: pass data=get_data(...)")
+        if (cfg.reconstruct or cfg.bn_recalibration) and data is None:
+            raise InvalidInputError("reconstruct and bn_recalibration read training images: pass data=get_data(...)")
+        self.reconstruction: list[dict] = []
         self._graph = ChannelGraph(model, example_input)
         self.original = dict(self._graph.base)
         self.current = dict(self.original)
@@ -110,8 +137,11 @@ class _Pruner:
             plan = select(g, scores, ratio, **kw)
         before = dict(g.base)
         after = g.estimate(plan)  # exact (tested against the profiler), no retrace needed
+        original = copy.deepcopy(self.model) if cfg.reconstruct else None
+        kept = g.kept_indices(plan) if cfg.reconstruct else None
         apply_plan(self.model, g, plan)
         self._graph, self.current = None, after
+        self.recover_without_training(original, kept)
         row = {"ratio": round(float(ratio), 4), "removed_channels": int(plan.sum()), "macs_before": before["macs"],
                "macs_after": after["macs"], "params_after": after["params"],
                "time_s": round(time.perf_counter() - t0, 2)}
@@ -121,6 +151,20 @@ class _Pruner:
         _log(cfg, f"pruned {row['removed_channels']} channels{' of ' + only if only else ''}: MACs "
                   f"{before['macs'] / 1e6:.1f}M -> {after['macs'] / 1e6:.1f}M")
         return row
+
+    def recover_without_training(self, original, kept) -> None:
+        """Least-squares refit of the layers that lost inputs, then BatchNorm statistics, if asked."""
+        cfg = self.cfg
+        if cfg.reconstruct:
+            from torchslim.prune.reconstruct import reconstruct
+
+            rows = reconstruct(original, self.model, kept, _images(self.data, cfg.calibration_images))
+            self.reconstruction.extend(rows)
+            _log(cfg, f"least-squares reconstruction of {len(rows)} layers")
+        if cfg.bn_recalibration:
+            from torchslim.train import recalibrate_batchnorm
+
+            recalibrate_batchnorm(self.model, _images(self.data, cfg.bn_recalibration))
 
     def finetune(self, fc: FitConfig | None):
         if fc is None or self.data is None or fc.epochs == 0:
@@ -205,7 +249,7 @@ def prune(model: nn.Module, example_input: torch.Tensor, criterion: str = "l1", 
               "before": p.original, "after": dict(p.current),
               "macs_ratio": p.current["macs"] / max(p.original["macs"], 1),
               "params_ratio": p.current["params"] / max(p.original["params"], 1),
-              "steps": p.steps, "pinned": p.notes, "finetune": [h for h in history if h], "time_s": round(time.perf_counter() - t0, 2)}
+              "steps": p.steps, "pinned": p.notes, "reconstruction": p.reconstruction, "finetune": [h for h in history if h], "time_s": round(time.perf_counter() - t0, 2)}
     object.__setattr__(model, REPORT_ATTR, report)
     return model
 

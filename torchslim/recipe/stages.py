@@ -212,6 +212,10 @@ class PruneParams(_Options):
     # {group name: fraction removed}; alone, only these groups are pruned (what `torchslim auto` writes)
     layer_ratios: dict[str, float] | None = None
     sensitivity: bool | SensitivityParams = False
+    # recovery without training: least-squares refit of layers that lost inputs (He et al. 2017),
+    # BatchNorm statistics re-estimated on this many training images
+    reconstruct: bool = False
+    bn_recalibration: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _ratios(self):
