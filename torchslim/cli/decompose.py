@@ -39,6 +39,8 @@ def register(sub) -> None:
     p.add_argument("--layers", nargs="*", help="fnmatch patterns of layer names (default: all)")
     p.add_argument("--linear-method", default="svd", help="method for Linear layers ('none': leave them)")
     p.add_argument("--finetune-epochs", type=float, default=0, help="fine-tuning epochs after decomposition")
+    p.add_argument("--no-distill", action="store_true",
+                   help="fine-tune on the labels alone (default: KD from the undecomposed model as well)")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--max-steps", type=int, help="at most this many batches per fine-tuning epoch")
     p.add_argument("--calibration", type=int, default=256, help="images for response-reconstruction methods")
@@ -87,8 +89,12 @@ def run(args) -> int:
             if args.finetune_epochs < 1 and steps is None:
                 steps = max(1, int(args.finetune_epochs * len(data.train)))
             cfg = FitConfig(epochs=epochs, lr=args.lr, max_steps_per_epoch=steps, nesterov=True)
-            res = fit(small, data.train, val_loader=data.val, config=cfg)
+            from torchslim.distill import from_original
+
+            res = fit(small, data.train, val_loader=data.val, config=cfg,
+                      loss_fn=None if args.no_distill else from_original(model))
             result["finetune"] = {"epochs": args.finetune_epochs, "lr": args.lr, "max_steps": steps,
+                                  "distill_from_original": not args.no_distill,
                                   "history": res.history}
             result["after_finetune"] = evaluate(small, data.test)
     result["report"] = rep.to_dict()

@@ -30,6 +30,8 @@ def register(sub) -> None:
     p.add_argument("--reconstruct", action="store_true",
                    help="refit layers that lost input channels by least squares to the original outputs "
                         "(He et al. 2017, ThiNet); needs --data")
+    p.add_argument("--no-distill", action="store_true",
+                   help="fine-tune on the labels alone (default: KD from the unpruned model as well)")
     p.add_argument("--bn-recalibration", type=int, default=0, metavar="IMAGES",
                    help="re-estimate BatchNorm statistics on this many training images after pruning (0: off)")
     p.add_argument("-o", "--output", required=True)
@@ -59,7 +61,7 @@ def run(args) -> int:
                    target_params=args.target_params, data=data, allocation=args.allocation,
                    layer_ratios=layer_ratios, schedule=args.schedule, steps=args.steps, finetune=recovery,
                    final_finetune=final, skip=tuple(args.skip), progress=True, reconstruct=args.reconstruct,
-                   bn_recalibration=args.bn_recalibration)
+                   bn_recalibration=args.bn_recalibration, distill=not args.no_distill)
     after = profile(pruned, size)
     rep = prune_report(pruned)
     acc_after = evaluate(pruned, data.test)["top1"] if data is not None else None

@@ -36,6 +36,8 @@ class PruneConfig:
         bn_recalibration: after each step, re-estimate BatchNorm statistics on this many training
             images (0: off); needs data.
         calibration_images: training images the reconstruction samples.
+        distill: fine-tune with Hinton KD from the unpruned model (`torchslim.distill.from_original`)
+            instead of the hard labels alone; the default recovery loss.
     """
 
     criterion: str = "l1"
@@ -56,6 +58,7 @@ class PruneConfig:
     reconstruct: bool = False
     bn_recalibration: int = 0
     calibration_images: int = 256
+    distill: bool = True
 
     def __post_init__(self):
         targets = [v for v in (self.ratio, self.target_macs, self.target_params) if v is not None]
@@ -99,6 +102,7 @@ class _Pruner:
         if (cfg.reconstruct or cfg.bn_recalibration) and data is None:
             raise InvalidInputError("reconstruct and bn_recalibration read training images: pass data=get_data(...)")
         self.reconstruction: list[dict] = []
+        self.teacher = copy.deepcopy(model).eval() if cfg.distill and (cfg.finetune or cfg.final_finetune) else None
         self._graph = ChannelGraph(model, example_input)
         self.original = dict(self._graph.base)
         self.current = dict(self.original)
@@ -175,7 +179,13 @@ class _Pruner:
 
             self.taylor = TaylorCallback(self.graph)
             callbacks.append(self.taylor)
-        res = fit(self.model, self.data.train, val_loader=self.data.val, config=fc, callbacks=callbacks)
+        loss_fn = None
+        if self.teacher is not None:
+            from torchslim.distill import from_original
+
+            loss_fn = from_original(self.teacher)
+        res = fit(self.model, self.data.train, val_loader=self.data.val, config=fc, callbacks=callbacks,
+                  loss_fn=loss_fn)
         self.model.cpu()
         return res.last
 

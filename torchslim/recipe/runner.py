@@ -20,6 +20,7 @@ an interrupted and resumed run computes what an uninterrupted one does.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -312,6 +313,9 @@ def run_recipe(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike, *
         spec = STAGES.get(stage.method)
         info: dict = {"stage": name, "method": stage.method, "params": stage.params, "input_size": list(input_size)}
         budget = stage.budget
+        # the uncompressed model teaches its compressed copy during recovery (unless the budget says no)
+        teacher = copy.deepcopy(model).eval() if (stage.finetune is not None and stage.finetune.distill_from_input
+                                                  and stage.method not in ("finetune", "distill")) else None
         policy_cb = None
         if stage.policies:
             policy_cb = PolicyCallback(spec.fn, stage.params, stage.policies, ctx)
@@ -330,7 +334,13 @@ def run_recipe(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike, *
             ckpt = stage_dir / kind
             callbacks = list(ctx.callbacks) + ([policy_cb] if policy_cb else [])
             if kind == "finetune":
-                result = fit(model, data.train, val_loader=data.val, config=config, loss_fn=ctx.loss_fn,
+                loss_fn = ctx.loss_fn
+                if loss_fn is None and teacher is not None:
+                    from torchslim.distill import from_original
+
+                    loss_fn = from_original(teacher)
+                    info["recovery_loss"] = "kd from the stage's input model"
+                result = fit(model, data.train, val_loader=data.val, config=config, loss_fn=loss_fn,
                              regularizers=ctx.regularizers, callbacks=callbacks, checkpoint_dir=ckpt)
                 info["history"] = result.history
                 if result.resumed_from:

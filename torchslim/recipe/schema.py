@@ -104,11 +104,14 @@ class Budget(_Strict):
     eval_every: int = Field(default=1, ge=0)
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast mixed precision, about 2x on AVX-512-BF16 CPUs
     channels_last: bool = False
+    # recovery after a compression stage: Hinton KD from the stage's input model besides the labels
+    # (torchslim.distill.from_original); false: the labels alone
+    distill_from_input: bool = True
 
     def fit_config(self, *, seed: int, device: str, progress: bool = True):
         from torchslim.train import FitConfig
 
-        fields = self.model_dump(exclude={"teacher", "method", "params"})
+        fields = self.model_dump(exclude={"teacher", "method", "params", "distill_from_input"})
         return FitConfig(**fields, seed=seed, device=device, progress=progress)
 
 
