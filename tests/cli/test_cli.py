@@ -1,3 +1,4 @@
+import argparse
 import json
 
 import pytest
@@ -51,3 +52,28 @@ def test_train_then_evaluate_then_analyze_the_saved_model(capsys, tmp_path):
 def test_models_lists_names(capsys):
     code, out, _ = run(capsys, "models", "resnet*")
     assert code == 0 and "resnet56" in out and "torchvision" not in out
+
+
+@pytest.mark.parametrize("command", ["train", "prune", "decompose", "sparsify", "quantize", "distill",
+                                     "deep-compression", "auto"])
+def test_every_fine_tuning_command_takes_the_training_speed_flags(command):
+    from torchslim.cli.main import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    flags = {s for a in sub._actions for s in a.option_strings}
+    assert {"--precision", "--channels-last"} <= flags, command
+
+
+def test_prune_fine_tunes_in_bf16_channels_last_from_the_cli(tmp_path, monkeypatch):
+    import importlib
+
+    from torchslim.cli.main import main
+
+    api = importlib.import_module("torchslim.prune.api")
+    configs = []
+    real_fit = api.fit
+    monkeypatch.setattr(api, "fit", lambda *a, **k: configs.append(k["config"]) or real_fit(*a, **k))
+    assert main(["prune", "digits_cnn", "--ratio", "0.3", "--data", "digits", "--finetune-epochs", "1",
+                 "--finetune-steps", "1", "--precision", "bf16", "--channels-last", "-o", str(tmp_path / "p")]) == 0
+    assert [(c.precision, c.channels_last) for c in configs] == [("bf16", True)]

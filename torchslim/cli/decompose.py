@@ -39,6 +39,9 @@ def register(sub) -> None:
     p.add_argument("--layers", nargs="*", help="fnmatch patterns of layer names (default: all)")
     p.add_argument("--linear-method", default="svd", help="method for Linear layers ('none': leave them)")
     p.add_argument("--finetune-epochs", type=float, default=0, help="fine-tuning epochs after decomposition")
+    from torchslim.cli.train import add_precision_args
+
+    add_precision_args(p)
     p.add_argument("--no-distill", action="store_true",
                    help="fine-tune on the labels alone (default: KD from the undecomposed model as well)")
     p.add_argument("--lr", type=float, default=0.01)
@@ -88,7 +91,8 @@ def run(args) -> int:
             steps = args.max_steps
             if args.finetune_epochs < 1 and steps is None:
                 steps = max(1, int(args.finetune_epochs * len(data.train)))
-            cfg = FitConfig(epochs=epochs, lr=args.lr, max_steps_per_epoch=steps, nesterov=True)
+            cfg = FitConfig(epochs=epochs, lr=args.lr, max_steps_per_epoch=steps, nesterov=True,
+                            precision=args.precision, channels_last=args.channels_last)
             from torchslim.distill import from_original
 
             res = fit(small, data.train, val_loader=data.val, config=cfg,

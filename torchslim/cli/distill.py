@@ -36,6 +36,9 @@ def register(subparsers) -> None:
     p.add_argument("--limit", type=int, help="use a fixed random subset of N images per split")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="auto")
+    from torchslim.cli.train import add_precision_args
+
+    add_precision_args(p)
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
     p.set_defaults(func=run)
 
@@ -84,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     size = data.input_size
     cfg = DistillConfig(
         fit=FitConfig(epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay,
-                      device=args.device, max_steps_per_epoch=args.max_steps, progress=True),
+                      device=args.device, max_steps_per_epoch=args.max_steps, progress=True,
+                      precision=args.precision, channels_last=args.channels_last),
         temperature=args.temperature, alpha=args.alpha, beta=args.beta, at_mode=args.at_mode,
         cache_teacher=args.cache_teacher, checkpoint_dir=str(Path(args.output) / "checkpoint"))
     _check_classes(teacher, student, data, size)

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from torchslim.cli.common import add_data_args, add_model_args, console, load_data_from_args, load_model_from_args
+from torchslim.cli.train import add_precision_args
 
 
 def register(sub) -> None:
@@ -26,6 +27,7 @@ def register(sub) -> None:
     p.add_argument("--finetune-steps", type=int, help="at most this many batches per fine-tuning epoch")
     p.add_argument("--recovery-steps", type=int, default=50, help="iterative/layerwise: batches of recovery per round")
     p.add_argument("--lr", type=float, default=0.01)
+    add_precision_args(p)
     p.add_argument("--skip", nargs="*", default=[], help="group-name patterns never pruned")
     p.add_argument("--reconstruct", action="store_true",
                    help="refit layers that lost input channels by least squares to the original outputs "
@@ -50,9 +52,10 @@ def run(args) -> int:
     model, size = load_model_from_args(args)
     data = load_data_from_args(args) if args.data else None
     x = torch.zeros(1, *size)
-    final = FitConfig(epochs=args.finetune_epochs, lr=args.lr, max_steps_per_epoch=args.finetune_steps) \
+    speed = dict(precision=args.precision, channels_last=args.channels_last)
+    final = FitConfig(epochs=args.finetune_epochs, lr=args.lr, max_steps_per_epoch=args.finetune_steps, **speed) \
         if args.finetune_epochs else None
-    recovery = FitConfig(epochs=1, lr=args.lr, max_steps_per_epoch=args.recovery_steps) \
+    recovery = FitConfig(epochs=1, lr=args.lr, max_steps_per_epoch=args.recovery_steps, **speed) \
         if args.schedule != "oneshot" and data is not None else None
     layer_ratios = json.loads(Path(args.layer_ratios).read_text()) if args.layer_ratios else None
     acc_before = evaluate(model, data.test)["top1"] if data is not None else None

@@ -18,6 +18,11 @@ def add_fit_args(p, epochs: int = 10, lr: float = 0.05) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--max-steps", type=int, help="at most this many batches per epoch")
+    add_precision_args(p)
+
+
+def add_precision_args(p) -> None:
+    """Training speed flags, on every command that fine-tunes (FitConfig.precision / channels_last)."""
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                    help="bf16: autocast mixed precision (fp32 weights), about 2x faster on CPUs with AVX-512 BF16")
     p.add_argument("--channels-last", action="store_true", help="train in NHWC (oneDNN's native conv layout)")
