@@ -4,7 +4,10 @@
 
 One SGD step (forward, cross entropy, backward, update) at batch 128 on 32x32 inputs, timed in
 rounds that cycle through the four settings, so every setting sees the same machine load; the
-figures are medians over the rounds. bf16 keeps fp32 weights and optimizer state (autocast); its
+figures are medians over the rounds. Each setting's throughput is also given as images per second
+and as a fraction of this machine's peak for its precision (a 2048x2048 matmul in fp32 or bf16,
+warm median, timed between the same rounds), counting a training step as 3x the forward MACs (the
+backward pass costs about twice the forward), so one sees whether the loop or the data is the cost. bf16 keeps fp32 weights and optimizer state (autocast); its
 speed comes from oneDNN's bf16 kernels, so it depends on the CPU (AVX-512 BF16 or AMX).
 """
 from __future__ import annotations
@@ -29,6 +32,18 @@ def cpu_flags() -> str:
     except (OSError, IndexError):
         return platform.processor()
     return " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags)
+
+
+def gemm_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 7) -> float:
+    """FLOP/s of a square matmul in `dtype`, warm median (oneDNN/MKL's best case on this CPU)."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b  # warm-up: kernel selection, page faults
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n ** 3 / statistics.median(times)
 
 
 def step_times(name: str, rounds: int, batch: int) -> dict[str, float]:
@@ -66,14 +81,22 @@ def main(argv=None) -> int:
     names = args.models or (["resnet20"] if args.quick else ["vgg16_cifar", "resnet56"])
     rounds = 3 if args.quick else args.rounds
     rows = []
+    from torchslim.analysis import profile
+
+    peaks = {"fp32": gemm_peak(torch.float32), "bf16": gemm_peak(torch.bfloat16)}
     for name in names:
         t = step_times(name, rounds, batch=128)
+        peaks = {k: max(v, gemm_peak(torch.float32 if k == "fp32" else torch.bfloat16)) for k, v in peaks.items()}
         base = t["fp32"]
+        flops = 3 * 2 * profile(create_model(name), (3, 32, 32)).macs * 128  # forward + backward, one batch
         rows.append({"model": name, **{k: v for k, v in t.items()},
-                     **{f"speedup {k}": base / v for k, v in t.items() if k != "fp32"}})
+                     **{f"speedup {k}": base / v for k, v in t.items() if k != "fp32"},
+                     **{f"images/s {k}": 128 / v for k, v in t.items()},
+                     **{f"peak fraction {k}": min(1.0, flops / v / peaks[k.split()[0]]) for k, v in t.items()}})
         print(rows[-1], flush=True)
     res = {"quick": args.quick, "command": command_line(), "threads": args.threads, "rounds": rounds,
-           "cpu": cpu_flags(), "torch": torch.__version__, "rows": rows}
+           "cpu": cpu_flags(), "torch": torch.__version__, "peak_gflops": {k: v / 1e9 for k, v in peaks.items()},
+           "rows": rows}
     keys = [f"{p}{' channels_last' if c else ''}" for p, c in SETTINGS]
     md = ["## Training step time by precision and layout (`benchmarks/bench_train_precision.py`)", ""]
     if args.quick:
@@ -83,6 +106,11 @@ def main(argv=None) -> int:
            f"{torch.__version__}. Seconds per step, and the speedup over fp32 NCHW:", "",
            md_table(["model"] + keys + [f"speedup {k}" for k in keys[1:]],
                     [[r["model"]] + [f"{r[k]:.3f}" for k in keys] + [f"{r['speedup ' + k]:.2f}x" for k in keys[1:]]
+                     for r in rows]), "",
+           f"Throughput, images per second (and fraction of the measured matmul peak: fp32 "
+           f"{peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s):", "",
+           md_table(["model"] + keys,
+                    [[r["model"]] + [f"{r['images/s ' + k]:.0f} ({100 * r['peak fraction ' + k]:.0f} %)" for k in keys]
                      for r in rows]), ""]
     write_result("train_precision" + ("-quick" if args.quick else ""), res, "\n".join(md))
     print("\n".join(md))
