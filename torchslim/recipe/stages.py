@@ -316,7 +316,16 @@ class KeepZeros(Callback):
 
 class SparsifyParams(_Options):
     method: str = "magnitude"
-    sparsity: float = Field(default=0.5, ge=0, lt=1)
+    # one fraction of zeros for every layer, or {layer name: fraction} (e.g. a paper's per-layer rates)
+    sparsity: float | dict[str, float] = Field(default=0.5)
+
+    @model_validator(mode="after")
+    def _fractions(self):
+        values = self.sparsity.values() if isinstance(self.sparsity, dict) else [self.sparsity]
+        bad = [v for v in values if not 0 <= v < 1]
+        if bad:
+            raise ValueError(f"sparsity must be a fraction in [0, 1) (or a dict of them), got {self.sparsity}")
+        return self
 
 
 @register_stage("sparsify", params=SparsifyParams)
