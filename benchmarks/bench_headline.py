@@ -1,0 +1,168 @@
+"""The headline table: each row a shipped recipe run end to end, beside the paper or tool it answers.
+
+    python -m benchmarks.bench_headline [--rows r56-int8 lenet5-dc ...] [--runs-dir runs/headline]
+                                        [--device cpu|cuda] [--assemble]
+
+Each row runs `torchslim compress recipes/<recipe>.yaml -o <runs-dir>/<id>` (resumable: a killed run
+goes on where it stopped), then measures, from the run folder:
+- top-1 of the compressed model on the full 10,000-image test set (the papers' protocol) and on the
+  held-out half of it that no decision saw (cifar10's `val` is the other half; MNIST models are
+  trained here, so their val split is carved from train and the held-out set is the test set);
+- MACs, parameters and file size (the coded .slim file where the recipe writes one) against the
+  row's baseline: the shipped checkpoint, or the recipe's own `train` stage where no checkpoint ships;
+- ONNX Runtime latency at batch 1 and 32, one thread, the baseline and the compressed model timed
+  alternately in one run (`torchslim.analysis.latency_side_by_side`);
+- the budget: fine-tuning epochs and wall-clock core-minutes of the run.
+Rows whose recipe has not run are listed as such, with no figures. `--assemble` only rebuilds the
+table from results/headline.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import RESULTS, command_line, md_table, write_result
+from torchslim.analysis import latency_side_by_side, profile
+from torchslim.analysis.latency import machine_info
+from torchslim.data import get_data
+from torchslim.io import load_model
+from torchslim.paths import RECIPES_DIR
+from torchslim.recipe import load_recipe, run_recipe
+from torchslim.recipe.runner import INPUT_STAGE
+from torchslim.train import evaluate
+
+# id: (recipe, model, method, anchor: the figure of the paper or tool it answers, goal)
+ROWS = {
+    "r56-prune-2x": ("headline_r56_prune_2x", "ResNet-56", "filter pruning to <= 0.5x MACs",
+                     "Torch-Pruning's CIFAR benchmark, 2.12x: L1 93.53 -> 92.93, BN-scale -> 93.29, 100 GPU epochs",
+                     "<= 0.3 pt drop from 93.39 with <= 15 epochs; ORT speedup >= 1.6x at batch 1"),
+    "r56-prune-li": ("headline_r56_prune_li", "ResNet-56", "filter pruning, Li et al. setting (-27.6 % FLOPs)",
+                     "Li et al. 2017: 93.04 -> 93.06, 40 epochs", "no drop (>= 93.3) with <= 5 epochs"),
+    "r56-int8": ("headline_r56_int8", "ResNet-56", "int8 PTQ",
+                 "Krishnamoorthi 2018: per-channel PTQ within 0.5 pt", "<= 0.3 pt drop; int8 ORT >= 2x faster than fp32 ORT"),
+    "r56-tucker": ("headline_r56_tucker", "ResNet-56", "whole-network Tucker-2 at >= 2x fewer MACs",
+                   "Kim et al. 2016: AlexNet -1.7 top-5 at 2.67x FLOPs", "<= 0.5 pt drop with <= 15 epochs"),
+    "lenet300-dc": ("headline_lenet300_dc", "LeNet-300-100", "Deep Compression (prune + k-means + Huffman)",
+                    "Han et al. 2016: 40x, no loss", ">= 40x at <= 0.1 pt drop"),
+    "lenet5-dc": ("headline_lenet5_dc", "LeNet-5", "Deep Compression (prune + k-means + Huffman)",
+                  "Han et al. 2016: 39x, no loss", ">= 39x at <= 0.1 pt drop"),
+    "lenet5-dns": ("headline_lenet5_dns", "LeNet-5", "Dynamic Network Surgery",
+                   "Guo et al. 2016: 108x fewer parameters, no loss", ">= 100x at <= 0.1 pt drop"),
+}
+NOT_YET = ("r56-dc", "r56-auto")  # in the issue's table; no shipped recipe reproduces them yet
+
+
+def _baseline_stage(run_dir: Path, recipe) -> str:
+    """The stage whose model is the row's starting point: a `train` stage if the recipe trains one."""
+    names = recipe.stage_names()
+    return next((n for n, s in zip(names, recipe.stages) if s.method == "finetune"), INPUT_STAGE)
+
+
+def _file_bytes(stage_dir: Path) -> int:
+    slim = sorted(stage_dir.glob("*.slim"))
+    return (slim[0] if slim else stage_dir / "model.safetensors").stat().st_size
+
+
+def measure_row(row_id: str, runs_dir: Path, device: str) -> dict:
+    recipe_name, model_name, method, anchor, goal = ROWS[row_id]
+    path = RECIPES_DIR / f"{recipe_name}.yaml"
+    recipe = load_recipe(path)
+    recipe = recipe.model_copy(update={"device": device})
+    run_dir = runs_dir / row_id
+    t0 = time.perf_counter()
+    run_recipe(recipe, run_dir, progress=False, report=True, log=print)
+    wall = time.perf_counter() - t0
+    names = recipe.stage_names()
+    base_name = _baseline_stage(run_dir, recipe)
+    base_dir, stage_dirs = run_dir / "stages" / base_name, [run_dir / "stages" / n for n in names]
+    last = max((d for d in stage_dirs if d.name != base_name and not d.name.endswith("export")),
+               key=lambda d: d.name)
+    coded = next((d for d in stage_dirs if list(d.glob("*.slim"))), last)
+    base, small = load_model(base_dir / "model.safetensors").eval(), load_model(last / "model.safetensors").eval()
+    data = get_data(recipe.data.name, augment=False)
+    size = tuple(json.loads((base_dir / "metrics.json").read_text())["input_size"])
+    pb, ps = profile(base, size), profile(small, size)
+    acc = {k: (evaluate(base, data.split(k))["top1"], evaluate(small, data.split(k))["top1"]) for k in ("test", "heldout")}
+    lat = {}
+    for bs in (1, 32):
+        t = latency_side_by_side({"base": base, "small": small}, torch.randn(bs, *size), runtime="onnxruntime",
+                                 threads=1, rounds=7, calls=10 if bs == 1 else 2)
+        lat[bs] = t["base"]["ms"] / t["small"]["ms"]
+    infos = [json.loads((d / "metrics.json").read_text()) for d in stage_dirs]
+    epochs = sum(len(i.get("history", [])) for i in infos if i["stage"] != base_name)
+    stage_s = sum(i.get("time_s", 0) for i in infos)
+    return {
+        "id": row_id, "model": model_name, "method": method, "recipe": f"recipes/{recipe_name}.yaml",
+        "anchor": anchor, "goal": goal, "baseline_top1": acc["test"][0], "baseline_top1_heldout": acc["heldout"][0],
+        "top1_full_test": acc["test"][1], "top1_heldout": acc["heldout"][1],
+        # an int8 model run by ONNX Runtime is one opaque layer to the profiler: no MACs, no parameters
+        "macs_ratio": ps.macs / pb.macs if ps.macs else None,
+        "params_ratio": ps.nonzero_params / pb.nonzero_params if ps.nonzero_params else None,
+        "file_ratio": _file_bytes(coded) / _file_bytes(base_dir),
+        "speedup_ort_bs1": lat[1], "speedup_ort_bs32": lat[32], "epochs": epochs,
+        "core_minutes": round(stage_s / 60, 1), "this_call_wall_s": round(wall, 1),
+        "baseline_stage": base_name, "protocol": data.protocol_note, "device": device,
+    }
+
+
+def render(res: dict) -> str:
+    rows = {r["id"]: r for r in res.get("rows", [])}
+    inv = lambda v, fmt: "-" if v is None else format(1 / v, fmt) + "x"  # noqa: E731
+    md = ["## Headline: torchslim beside the papers and tools (`benchmarks/bench_headline.py`)", "",
+          "Each row is a shipped recipe, rerun with `torchslim compress recipes/<recipe>.yaml -o runs/x` "
+          "(resumable) and measured by `python -m benchmarks.bench_headline --rows <id>`. Top-1 on the full "
+          "10,000-image test set (the papers' protocol) and on the held-out half no decision saw (CIFAR-10; MNIST "
+          "models are trained here, their held-out set is the test set). Ratios are compressed / baseline; "
+          "latency: ONNX Runtime, one thread, baseline and compressed model timed alternately in one run. "
+          "Budget: fine-tuning epochs and wall-clock core-minutes of the recipe run.", ""]
+    table = []
+    for row_id in list(ROWS) + list(NOT_YET):
+        r = rows.get(row_id)
+        if r is None:
+            anchor = ROWS[row_id][3] if row_id in ROWS else "see issue 14"
+            table.append([row_id, "not run yet", "", "", "", "", "", "", "", "", anchor])
+            continue
+        table.append([row_id, f"{r['model']}: {r['method']}",
+                      f"{r['baseline_top1']:.2f} -> {r['top1_full_test']:.2f}",
+                      f"{r['baseline_top1_heldout']:.2f} -> {r['top1_heldout']:.2f}",
+                      inv(r["macs_ratio"], ".2f"), inv(r["params_ratio"], ".1f"), inv(r["file_ratio"], ".1f"),
+                      f"{r['speedup_ort_bs1']:.2f}x / {r['speedup_ort_bs32']:.2f}x",
+                      r["epochs"], r["core_minutes"], r["anchor"]])
+    md.append(md_table(["id", "row", "top-1 full test", "top-1 held-out half", "MACs", "params", "file",
+                        "ORT bs1 / bs32", "epochs", "core-min", "anchor (their figure)"], table))
+    md += ["", "Goals (issue 14): " + "; ".join(f"{k}: {v[4]}" for k, v in ROWS.items()) + ".", ""]
+    if res.get("machine"):
+        m = res["machine"]
+        md += [f"Machine: {m.get('cpu', '')}, torch {m.get('torch', '')}.", ""]
+    return "\n".join(md)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
+    ap.add_argument("--runs-dir", default="runs/headline")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--quick", action="store_true", help="accepted for `benchmarks.run --quick`: rebuilds the table only")
+    ap.add_argument("--assemble", action="store_true", help="only rebuild the table from results/headline.json")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    old = RESULTS / "headline.json"
+    res = json.loads(old.read_text()) if old.is_file() else {"rows": []}
+    if not (args.assemble or args.quick):
+        for row_id in args.rows:
+            row = measure_row(row_id, Path(args.runs_dir), args.device) | {"command": command_line()}
+            res["rows"] = [r for r in res["rows"] if r["id"] != row_id] + [row]
+            res["rows"].sort(key=lambda r: list(ROWS).index(r["id"]))
+            res["machine"] = machine_info(1, False)
+            write_result("headline", res, render(res))  # after every row: a kill loses at most one row
+            print(json.dumps(row, indent=2), flush=True)
+    write_result("headline", res, render(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
