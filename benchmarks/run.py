@@ -31,7 +31,8 @@ def bench_modules() -> list[str]:
 
 def assemble() -> Path:
     parts = [HEADER]
-    for md in sorted(RESULTS.glob("*.md")):
+    first = ["headline"]  # the headline table opens the page; the other sections follow by name
+    for md in sorted(RESULTS.glob("*.md"), key=lambda p: (p.stem not in first, p.stem)):
         if md.stem.endswith("-quick"):
             continue  # smoke runs are not reference figures
         parts.append(md.read_text().strip() + "\n")
