@@ -22,6 +22,10 @@ Every figure below was computed by the script named in its section, on this proj
 machine (2 CPU cores, no GPU) unless the section says otherwise; rerun it to reproduce. Timings are
 medians of repeated runs measured side by side in one run: the machines are shared and noisy, so
 compare ratios within a section, not absolute times across sections.
+
+CIFAR-10 figures are measured on the original, lossless data of ../shared/data from the shipped
+checkpoints as they are; every figure measured on the earlier JPEG copy (and its "adapted" baselines)
+was removed with it, and the sections it filled are rerun benchmark by benchmark.
 """
 
 
