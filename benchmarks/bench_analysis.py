@@ -9,7 +9,7 @@ import argparse
 
 import torch
 
-from benchmarks.common import command_line, md_table, write_result
+from benchmarks.common import add_device_arg, command_line, md_table, write_result
 from torchslim.analysis import machine_info, measure_latency, profile, saved_size_bytes
 from torchslim.models import create_model, model_input_size
 
@@ -18,6 +18,7 @@ MODELS = ["resnet20", "resnet56", "vgg16_cifar", "lenet5", "torchvision:resnet18
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
+    add_device_arg(ap)
     ap.add_argument("--quick", action="store_true", help="two models, fewer repeats")
     ap.add_argument("--batch-sizes", type=int, nargs="*", default=[1, 32])
     args = ap.parse_args(argv)

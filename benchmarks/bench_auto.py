@@ -24,7 +24,7 @@ import time
 import torch
 
 from benchmarks.bench_baselines import baseline
-from benchmarks.common import command_line, md_table, write_result
+from benchmarks.common import add_device_arg, command_line, md_table, write_result
 from torchslim.auto import Target, auto_compress, measure_actions, metric_fn
 from torchslim.cli.auto import build_actions
 from torchslim.data import get_data
@@ -62,6 +62,7 @@ def topic(model: str, kinds: tuple, quick: bool) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_device_arg(ap)
     ap.add_argument("--quick", action="store_true", help="ResNet-20 and small budgets (a smoke run, < 5 min)")
     ap.add_argument("--model", help="default resnet56 (quick: resnet20)")
     ap.add_argument("--target", default="latency=0.5x")

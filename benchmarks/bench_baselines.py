@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from benchmarks.common import RESULTS, command_line, md_table, write_result
+from benchmarks.common import RESULTS, add_device_arg, command_line, md_table, write_result
 from torchslim.data import get_data
 from torchslim.io import load_model, model_info, save_model
 from torchslim.models import create_model
@@ -138,6 +138,7 @@ def render(res: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_device_arg(ap)
     ap.add_argument("--quick", action="store_true", help="subsets and one epoch; caches nothing")
     ap.add_argument("--parts", nargs="*", default=["pretrained", "lenet"],
                     help="parts to run (pretrained, lenet, scratch); the others keep the figures of the run "

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from benchmarks.common import command_line, md_table, write_result
+from benchmarks.common import add_device_arg, command_line, md_table, write_result
 
 FP32_EPOCHS = {"lenet300": 5, "lenet5": 2}  # only when no cached baseline
 LOWBIT_EPOCHS = {"lenet300": 3, "lenet5": 1}
@@ -142,6 +142,7 @@ def main(argv=None) -> int:
     from torchslim.train import evaluate
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_device_arg(p)
     p.add_argument("--quick", action="store_true", help="5000 training images, 20 steps per epoch, 2000 test images")
     p.add_argument("--models", nargs="+", default=["lenet300", "lenet5"], choices=list(FP32_EPOCHS))
     p.add_argument("--threads", type=int, default=1)

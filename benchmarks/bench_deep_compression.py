@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from benchmarks.common import command_line, md_table, write_result
+from benchmarks.common import add_device_arg, command_line, md_table, write_result
 
 PAPER = {"lenet300": {"ratio": 40, "top1_ref": 98.36, "top1": 98.42},
          "lenet5": {"ratio": 39, "top1_ref": 99.20, "top1": 99.26}}
@@ -63,6 +63,7 @@ def main(argv=None) -> int:
     from torchslim.train import FitConfig
 
     p = argparse.ArgumentParser()
+    add_device_arg(p)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--models", nargs="+", default=["lenet300", "lenet5"])
     p.add_argument("--threads", type=int, default=1)

@@ -20,7 +20,7 @@ import time
 import torch
 from torch import nn
 
-from benchmarks.common import RESULTS, command_line, md_table, write_result
+from benchmarks.common import RESULTS, add_device_arg, command_line, md_table, write_result
 from torchslim.analysis import measure_latency, profile, saved_size_bytes
 from torchslim.blocks import ConvertConfig, to_separable
 from torchslim.data import get_data
@@ -246,6 +246,7 @@ def markdown(res: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_device_arg(ap)
     ap.add_argument("--quick", action="store_true", help="tiny subsets, one epoch")
     ap.add_argument("--parts", nargs="*", default=["mnist", "cifar", "convert"], choices=["mnist", "cifar", "convert"],
                     help="parts to run (results of other parts already in the JSON are kept); none: re-render")

@@ -25,7 +25,7 @@ import time
 import torch
 
 from benchmarks.bench_baselines import LENET, baseline, baseline_path
-from benchmarks.common import command_line, md_table, write_result
+from benchmarks.common import add_device_arg, command_line, md_table, write_result
 from torchslim.analysis.energy import estimate_energy
 from torchslim.analysis.profile import profile
 from torchslim.data import get_data
@@ -72,6 +72,7 @@ def magnitude_at_energy(model, input_size, target_pj: float, scope: str, iterati
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_device_arg(ap)
     ap.add_argument("--quick", action="store_true", help="LeNet-300-100 only, subsets, 20 fine-tuning steps")
     ap.add_argument("--models", nargs="*", help=f"default {' '.join(SETUPS)} (quick: lenet300)")
     args = ap.parse_args(argv)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import RESULTS, command_line, md_table, write_result
+from benchmarks.common import RESULTS, add_device_arg, command_line, md_table, write_result
 from torchslim.analysis import latency_side_by_side, profile
 from torchslim.analysis.latency import machine_info
 from torchslim.data import get_data
@@ -143,9 +143,9 @@ def render(res: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_device_arg(ap)
     ap.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
     ap.add_argument("--runs-dir", default="runs/headline")
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--quick", action="store_true", help="accepted for `benchmarks.run --quick`: rebuilds the table only")
     ap.add_argument("--assemble", action="store_true", help="only rebuild the table from results/headline.json")
     args = ap.parse_args(argv)

@@ -31,7 +31,7 @@ import time
 import torch
 from torch import nn
 
-from benchmarks.common import command_line, md_table, write_result
+from benchmarks.common import add_device_arg, command_line, md_table, write_result
 from torchslim.analysis import measure_latency, profile
 from torchslim.data import get_data
 from torchslim.io import load_model, save_model
@@ -479,6 +479,7 @@ def main(argv=None) -> int:
     from benchmarks.common import RESULTS
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_device_arg(ap)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--parts", nargs="*", default=["whole", "cp", "recipe"])
     ap.add_argument("--models", nargs="*", default=["resnet56", "vgg16_cifar"])

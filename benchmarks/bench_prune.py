@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+from benchmarks.common import add_device_arg
 import argparse
 import copy
 import json
@@ -235,6 +236,7 @@ def main(argv=None):
     import sys
 
     ap = argparse.ArgumentParser()
+    add_device_arg(ap)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--skip-resnet56", action="store_true")
     ap.add_argument("--skip-tp", action="store_true")

@@ -15,6 +15,7 @@ of torchslim), or `skipped: ...` with the reason (time or memory limit).
 """
 from __future__ import annotations
 
+from benchmarks.common import add_device_arg
 import argparse
 import json
 import multiprocessing
@@ -210,6 +211,7 @@ def _md(rows, args, heading=True):
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
+    add_device_arg(ap)
     ap.add_argument("--quick", action="store_true", help="10 representative models")
     ap.add_argument("--models", help="comma-separated names")
     ap.add_argument("--size", type=int, default=64)

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from benchmarks.common import command_line, md_table, write_result
+from benchmarks.common import add_device_arg, command_line, md_table, write_result
 from torchslim.quant.int8_ptq import calibration_batches
 
 
@@ -88,6 +88,7 @@ def main(argv=None) -> int:
     from torchslim.quant import Int8Config, quantize
 
     p = argparse.ArgumentParser()
+    add_device_arg(p)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--models", nargs="*",
                    default=["resnet20", "resnet56", "torchvision:resnet18", "torchvision:mobilenet_v2"])

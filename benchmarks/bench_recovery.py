@@ -22,7 +22,7 @@ import time
 import torch
 
 import torchslim
-from benchmarks.common import command_line, md_table, write_result
+from benchmarks.common import add_device_arg, command_line, md_table, write_result
 from torchslim.analysis.latency import machine_info
 from torchslim.data import get_data
 from torchslim.models import create_model
@@ -41,12 +41,12 @@ ARMS = {
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_device_arg(ap)
     ap.add_argument("--quick", action="store_true", help="20 fine-tuning steps, 1,000 evaluation images")
     ap.add_argument("--model", default="resnet20")
     ap.add_argument("--target-macs", type=float, default=0.5)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--arms", nargs="*", default=list(ARMS))
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 import torch
 
-from benchmarks.common import command_line, md_table, write_result
+from benchmarks.common import add_device_arg, command_line, md_table, write_result
 
 # name: (M filters / outputs, K = C*k*k / inputs, N = output locations / batch)
 SHAPES = {
@@ -142,6 +142,7 @@ def bench_lowered(reps: int) -> list[dict]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_device_arg(ap)
     ap.add_argument("--quick", action="store_true", help="3 shapes, 3 repetitions")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=None)

@@ -28,7 +28,7 @@ from dataclasses import replace
 
 import torch
 
-from benchmarks.common import RESULTS, command_line, md_table, write_result
+from benchmarks.common import RESULTS, add_device_arg, command_line, md_table, write_result
 from torchslim.data import get_data
 from torchslim.models import create_model
 from torchslim.sparsity import density_summary, sparsify
@@ -303,6 +303,7 @@ def md_ssl(res: dict) -> list[str]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_device_arg(ap)
     ap.add_argument("--quick", action="store_true", help="subsets, few steps; results go to sparsity-quick")
     ap.add_argument("--parts", nargs="*", default=["lenet", "compare", "ssl"],
                     help="parts to run; `--parts` with none only rebuilds the markdown from the JSON")

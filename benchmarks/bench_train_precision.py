@@ -20,7 +20,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import command_line, md_table, write_result
+from benchmarks.common import add_device_arg, command_line, md_table, write_result
 from torchslim.models import create_model
 
 SETTINGS = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
@@ -72,6 +72,7 @@ def step_times(name: str, rounds: int, batch: int) -> dict[str, float]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_device_arg(ap)
     ap.add_argument("--quick", action="store_true", help="3 rounds, ResNet-20")
     ap.add_argument("--models", nargs="*")
     ap.add_argument("--threads", type=int, default=1)

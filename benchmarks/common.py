@@ -1,6 +1,7 @@
 """What every benchmark shares: where results go, how a fragment of BENCHMARKS.md is written."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shlex
@@ -14,6 +15,20 @@ def command_line() -> str:
     """The command that reproduces this run, as a user would type it."""
     module = Path(sys.argv[0]).stem
     return "python -m benchmarks." + " ".join([module] + [shlex.quote(a) for a in sys.argv[1:]])
+
+
+def _device(value: str) -> str:
+    # Every fine-tuning in the run follows: FitConfig(device="auto") resolves through $TORCHSLIM_DEVICE.
+    if value not in ("cpu", "cuda") and not value.startswith("cuda:"):
+        raise argparse.ArgumentTypeError(f"--device {value!r}: use cpu, cuda or cuda:N")
+    os.environ["TORCHSLIM_DEVICE"] = value
+    return value
+
+
+def add_device_arg(ap: "argparse.ArgumentParser") -> None:
+    """`--device cpu|cuda`: where the benchmark's fine-tuning runs (latency is always measured on the CPU)."""
+    ap.add_argument("--device", type=_device, default=os.environ.get("TORCHSLIM_DEVICE", "cpu"),
+                    help="where fine-tuning runs: cpu (default) or cuda; latency stays on the CPU")
 
 
 def write_result(topic: str, data: dict, markdown: str) -> Path:

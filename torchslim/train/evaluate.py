@@ -15,7 +15,11 @@ def evaluate(model: nn.Module, loader: DataLoader, *, device: str | torch.device
     """
     from torchslim.train.fit import resolve_device
 
-    device = resolve_device(device, model)
+    if device is None:  # where the model is: a CPU model is evaluated on the CPU even if a GPU exists
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    else:
+        device = resolve_device(device, model)
+        model.to(device)
     was_training = model.training
     model.eval()
     correct = {k: 0 for k in topk}

@@ -95,6 +95,10 @@ class FitResult:
 
 
 def resolve_device(device, model: nn.Module | None = None) -> torch.device:
+    """`device`, or for None / "auto": $TORCHSLIM_DEVICE if set (benchmarks' --device), else where the
+    model's parameters are if not the CPU, else CUDA when available, else the CPU."""
+    if device in (None, "auto") and os.environ.get("TORCHSLIM_DEVICE"):
+        return torch.device(os.environ["TORCHSLIM_DEVICE"])
     if device in (None, "auto"):
         if model is not None:
             p = next(model.parameters(), None)
