@@ -12,6 +12,7 @@ modules in, and loads the weights strictly. Only classes from torch.nn, torchvis
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
 import inspect
 import json
@@ -340,11 +341,25 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, arch: dict | None =
                 "input_size": list(input_size) if input_size else (arch or {}).get("input_size"),
                 "metadata": metadata or {}}
     tensors = {k: v.detach().contiguous().cpu().clone() for k, v in model.state_dict().items()}
+    manifest["sha256"] = tensor_digest(tensors)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"torchslim": json.dumps(manifest)})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # the user's usual permissions, not the temporary file's 0600
     os.replace(tmp, path)
     return path
+
+
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        v = tensors[k].detach().cpu().contiguous()
+        h.update(json.dumps([k, str(v.dtype), list(v.shape)]).encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _read_manifest(path: Path) -> dict:
@@ -390,6 +405,9 @@ def load_model(path: str | os.PathLike) -> nn.Module:
     for fqn in sorted(manifest["replaced"], key=lambda k: (k.count("."), k) if k else (-1, "")):
         model = _set_submodule(model, fqn, build_module(manifest["replaced"][fqn]))
     state = OrderedDict(load_file(str(path)))
+    if "sha256" in manifest and tensor_digest(state) != manifest["sha256"]:  # older files have no digest
+        raise FileFormatError(f"{path}: the tensor data does not match the file's sha256 digest "
+                              "(the file is damaged; copy it again)")
     # The file was written from these classes: tell their _load_from_state_dict so (MNASNet needs it).
     state._metadata = {n: {"version": m._version} for n, m in model.named_modules()
                        if getattr(m, "_version", None) is not None}
