@@ -63,6 +63,10 @@ def load_model_from_args(args) -> tuple[torch.nn.Module, tuple[int, int, int]]:
         return model, size or tuple(recorded or ()) or _need_size(name)
     if Path(name).suffix in (".safetensors", ".slim", ".pt", ".pth", ".th", ".onnx") or "/" in name:
         raise FileNotFoundError(f"model file {name!r} does not exist")
+    if getattr(args, "seed", None) is not None:  # --seed covers the initial weights too
+        from torchslim.train.fit import seed_everything
+
+        seed_everything(args.seed)
     model = create_model(name, num_classes=args.num_classes, pretrained=args.pretrained, weights=args.weights,
                          data_dir=getattr(args, "data_dir", None))
     return model, size or model_input_size(name)
