@@ -70,7 +70,7 @@ def run(args) -> int:
     recovery = FitConfig(epochs=1, lr=args.lr, max_steps_per_epoch=args.recovery_steps) \
         if args.schedule != "oneshot" and data is not None else None
     layer_ratios = json.loads(Path(args.layer_ratios).read_text()) if args.layer_ratios else None
-    acc_before = evaluate(model, data.test)["top1"] if data is not None else None
+    acc_before = evaluate(model, data.test, progress="test before")["top1"] if data is not None else None
     before = profile(model, size)
     pruned = prune(model, x, args.criterion, args.ratio, target_macs=args.target_macs,
                    target_params=args.target_params, data=data, allocation=args.allocation,
@@ -78,7 +78,7 @@ def run(args) -> int:
                    final_finetune=final, skip=tuple(args.skip), progress=True)
     after = profile(pruned, size)
     rep = prune_report(pruned)
-    acc_after = evaluate(pruned, data.test)["top1"] if data is not None else None
+    acc_after = evaluate(pruned, data.test, progress="test after")["top1"] if data is not None else None
     table = Table(title=f"{args.model}: {args.criterion} pruning")
     for c in ("", "before", "after", "ratio"):
         table.add_column(c, justify="right")

@@ -92,8 +92,8 @@ def run(args) -> int:
         if m == "kmeans" and args.bits:
             opts["bits"] = parse_bits(args.bits)
         q = quantize(model, m, data=data, **opts)
-        figures["test"] = evaluate(q, data.test)
-        figures["test_before"] = evaluate(model, data.test)
+        figures["test"] = evaluate(q, data.test, progress="test after")
+        figures["test_before"] = evaluate(model, data.test, progress="test before")
         save_model(q, out / "model.safetensors", input_size=size)
         if m in ("kmeans", "binary", "ternary"):  # Huffman/CSR-coded centroids, bit-packed signs
             from torchslim import encode

@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from torchslim.errors import InvalidInputError
+from torchslim.progress import Progress, note
 from torchslim.train import distributed as D
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
@@ -60,6 +60,7 @@ class FitConfig:
     checkpoint_every_s: float | None = 120.0  # and whenever this long has passed since the last one
     eval_every: int = 1  # evaluate on val_loader every N epochs (0: never)
     progress: bool = True
+    label: str = "epoch"  # names the phase in progress lines, e.g. "dns: surgery" -> "dns: surgery 3/4: ..."
 
     def __post_init__(self):
         if self.epochs < 0 or self.lr <= 0:
@@ -187,7 +188,7 @@ def _save_atomic(obj: dict, path: Path) -> None:
 
 CHECKPOINT = "checkpoint.pt"
 # Settings that do not change what is trained: a resumed run may change them.
-_FREE_SETTINGS = ("device", "progress", "eval_every", "checkpoint_every_steps", "checkpoint_every_s")
+_FREE_SETTINGS = ("device", "progress", "label", "eval_every", "checkpoint_every_steps", "checkpoint_every_s")
 
 
 def _check_same_run(ckpt_path: Path, state: dict, config: dict, run_info: dict | None) -> None:
@@ -279,8 +280,8 @@ def fit(
             result.resumed_from = f"epoch {start_epoch} step {start_step}"
             if D.is_main():  # said before any work, so a log shows where this run picks up
                 done = start_epoch >= cfg.epochs
-                print(f"{ckpt_path.parent}: " + (f"finished already ({cfg.epochs} epochs); reusing it" if done else
-                      f"resuming from epoch {start_epoch + 1} step {start_step}"), file=sys.stderr, flush=True)
+                note(f"{ckpt_path.parent}: " + (f"finished already ({cfg.epochs} epochs); reusing it" if done else
+                     f"resuming from epoch {start_epoch + 1} step {start_step}"))
 
     last_checkpoint = time.monotonic()
 
@@ -297,12 +298,9 @@ def fit(
 
     for cb in callbacks:
         cb.on_fit_begin(model, opt)
-    bar = None
-    if cfg.progress and D.is_main():
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch + start_step,
-                   desc="fit", unit="step", disable=None, dynamic_ncols=True)
+    show = cfg.progress and D.is_main()
+    bar = Progress(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch + start_step,
+                   desc=cfg.label if cfg.label != "epoch" else "fit", unit="step", enabled=show)
     for epoch in range(start_epoch, cfg.epochs):
         # Everything random in this epoch (shuffle order, augmentation, dropout) follows from (seed, epoch).
         seed_everything(cfg.seed * 100_003 + epoch)
@@ -349,9 +347,8 @@ def fit(
             loss_sum += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
+            bar.update(1)
             every_steps = cfg.checkpoint_every_steps and (step + 1) % cfg.checkpoint_every_steps == 0
             every_s = ckpt_path is not None and cfg.checkpoint_every_s is not None \
                 and time.monotonic() - last_checkpoint >= cfg.checkpoint_every_s
@@ -371,15 +368,14 @@ def fit(
             ev = evaluate(model, val_loader, device=device)
             metrics.update(val_top1=ev["top1"], val_loss=ev["loss"])
         result.history.append(metrics)
-        if cfg.progress and D.is_main() and (bar is None or bar.disable):  # no live bar (a log file): one line per epoch
+        if show:  # one line per epoch, kept above the bar on a terminal
             shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "epoch")
-            print(f"epoch {epoch + 1}/{cfg.epochs}: {shown}", file=sys.stderr, flush=True)
+            note(f"{cfg.label} {epoch + 1}/{cfg.epochs}: {shown}")
         for cb in callbacks:
             cb.on_epoch_end(model, epoch, metrics)
         checkpoint(epoch + 1, 0)
         rng_at_step = None
-    if bar is not None:
-        bar.close()
+    bar.close()
     if cfg.channels_last:  # hand back the usual layout: safetensors and ONNX export expect contiguous tensors
         model.to(memory_format=torch.contiguous_format)
     D.barrier()  # rank 0's last checkpoint is on disk before any rank goes on
