@@ -160,7 +160,13 @@ def _attributes(m: nn.Module) -> dict:
 
 
 def _state(m: nn.Module) -> dict:
-    return {k: _encode(v) for k, v in _attributes(m).items()}
+    out = {}
+    for k, v in _attributes(m).items():
+        try:
+            out[k] = _encode(v)
+        except _Unsaveable as e:
+            raise _Unsaveable(f"attribute {k!r} holds {e}") from None
+    return out
 
 
 def _same_attributes(m: nn.Module, ref: nn.Module) -> bool:
@@ -228,9 +234,8 @@ def module_spec(m: nn.Module, where: str = "") -> dict:
             try:
                 spec["state"] = _state(m)
             except _Unsaveable as e:
-                raise InvalidInputError(f"cannot save {what}: an attribute holds {e}, which a model file "
-                                        "cannot describe; register a class whose init args are attributes"
-                                        ) from e
+                raise InvalidInputError(f"cannot save {what}: its {e}, which a model file cannot describe; "
+                                        "register a class whose init args are attributes") from None
             spec["params"], spec["buffers"] = _tensor_slots(m)
     children = {n: None if c is None else module_spec(c, f"{where}.{n}" if where else n)
                 for n, c in m._modules.items() if c is not None or "state" in spec}
