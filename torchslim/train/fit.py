@@ -193,12 +193,12 @@ _FREE_SETTINGS = ("device", "progress", "label", "eval_every", "checkpoint_every
 
 def _check_same_run(ckpt_path: Path, state: dict, config: dict, run_info: dict | None) -> None:
     """A checkpoint is resumed only by the run that wrote it: name the first settings that differ."""
-    saved = {**state.get("config", config), **state.get("run_info", {})}
-    now = {**config, **(run_info or {})}
     if "config" not in state:
         return  # written before settings were recorded
-    diff = [f"{k}={saved.get(k)!r} there, {now.get(k)!r} now" for k in dict.fromkeys([*saved, *now])
-            if k not in _FREE_SETTINGS and saved.get(k) != now.get(k)]
+    saved = {**state["config"], **state.get("run_info", {})}
+    now = {**config, **(run_info or {} if "run_info" in state else {})}
+    diff = [f"{k}={v!r} there, {now.get(k)!r} now" for k, v in saved.items()  # keys of older files only
+            if k not in _FREE_SETTINGS and v != now.get(k)]
     if diff:
         raise InvalidInputError(f"{ckpt_path.parent} holds a run with other settings ({'; '.join(diff[:4])}); "
                                 "use another output folder, the same settings, or delete it to start over")
