@@ -112,14 +112,14 @@ def run(args) -> int:
     check_input_fits(model, data.input_size, f"{args.model} on {args.data}")
     out = Path(args.output)  # made by save_model, once there is something to save
     fit_cfg = replace(fit_config_from_args(args), progress=True)
-    before = evaluate(model, data.test)
+    before = evaluate(model, data.test, progress="test before")
     console.print(f"{args.model}: test top-1 {before['top1']:.2f} % before; method {args.method}")
     sparse, info = torchslim.sparsify(model, args.method, data=data, inplace=True, return_info=True,
                                       **_method_options(args, fit_cfg))
     if args.bake or args.sparse_exec is not None:
         remove_masks(sparse)
     converted = to_sparse(sparse, min_sparsity=args.sparse_exec) if args.sparse_exec is not None else []
-    after = evaluate(sparse, data.test)
+    after = evaluate(sparse, data.test, progress="test after")
     summary = density_summary(sparse)
     console.print(density_table(summary["layers"], f"{args.model} after {args.method}"))
     console.print(f"test top-1 {before['top1']:.2f} % -> {after['top1']:.2f} %; weights kept "

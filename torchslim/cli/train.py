@@ -55,7 +55,7 @@ def run(args) -> int:
                                               "batch_size")}
     res = fit(model, data.train, val_loader=data.val, config=fit_config_from_args(args), checkpoint_dir=out,
               run_info=run_info)  # says "resuming from epoch E step S" when it picks up a checkpoint
-    test = evaluate(model, data.test)
+    test = evaluate(model, data.test, progress="test")
     metrics = {"model": args.model, "data": args.data, "history": res.history, "test": test}
     save_model(model, out / "model.safetensors", input_size=data.input_size, metadata={"test": test})
     tmp = out / "metrics.json.tmp"
