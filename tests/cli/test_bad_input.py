@@ -84,3 +84,10 @@ def test_failing_export(capsys, tmp_path, monkeypatch):
     one_line_exit_2(capsys, ["export", "lenet300", "-o", str(out)],
                     "lenet300 cannot be exported to ONNX: RuntimeError: Unsupported: ONNX export of operator foo")
     assert not out.parent.exists()
+
+
+def test_quantize_with_bad_bits_leaves_no_folder(capsys, tmp_path):
+    out = tmp_path / "q"
+    one_line_exit_2(capsys, ["quantize", "digits_cnn", "--data", "digits", "--method", "kmeans", "--bits",
+                             "conv=eight", "--limit", "100", "-o", str(out)], "conv=8,fc=5")
+    assert not out.exists()

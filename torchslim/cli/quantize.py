@@ -57,8 +57,7 @@ def run(args) -> int:
     data = load_data_from_args(args)
     model, size = load_model_from_args(args)
     check_input_fits(model, data.input_size, f"{args.model} on {args.data}")
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(args.output)  # made once there is something to write: a failure leaves no empty folder
     fit_cfg = fit_config_from_args(args)
     m = args.method
     figures: dict = {"model": args.model, "data": args.data, "method": m}
@@ -103,6 +102,7 @@ def run(args) -> int:
             figures["storage"] = rep
             console.print(f".slim: {rep['file_bytes']} bytes, {rep['compression']:.1f}x smaller than fp32 parameters")
         console.print(f"top-1 {figures['test_before']['top1']:.2f} % -> {figures['test']['top1']:.2f} %  ->  {out}")
+    out.mkdir(parents=True, exist_ok=True)
     tmp = out / "quantize.json.tmp"
     tmp.write_text(json.dumps(figures, indent=2, default=str))
     tmp.replace(out / "quantize.json")
