@@ -1,6 +1,5 @@
 """Progress when output goes to a log (pytest's captured stderr is not a terminal) (16.11)."""
 import pytest
-import torch
 
 import torchslim.progress
 from torchslim.cli.main import main

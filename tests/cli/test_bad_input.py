@@ -1,6 +1,5 @@
 """Bad input through the CLI: one line on stderr, exit 2, before any heavy work, no output folder left (16.9)."""
 import pytest
-import torch
 from torch import nn
 
 from torchslim.cli.main import main

@@ -3,7 +3,6 @@ was built (16.3); what cannot be described is refused at save time. The whole zo
 benchmarks/bench_model_file_zoo.py."""
 import pytest
 import torch
-import torchvision
 from torch import nn
 from torchvision import models as tvm
 
