@@ -66,3 +66,38 @@ def test_damaged_files_give_clear_errors(tmp_path):
     save_file({"w": torch.zeros(1)}, str(tmp_path / "plain.safetensors"))
     with pytest.raises(FileFormatError, match="--weights"):
         load_model(tmp_path / "plain.safetensors")
+
+
+def test_flipped_bits_in_tensor_data_are_detected(tmp_path):
+    path = save_model(create_model("lenet300"), tmp_path / "m.safetensors")
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0x10  # a bit in the last tensor's bytes; the header is untouched
+    (tmp_path / "flipped.safetensors").write_bytes(bytes(data))
+    with pytest.raises(FileFormatError, match="flipped.safetensors.*sha256"):
+        load_model(tmp_path / "flipped.safetensors")
+
+
+def test_files_without_a_digest_still_load(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    m = create_model("lenet300").eval()
+    path = save_model(m, tmp_path / "m.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        manifest = json.loads(f.metadata()["torchslim"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    assert len(manifest.pop("sha256")) == 64
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata={"torchslim": json.dumps(manifest)})
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(load_model(tmp_path / "old.safetensors")(x), m(x))
+
+
+def test_model_files_get_the_users_usual_permissions(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = save_model(create_model("lenet300"), tmp_path / "m.safetensors")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644

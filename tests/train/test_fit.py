@@ -106,3 +106,31 @@ def test_bf16_channels_last_training_learns_and_hands_back_fp32_nchw_weights():
     assert seen and all(seen)  # trained in NHWC
     assert evaluate(model, data.test)["top1"] > 80  # bf16 autocast still learns
     assert all(p.dtype == torch.float32 and p.is_contiguous() for p in model.parameters())
+
+
+class _StopAt(Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def after_step(self, model, step):
+        if step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_checkpoints_by_time_inside_epochs_and_says_where_it_resumes(tmp_path, capsys):
+    data = get_data("digits", batch_size=32)
+    cfg = FitConfig(epochs=1, lr=0.05, max_steps_per_epoch=8, checkpoint_every_s=0.0, progress=False)
+    with pytest.raises(KeyboardInterrupt):  # a kill at step 5: the time-based checkpoint after step 4 is there
+        fit(create_model("digits_cnn", width=8), data.train, config=cfg, checkpoint_dir=tmp_path,
+            callbacks=[_StopAt(4)])
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert (state["epoch"], state["step"]) == (0, 4)
+    capsys.readouterr()
+    res = fit(create_model("digits_cnn", width=8), data.train, config=cfg, checkpoint_dir=tmp_path)
+    assert "resuming from epoch 1 step 4" in capsys.readouterr().err and res.resumed_from == "epoch 0 step 4"
+    # A different model or other settings into the same folder: a clear error, not a traceback.
+    with pytest.raises(InvalidInputError, match="checkpoint of a different model"):
+        fit(create_model("digits_cnn", width=4), data.train, config=cfg, checkpoint_dir=tmp_path)
+    with pytest.raises(InvalidInputError, match="lr=0.05 there, 0.1 now"):
+        fit(create_model("digits_cnn", width=8), data.train, config=FitConfig(**{**vars(cfg), "lr": 0.1}),
+            checkpoint_dir=tmp_path)

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -54,6 +56,7 @@ def load_model_from_args(args) -> tuple[torch.nn.Module, tuple[int, int, int]]:
 
     name = args.model
     size = parse_input_size(getattr(args, "input_size", None))
+    check_data_dir(args)
     if Path(name).exists():
         from torchslim.api import load
         from torchslim.io import ARCH_ATTR
@@ -61,6 +64,12 @@ def load_model_from_args(args) -> tuple[torch.nn.Module, tuple[int, int, int]]:
         model = load(name)  # .safetensors with a manifest, or a coded .slim file
         recorded = (getattr(model, ARCH_ATTR, None) or {}).get("input_size")
         return model, size or tuple(recorded or ()) or _need_size(name)
+    if Path(name).suffix in (".safetensors", ".slim", ".pt", ".pth", ".th", ".onnx") or "/" in name:
+        raise FileNotFoundError(f"model file {name!r} does not exist")
+    if getattr(args, "seed", None) is not None:  # --seed covers the initial weights too
+        from torchslim.train.fit import seed_everything
+
+        seed_everything(args.seed)
     model = create_model(name, num_classes=args.num_classes, pretrained=args.pretrained, weights=args.weights,
                          data_dir=getattr(args, "data_dir", None))
     return model, size or model_input_size(name)
@@ -75,9 +84,39 @@ def load_data_from_args(args, *, augment: bool = True):
 
     if not args.data:
         raise InvalidInputError("this command needs --data (digits, mnist or cifar10)")
+    check_data_dir(args)
     return get_data(args.data, data_dir=args.data_dir, batch_size=args.batch_size, num_workers=args.workers,
                     augment=augment, limit_train=args.limit, limit_eval=args.limit,
                     protocol=getattr(args, "protocol", None))
+
+
+def check_data_dir(args) -> None:
+    """--data-dir must exist: a mistyped one would silently fall back to the default folders."""
+    d = getattr(args, "data_dir", None)
+    if d and not Path(d).is_dir():
+        raise InvalidInputError(f"--data-dir {d!r} is not a directory")
+
+
+def check_fraction(value: float | None, flag: str, *, high_included: bool = False) -> None:
+    """A fraction flag in [0, 1) (or [0, 1]); the message quotes the value as typed."""
+    if value is not None and not (0 <= value < 1 or (high_included and value == 1)):
+        raise InvalidInputError(f"{flag} must be a fraction in [0, 1{']' if high_included else ')'}, "
+                                f"got {value:g}")
+
+
+@contextlib.contextmanager
+def output_folder(path: str | Path):
+    """Create `path` (a folder) for a command's results; if the command fails, remove it again when this
+    call created it, so no empty or half-written folder is left behind."""
+    path = Path(path)
+    created = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        if created:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
 
 
 def check_input_fits(model: torch.nn.Module, input_size, what: str) -> None:

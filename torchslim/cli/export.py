@@ -26,17 +26,26 @@ def run(args) -> int:
 
     import torch
 
-    from torchslim.cli.common import check_input_fits, load_model_from_args
+    from torchslim.cli.common import check_input_fits, load_model_from_args, output_folder
+    from torchslim.errors import TorchslimError, UnsupportedModelError
     from torchslim.onnx_export import to_onnx, verify_onnx
 
     model, size = load_model_from_args(args)
     model = model.cpu().eval()
     check_input_fits(model, size, args.model)
     out = Path(args.output or f"{Path(args.model).stem.replace(':', '_')}.onnx")
-    out.parent.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(max(args.check_batch, 1), *size, generator=g)
-    to_onnx(model, x[:1], out)
+    with output_folder(out.parent):
+        try:
+            to_onnx(model, x[:1], out)
+        except TorchslimError:
+            raise
+        except Exception as e:  # the exporter's own errors: one line naming the model and the cause
+            out.unlink(missing_ok=True)
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            raise UnsupportedModelError(f"{args.model} cannot be exported to ONNX: {type(e).__name__}: {first}"
+                                        ) from e
     result = {"model": args.model, "file": str(out), "bytes": out.stat().st_size, "input_size": list(size)}
     if not args.no_check:
         result["check"] = verify_onnx(model, out, x, rtol=args.rtol, atol=args.atol)

@@ -5,7 +5,8 @@ import json
 import os
 from pathlib import Path
 
-from torchslim.cli.common import add_data_args, add_model_args, console, load_data_from_args, load_model_from_args
+from torchslim.cli.common import (add_data_args, add_model_args, check_fraction, console, load_data_from_args,
+                                  load_model_from_args)
 from torchslim.cli.train import add_precision_args
 
 
@@ -40,6 +41,25 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def check_prunable(model, x, name: str, skip) -> None:
+    """Before any evaluation: every --skip pattern must name a group, and some group must be left to prune."""
+    import fnmatch
+
+    from torchslim.errors import InvalidInputError
+    from torchslim.graph import ChannelGraph
+
+    g = ChannelGraph(model, x)
+    names = [grp.name for grp in g.groups]
+    for pattern in skip:
+        if not fnmatch.filter(names, pattern):
+            raise InvalidInputError(f"--skip {pattern!r} matches no channel group of {name}; its groups: "
+                                    f"{', '.join(names[:8])}{' ...' if len(names) > 8 else ''}")
+    if not [n for n in names if not any(fnmatch.fnmatch(n, p) for p in skip)]:
+        why = f" ({g.trace.notes[-1]})" if g.trace.notes else ""
+        raise InvalidInputError(f"{name} has no channels that can be pruned{' outside --skip' if skip else ''}"
+                                f"{why}")
+
+
 def run(args) -> int:
     import torch
     from rich.table import Table
@@ -49,16 +69,18 @@ def run(args) -> int:
     from torchslim.prune import prune, prune_report
     from torchslim.train import FitConfig, evaluate
 
+    check_fraction(args.ratio, "--ratio")
     model, size = load_model_from_args(args)
-    data = load_data_from_args(args) if args.data else None
     x = torch.zeros(1, *size)
+    check_prunable(model, x, args.model, args.skip)
+    data = load_data_from_args(args) if args.data else None
     speed = dict(precision=args.precision, channels_last=args.channels_last)
     final = FitConfig(epochs=args.finetune_epochs, lr=args.lr, max_steps_per_epoch=args.finetune_steps, **speed) \
         if args.finetune_epochs else None
     recovery = FitConfig(epochs=1, lr=args.lr, max_steps_per_epoch=args.recovery_steps, **speed) \
         if args.schedule != "oneshot" and data is not None else None
     layer_ratios = json.loads(Path(args.layer_ratios).read_text()) if args.layer_ratios else None
-    acc_before = evaluate(model, data.test)["top1"] if data is not None else None
+    acc_before = evaluate(model, data.test, progress="test before")["top1"] if data is not None else None
     before = profile(model, size)
     pruned = prune(model, x, args.criterion, args.ratio, target_macs=args.target_macs,
                    target_params=args.target_params, data=data, allocation=args.allocation,
@@ -67,7 +89,7 @@ def run(args) -> int:
                    bn_recalibration=args.bn_recalibration, distill=not args.no_distill)
     after = profile(pruned, size)
     rep = prune_report(pruned)
-    acc_after = evaluate(pruned, data.test)["top1"] if data is not None else None
+    acc_after = evaluate(pruned, data.test, progress="test after")["top1"] if data is not None else None
     table = Table(title=f"{args.model}: {args.criterion} pruning")
     for c in ("", "before", "after", "ratio"):
         table.add_column(c, justify="right")

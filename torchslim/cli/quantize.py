@@ -57,8 +57,7 @@ def run(args) -> int:
     data = load_data_from_args(args)
     model, size = load_model_from_args(args)
     check_input_fits(model, data.input_size, f"{args.model} on {args.data}")
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(args.output)  # made once there is something to write: a failure leaves no empty folder
     fit_cfg = fit_config_from_args(args)
     m = args.method
     figures: dict = {"model": args.model, "data": args.data, "method": m}
@@ -92,8 +91,8 @@ def run(args) -> int:
         if m == "kmeans" and args.bits:
             opts["bits"] = parse_bits(args.bits)
         q = quantize(model, m, data=data, **opts)
-        figures["test"] = evaluate(q, data.test)
-        figures["test_before"] = evaluate(model, data.test)
+        figures["test"] = evaluate(q, data.test, progress="test after")
+        figures["test_before"] = evaluate(model, data.test, progress="test before")
         save_model(q, out / "model.safetensors", input_size=size)
         if m in ("kmeans", "binary", "ternary"):  # Huffman/CSR-coded centroids, bit-packed signs
             from torchslim import encode
@@ -103,6 +102,7 @@ def run(args) -> int:
             figures["storage"] = rep
             console.print(f".slim: {rep['file_bytes']} bytes, {rep['compression']:.1f}x smaller than fp32 parameters")
         console.print(f"top-1 {figures['test_before']['top1']:.2f} % -> {figures['test']['top1']:.2f} %  ->  {out}")
+    out.mkdir(parents=True, exist_ok=True)
     tmp = out / "quantize.json.tmp"
     tmp.write_text(json.dumps(figures, indent=2, default=str))
     tmp.replace(out / "quantize.json")

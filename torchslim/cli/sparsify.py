@@ -10,8 +10,8 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from torchslim.cli.common import (add_data_args, add_model_args, check_input_fits, console, load_data_from_args,
-                                  load_model_from_args)
+from torchslim.cli.common import (add_data_args, add_model_args, check_fraction, check_input_fits, console,
+                                  load_data_from_args, load_model_from_args)
 from torchslim.cli.train import add_fit_args, fit_config_from_args
 
 # which config field --epochs sets, per method
@@ -56,9 +56,11 @@ def _method_options(args, fit_cfg) -> dict:
     if args.layer_sparsity:
         try:
             opts["sparsity"] = {str(k): float(v) for k, v in json.loads(args.layer_sparsity).items()}
-        except (ValueError, AttributeError) as e:
+        except (ValueError, AttributeError, TypeError) as e:
             raise InvalidInputError(f"--layer-sparsity must be a JSON object of layer: fraction, got "
                                     f"{args.layer_sparsity!r} ({e})") from None
+        for layer, v in opts["sparsity"].items():
+            check_fraction(v, f"--layer-sparsity {layer!r}")
     elif m != "ssl":
         opts["sparsity"] = args.sparsity
     if m == "magnitude":
@@ -103,20 +105,21 @@ def run(args) -> int:
     from torchslim.sparsity import density_summary, remove_masks, to_sparse
     from torchslim.train import evaluate
 
+    check_fraction(args.sparsity, "--sparsity")
+    _method_options(args, None)  # checks --layer-sparsity before any work
     data = load_data_from_args(args)
     model, input_size = load_model_from_args(args)
     check_input_fits(model, data.input_size, f"{args.model} on {args.data}")
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(args.output)  # made by save_model, once there is something to save
     fit_cfg = replace(fit_config_from_args(args), progress=True)
-    before = evaluate(model, data.test)
+    before = evaluate(model, data.test, progress="test before")
     console.print(f"{args.model}: test top-1 {before['top1']:.2f} % before; method {args.method}")
     sparse, info = torchslim.sparsify(model, args.method, data=data, inplace=True, return_info=True,
                                       **_method_options(args, fit_cfg))
     if args.bake or args.sparse_exec is not None:
         remove_masks(sparse)
     converted = to_sparse(sparse, min_sparsity=args.sparse_exec) if args.sparse_exec is not None else []
-    after = evaluate(sparse, data.test)
+    after = evaluate(sparse, data.test, progress="test after")
     summary = density_summary(sparse)
     console.print(density_table(summary["layers"], f"{args.model} after {args.method}"))
     console.print(f"test top-1 {before['top1']:.2f} % -> {after['top1']:.2f} %; weights kept "

@@ -56,10 +56,11 @@ def run(args) -> int:
     check_input_fits(model, data.input_size, f"{args.model} on {args.data}")
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    res = fit(model, data.train, val_loader=data.val, config=fit_config_from_args(args), checkpoint_dir=out)
-    if res.resumed_from:
-        console.print(f"resumed from {res.resumed_from}")
-    test = evaluate(model, data.test)
+    run_info = {k: getattr(args, k) for k in ("model", "weights", "pretrained", "num_classes", "data", "limit",
+                                              "batch_size")}
+    res = fit(model, data.train, val_loader=data.val, config=fit_config_from_args(args), checkpoint_dir=out,
+              run_info=run_info)  # says "resuming from epoch E step S" when it picks up a checkpoint
+    test = evaluate(model, data.test, progress="test")
     metrics = {"model": args.model, "data": args.data, "history": res.history, "test": test}
     save_model(model, out / "model.safetensors", input_size=data.input_size, metadata={"test": test})
     tmp = out / "metrics.json.tmp"

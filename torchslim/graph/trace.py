@@ -99,6 +99,7 @@ def _leaf_types() -> tuple[type, ...]:
 def symbolic_trace(model: nn.Module) -> fx.GraphModule:
     """torch.fx trace with norm/conv subclasses kept as leaves; failures name the module and op."""
     tracer = _Tracer(_leaf_types())
+    own = set(model.__dict__)
     try:
         graph = tracer.trace(model)
     except Exception as e:  # fx raises many types; name what failed
@@ -109,7 +110,10 @@ def symbolic_trace(model: nn.Module) -> fx.GraphModule:
         raise UnsupportedModelError(
             f"cannot trace {type(model).__name__} with torch.fx{where}: {type(e).__name__}: {e}. "
             "Data-dependent control flow is not supported; make the module a leaf or rewrite it") from None
-    return fx.GraphModule(tracer.root, graph, type(model).__name__)
+    gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
+    for k in set(model.__dict__) - own:  # fx parks tensor constants on the traced model: take them back
+        delattr(model, k)
+    return gm
 
 
 def _frames(e: BaseException) -> list[str]:

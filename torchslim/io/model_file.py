@@ -2,16 +2,22 @@
 
 The manifest names the constructor the model came from (`resnet56`, `torchvision:mobilenet_v2`) and
 describes every module that differs from what that constructor builds (pruned convs, decomposed
-chains, quantized layers) as `{"type", "args", "children"}`. Loading rebuilds the base model,
-swaps those modules in, and loads the weights strictly. Only classes from torch.nn, torchvision and
-torchslim (or registered by the user) can be named, and nothing in the file is ever executed.
+chains, quantized layers) as `{"type", "args", "children"}`. A module whose constructor cannot be
+called again from its attributes (torchvision's `ResNet(block, layers)`, `CNBlock`) is described by
+its instance state instead, `{"type", "state", "params", "buffers", "children"}`: what pickle would
+store, limited to JSON values and allowed classes. Loading rebuilds the base model, swaps those
+modules in, and loads the weights strictly. Only classes from torch.nn, torchvision and torchslim
+(or registered by the user) can be named, and nothing in the file is ever executed.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib
 import inspect
 import json
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -98,13 +104,141 @@ def _init_args(m: nn.Module, cls: type | None = None) -> dict[str, Any]:
     return args
 
 
-def module_spec(m: nn.Module) -> dict:
+_MODULE_INTERNALS = frozenset(nn.Module().__dict__) - {"training"}
+
+
+class _Unsaveable(Exception):
+    """A value in a module's state that the manifest cannot hold."""
+
+
+def _encode(v):
+    """JSON form of a module attribute: plain values, tuples, str-keyed dicts, allowed module classes
+    and partials of them (torchvision's `norm_layer`); anything else is `_Unsaveable`."""
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, list):
+        return [_encode(x) for x in v]
+    if isinstance(v, tuple):
+        return {"__tuple__": [_encode(x) for x in v]}
+    if isinstance(v, dict) and all(isinstance(k, str) for k in v):
+        return {"__dict__": {k: _encode(x) for k, x in v.items()}}
+    if isinstance(v, type) and issubclass(v, nn.Module) and _allowed(v):
+        return {"__type__": _qualname(v)}
+    if isinstance(v, functools.partial) and isinstance(v.func, type) and issubclass(v.func, nn.Module) \
+            and _allowed(v.func):
+        return {"__partial__": _qualname(v.func), "args": _encode(list(v.args)), "kwargs": _encode(v.keywords)}
+    raise _Unsaveable(f"a {type(v).__name__} ({v!r:.60})")
+
+
+def _decode(v):
+    if isinstance(v, list):
+        return [_decode(x) for x in v]
+    if not isinstance(v, dict):
+        return v
+    if "__tuple__" in v:
+        return tuple(_decode(x) for x in v["__tuple__"])
+    if "__dict__" in v:
+        return {k: _decode(x) for k, x in v["__dict__"].items()}
+    if "__type__" in v:
+        return _resolve(v["__type__"])
+    if "__partial__" in v:
+        return functools.partial(_resolve(v["__partial__"]), *_decode(v["args"]), **_decode(v["kwargs"]))
+    raise FileFormatError(f"unknown value {v!r:.60} in a module's state")
+
+
+def _allowed(cls: type) -> bool:
+    try:
+        return _resolve(_qualname(cls)) is cls
+    except FileFormatError:
+        return False
+
+
+def _attributes(m: nn.Module) -> dict:
+    """m's own attributes: not parameters, buffers, children, hooks, or torchslim's notes (`_torchslim_*`)."""
+    return {k: v for k, v in m.__dict__.items()
+            if k not in _MODULE_INTERNALS and k != "training" and not k.startswith("_torchslim")}
+
+
+def _state(m: nn.Module) -> dict:
+    out = {}
+    for k, v in _attributes(m).items():
+        try:
+            out[k] = _encode(v)
+        except _Unsaveable as e:
+            raise _Unsaveable(f"attribute {k!r} holds {e}") from None
+    return out
+
+
+def _same_attributes(m: nn.Module, ref: nn.Module) -> bool:
+    """Whether m holds every attribute of `ref` with an equal value. Attributes added to m later
+    (reports) and values no file can hold (callables, runtime sessions) are not compared."""
+    own = _attributes(m)
+    for k, v in _attributes(ref).items():
+        if k not in own:
+            return False
+        try:
+            if _encode(own[k]) != _encode(v):
+                return False
+        except _Unsaveable:
+            pass
+    return True
+
+
+def _tensor_slots(m: nn.Module) -> tuple[dict, dict]:
+    """Own parameters and buffers: name -> [shape, dtype, requires_grad | persistent], or None."""
+    params = {n: None if p is None else [list(p.shape), str(p.dtype).removeprefix("torch."), p.requires_grad]
+              for n, p in m._parameters.items()}
+    buffers = {n: None if b is None else [list(b.shape), str(b.dtype).removeprefix("torch."),
+                                          n not in m._non_persistent_buffers_set]
+               for n, b in m._buffers.items()}
+    return params, buffers
+
+
+def _rebuilds_from_args(m: nn.Module, args: dict) -> bool:
+    """Whether `type(m)(**args)` gives the same attributes, parameter shapes and child names as m
+    (built on the meta device: no memory, no initialisation)."""
+    try:
+        with torch.device("meta"):
+            b = type(m)(**_args_for_call(args))
+    except Exception:
+        return False
+    return (_same_attributes(m, b) and _tensor_slots(m) == _tensor_slots(b)
+            and {n: c is None for n, c in m._modules.items()} == {n: c is None for n, c in b._modules.items()})
+
+
+def _args_for_call(args: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) and k != "index" else v for k, v in args.items()}
+
+
+def module_spec(m: nn.Module, where: str = "") -> dict:
     cls = type(m)
     qn = _qualname(cls)
+    what = f"module {where or '(the model)'} of type {qn}"
     if not qn.startswith(_ALLOWED_PREFIXES) and qn not in _REGISTERED:
-        raise InvalidInputError(f"cannot save module of type {qn}: register it with torchslim.io.register_module")
-    spec: dict[str, Any] = {"type": qn, "args": {} if isinstance(m, _CONTAINERS) else _init_args(m)}
-    children = {n: module_spec(c) for n, c in m.named_children()}
+        raise InvalidInputError(f"cannot save {what}: register it with torchslim.io.register_module")
+    if not _allowed(cls):
+        raise InvalidInputError(f"cannot save {what}: the class cannot be found again by that name "
+                                "(a class made at run time, e.g. by torch.nn.utils.parametrize?)")
+    if m._forward_hooks or m._forward_pre_hooks:
+        raise InvalidInputError(f"cannot save {what}: it has forward hooks, which a file cannot hold "
+                                "(torch.nn.utils.prune? call prune.remove first)")
+    spec: dict[str, Any] = {"type": qn}
+    if type(m) in _CONTAINERS:
+        spec["args"] = {}
+    else:
+        args = _init_args(m)
+        # torchslim's own (and registered) classes keep their init args as attributes by design
+        if qn.startswith("torchslim.") or qn in _REGISTERED or _rebuilds_from_args(m, args):
+            spec["args"] = args
+        else:
+            try:
+                spec["state"] = _state(m)
+            except _Unsaveable as e:
+                raise InvalidInputError(f"cannot save {what}: its {e}, which a model file cannot describe; "
+                                        "register a class whose init args are attributes") from None
+            spec["params"], spec["buffers"] = _tensor_slots(m)
+    children = {n: None if c is None else module_spec(c, f"{where}.{n}" if where else n)
+                for n, c in m._modules.items() if c is not None or "state" in spec}
     if children:
         spec["children"] = children
     if not m.training:
@@ -112,19 +246,45 @@ def module_spec(m: nn.Module) -> dict:
     return spec
 
 
+def _from_state(cls: type, spec: dict) -> nn.Module:
+    """Rebuild a module from its saved instance state, as unpickling would, without running its __init__."""
+    m = cls.__new__(cls)
+    nn.Module.__init__(m)
+    m.__dict__.update({k: _decode(v) for k, v in spec["state"].items()})
+    for n, slot in spec.get("params", {}).items():
+        m.register_parameter(n, None if slot is None else nn.Parameter(
+            torch.empty(slot[0], dtype=_dtype(slot[1])), requires_grad=slot[2]))
+    for n, slot in spec.get("buffers", {}).items():
+        m.register_buffer(n, None if slot is None else torch.empty(slot[0], dtype=_dtype(slot[1])),
+                          persistent=True if slot is None else slot[2])
+    return m
+
+
+def _dtype(name: str) -> torch.dtype:
+    dt = getattr(torch, name, None)
+    if not isinstance(dt, torch.dtype):
+        raise FileFormatError(f"unknown dtype {name!r}")
+    return dt
+
+
 def build_module(spec: dict) -> nn.Module:
     try:
         cls = _resolve(spec["type"])
         args = spec.get("args", {})
         children = spec.get("children", {})
-        if cls in (nn.Sequential, nn.ModuleList) or issubclass(cls, _CONTAINERS):
+        if "state" not in spec and (cls in (nn.Sequential, nn.ModuleList) or issubclass(cls, _CONTAINERS)):
             m = cls()
             for name, cs in children.items():
                 m.add_module(name, build_module(cs))
             return m
-        m = cls(**{k: tuple(v) if isinstance(v, list) and k != "index" else v for k, v in args.items()})
-        for name, cs in children.items():
-            setattr(m, name, build_module(cs))
+        if "state" in spec:
+            m = _from_state(cls, spec)
+            for name, cs in children.items():
+                m._modules[name] = None if cs is None else build_module(cs)
+        else:
+            m = cls(**_args_for_call(args))
+            for name, cs in children.items():
+                setattr(m, name, build_module(cs))
         return m
     except FileFormatError:
         raise
@@ -138,15 +298,14 @@ def _same(a: nn.Module, b: nn.Module) -> bool:
         return False
     if [n for n, _ in a.named_children()] != [n for n, _ in b.named_children()]:
         return False
-    if isinstance(a, _CONTAINERS):
+    if type(a) in _CONTAINERS:
         return True
-    return _init_args(a) == _init_args(b) and all(
-        getattr(a, n).shape == getattr(b, n).shape for n, _ in a.named_parameters(recurse=False))
+    return _init_args(a) == _init_args(b) and _same_attributes(a, b) and _tensor_slots(a) == _tensor_slots(b)
 
 
 def _diff(model: nn.Module, base: nn.Module, prefix: str = "") -> dict[str, dict]:
     if not _same(model, base):
-        return {prefix: module_spec(model)}
+        return {prefix: module_spec(model, prefix)}
     out: dict[str, dict] = {}
     for name, child in model.named_children():
         out.update(_diff(child, getattr(base, name), f"{prefix}.{name}" if prefix else name))
@@ -187,11 +346,25 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, arch: dict | None =
                 "input_size": list(input_size) if input_size else (arch or {}).get("input_size"),
                 "metadata": metadata or {}}
     tensors = {k: v.detach().contiguous().cpu().clone() for k, v in model.state_dict().items()}
+    manifest["sha256"] = tensor_digest(tensors)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"torchslim": json.dumps(manifest)})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # the user's usual permissions, not the temporary file's 0600
     os.replace(tmp, path)
     return path
+
+
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        v = tensors[k].detach().cpu().contiguous()
+        h.update(json.dumps([k, str(v.dtype), list(v.shape)]).encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _read_manifest(path: Path) -> dict:
@@ -236,7 +409,13 @@ def load_model(path: str | os.PathLike) -> nn.Module:
     # Outer modules first, so a replaced container's children are replaced inside it.
     for fqn in sorted(manifest["replaced"], key=lambda k: (k.count("."), k) if k else (-1, "")):
         model = _set_submodule(model, fqn, build_module(manifest["replaced"][fqn]))
-    state = load_file(str(path))
+    state = OrderedDict(load_file(str(path)))
+    if "sha256" in manifest and tensor_digest(state) != manifest["sha256"]:  # older files have no digest
+        raise FileFormatError(f"{path}: the tensor data does not match the file's sha256 digest "
+                              "(the file is damaged; copy it again)")
+    # The file was written from these classes: tell their _load_from_state_dict so (MNASNet needs it).
+    state._metadata = {n: {"version": m._version} for n, m in model.named_modules()
+                       if getattr(m, "_version", None) is not None}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from torch import nn
@@ -170,9 +170,10 @@ class _Pruner:
 
             recalibrate_batchnorm(self.model, _images(self.data, cfg.bn_recalibration))
 
-    def finetune(self, fc: FitConfig | None):
+    def finetune(self, fc: FitConfig | None, label: str = "prune: fine-tuning"):
         if fc is None or self.data is None or fc.epochs == 0:
             return None
+        fc = replace(fc, label=label)
         callbacks = []
         if self.cfg.criterion == "taylor":  # Molchanov et al.: the criterion accumulates while fine-tuning
             from torchslim.prune.criteria.taylor import TaylorCallback
@@ -243,17 +244,17 @@ def prune(model: nn.Module, example_input: torch.Tensor, criterion: str = "l1", 
             else:
                 p.step(ratio=1 - (1 - cfg.ratio) ** (1 / n))
             if i < n:
-                history.append(p.finetune(cfg.finetune))
+                history.append(p.finetune(cfg.finetune, f"prune: recovery {i}/{n - 1}"))
     else:  # layerwise: the same per-group ratio, one group after the other
         r = cfg.ratio
         if goal is not None:
             r, _ = search_ratio(p.graph, torch.zeros(p.graph.num_units), target, metric=metric,
                                 allocation="uniform", skip=tuple(cfg.skip), min_keep=cfg.min_keep)
         names = [g.name for g in p.graph.groups if not any(fnmatch.fnmatch(g.name, s) for s in cfg.skip)]
-        for name in names:
+        for i, name in enumerate(names, 1):
             if name in {g.name for g in p.graph.groups}:  # a group may have merged away
                 p.step(ratio=r, only=name)
-                history.append(p.finetune(cfg.finetune))
+                history.append(p.finetune(cfg.finetune, f"prune: recovery {i}/{len(names)} ({name})"))
     history.append(p.finetune(cfg.final_finetune))
     report = {"config": {k: v for k, v in asdict(cfg).items() if k not in ("finetune", "final_finetune")},
               "before": p.original, "after": dict(p.current),

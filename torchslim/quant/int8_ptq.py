@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from torchslim.errors import InvalidInputError, UnsupportedModelError
+from torchslim.progress import note
 from torchslim.quant.bn_fold import fold_bn
 from torchslim.quant.fakequant import wrap_layers
 from torchslim.quant.observers import OBSERVERS, Histogram
@@ -341,6 +342,7 @@ def quantize_int8(model: nn.Module, calib, config: Int8Config | None = None, *, 
     report: dict = {"observer": cfg.observer, "threads": threads, "batch_size": cfg.batch_size,
                     "calib_images": sum(len(b) for b in batches), "paths": {}}
     built: dict[str, nn.Module] = {"fp32-torch": model}
+    note(f"int8: calibrating on {report['calib_images']} images and building the int8 paths")
     with tempfile.TemporaryDirectory() as tmp:
         raw = str(to_onnx(fp32, batches[0][:1], Path(tmp) / "fp32.onnx"))
         src = raw
@@ -376,6 +378,7 @@ def quantize_int8(model: nn.Module, calib, config: Int8Config | None = None, *, 
     reference = fake_quant_reference(fp32, batches, cfg.observer)
     built_ref = {"fake-quant": reference}
     for name, m in {**built, **built_ref}.items():
+        note(f"int8: measuring {name}")  # each path's check, latency and accuracy takes seconds
         row: dict = {}
         try:
             with torch.no_grad():
@@ -391,7 +394,8 @@ def quantize_int8(model: nn.Module, calib, config: Int8Config | None = None, *, 
             if eval_loader is not None:
                 from torchslim.train import evaluate
 
-                row["top1"] = evaluate(m, eval_loader, device="cpu", max_batches=eval_batches)["top1"]
+                row["top1"] = evaluate(m, eval_loader, device="cpu", max_batches=eval_batches,
+                                       progress=f"int8: {name} top-1")["top1"]
         except Exception as e:  # noqa: BLE001
             row = {"error": f"{type(e).__name__}: {e}"}
         report["paths"][name] = row

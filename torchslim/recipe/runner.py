@@ -331,6 +331,7 @@ def run_recipe(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike, *
                     model, data.split(recipe.data.eval_split), device=device))
             config = budget.fit_config(seed=stage_seed, device=str(device), progress=progress)
             kind = "finetune" if stage.finetune is not None else "distill"
+            config.label = f"{name}: {kind}"  # progress lines name the stage
             ckpt = stage_dir / kind
             callbacks = list(ctx.callbacks) + ([policy_cb] if policy_cb else [])
             if kind == "finetune":

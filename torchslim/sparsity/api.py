@@ -39,6 +39,14 @@ def need_data(train, method: str):
                                 "torchslim.data.get_data, or a training DataLoader)")
 
 
+def _check_sparsity(sparsity) -> None:
+    values = sparsity.items() if isinstance(sparsity, dict) else [("", sparsity)]
+    for layer, v in values:
+        if v is not None and not (isinstance(v, (int, float)) and 0 <= v < 1):
+            raise InvalidInputError(f"sparsity{f' of {layer!r}' if layer else ''} must be a fraction in [0, 1), "
+                                    f"got {v!r}")
+
+
 def sparsify(model: nn.Module, method: str = "magnitude", sparsity: float | dict | None = 0.9, *, data=None,
              config=None, inplace: bool = False, return_info: bool = False, **options):
     """Make the weights of `model` sparse with a kernel-sparsification method; masks stay attached.
@@ -76,6 +84,7 @@ def sparsify(model: nn.Module, method: str = "magnitude", sparsity: float | dict
         raise InvalidInputError(f"method {method!r} has no option(s) {sorted(unknown)}; "
                                 f"its options: {sorted(fields)}")
     config = dataclasses.replace(config, **options)
+    _check_sparsity(getattr(config, "sparsity", None))
     if not inplace:
         model = copy.deepcopy(model)
     train, val = split_data(data)

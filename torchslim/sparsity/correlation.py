@@ -139,10 +139,12 @@ def run_correlation(model: nn.Module, cfg: CorrelationConfig, train, val) -> dic
         set_mask(layers[name], correlation_mask(r, s) & layers[name].weight_mask)
         if cfg.epochs_per_layer:
             history += [{"layer": name, **h} for h in
-                        fit(model, train, val_loader=val, config=replace(cfg.fit, epochs=cfg.epochs_per_layer),
+                        fit(model, train, val_loader=val, config=replace(cfg.fit, epochs=cfg.epochs_per_layer,
+                                                                             label=f"correlation: {name}"),
                             callbacks=[KeepMasks(), *cfg.callbacks]).history]
     if cfg.finetune_epochs:
         history += [{"phase": "finetune", **h} for h in
-                    fit(model, train, val_loader=val, config=replace(cfg.fit, epochs=cfg.finetune_epochs),
+                    fit(model, train, val_loader=val, config=replace(cfg.fit, epochs=cfg.finetune_epochs,
+                                                                         label="correlation: fine-tuning"),
                         callbacks=[KeepMasks(), *cfg.callbacks]).history]
     return {"history": history}

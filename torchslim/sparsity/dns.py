@@ -141,12 +141,13 @@ def run_dns(model: nn.Module, cfg: DNSConfig, train, val) -> dict:
         cfg = replace(cfg, sparsity=None)
     attach_masks(model, cfg.filter_fn)
     surgery = NetworkSurgery(cfg.sparsity, crate=cfg.crate, margin=cfg.margin, gamma=cfg.gamma, power=cfg.power)
-    history = fit(model, train, val_loader=val, config=replace(cfg.fit, epochs=cfg.epochs),
+    history = fit(model, train, val_loader=val, config=replace(cfg.fit, epochs=cfg.epochs, label="dns: surgery"),
                   callbacks=[surgery, *cfg.callbacks]).history
     if cfg.finetune_epochs:
         from torchslim.sparsity.masks import KeepMasks
 
         history += [{"phase": "finetune", **h} for h in
-                    fit(model, train, val_loader=val, config=replace(cfg.fit, epochs=cfg.finetune_epochs),
+                    fit(model, train, val_loader=val, config=replace(cfg.fit, epochs=cfg.finetune_epochs,
+                                                                         label="dns: fine-tuning"),
                         callbacks=[KeepMasks(), *cfg.callbacks]).history]
     return {"surgeries": surgery.surgeries, "history": history}

@@ -49,12 +49,14 @@ def run_iht(model: nn.Module, cfg: IHTConfig, train, val) -> dict:
     for c in range(1, max(1, cfg.cycles) + 1):
         if c > 1 or cfg.dense_first:
             release_masks(model)
-            for h in fit(model, train, val_loader=val, config=replace(cfg.fit, epochs=cfg.dense_epochs),
+            for h in fit(model, train, val_loader=val, config=replace(cfg.fit, epochs=cfg.dense_epochs,
+                                                                     label=f"iht: dense {c}/{cfg.cycles}"),
                          callbacks=list(cfg.callbacks)).history:
                 history.append({"cycle": c, "phase": "dense", **h})
         with torch.no_grad():
             prune_by_magnitude(model, cfg.sparsity, scope=cfg.scope, filter_fn=cfg.filter_fn)
-        for h in fit(model, train, val_loader=val, config=replace(cfg.fit, epochs=cfg.sparse_epochs),
+        for h in fit(model, train, val_loader=val, config=replace(cfg.fit, epochs=cfg.sparse_epochs,
+                                                                 label=f"iht: sparse {c}/{cfg.cycles}"),
                      callbacks=[KeepMasks(), *cfg.callbacks]).history:
             history.append({"cycle": c, "phase": "sparse", **h})
     return {"cycles": cfg.cycles, "history": history}

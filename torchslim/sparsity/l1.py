@@ -54,11 +54,12 @@ class L1Config:
 def run_l1(model: nn.Module, cfg: L1Config, train, val) -> dict:
     need_data(train, "l1")
     reg = L1Regularizer(cfg.l1, cfg.filter_fn)
-    history = [{"phase": "l1", **h} for h in fit(model, train, val_loader=val, config=replace(cfg.fit, epochs=cfg.epochs),
+    history = [{"phase": "l1", **h} for h in fit(model, train, val_loader=val, config=replace(cfg.fit, epochs=cfg.epochs, label="l1: regularised"),
                                                   regularizers=[reg], callbacks=list(cfg.callbacks)).history]
     prune_by_magnitude(model, cfg.sparsity, scope=cfg.scope, filter_fn=cfg.filter_fn)
     if cfg.finetune_epochs:
         history += [{"phase": "finetune", **h} for h in
-                    fit(model, train, val_loader=val, config=replace(cfg.fit, epochs=cfg.finetune_epochs),
+                    fit(model, train, val_loader=val, config=replace(cfg.fit, epochs=cfg.finetune_epochs,
+                                                                         label="l1: fine-tuning"),
                         callbacks=[KeepMasks(), *cfg.callbacks]).history]
     return {"history": history}

@@ -188,12 +188,12 @@ class MagnitudeConfig:
     callbacks: list = field(default_factory=list)
 
 
-def _fit(model, train, val, cfg: MagnitudeConfig, epochs: int, callbacks) -> list[dict]:
+def _fit(model, train, val, cfg: MagnitudeConfig, epochs: int, callbacks, label: str) -> list[dict]:
     from dataclasses import replace
 
     if epochs <= 0 or train is None:
         return []
-    res = fit(model, train, val_loader=val, config=replace(cfg.fit, epochs=epochs),
+    res = fit(model, train, val_loader=val, config=replace(cfg.fit, epochs=epochs, label=label),
               callbacks=[KeepMasks(), *callbacks, *cfg.callbacks])
     return res.history
 
@@ -211,7 +211,7 @@ def run_magnitude(model: nn.Module, cfg: MagnitudeConfig, train, val) -> dict:
         steps = len(train) if not cfg.fit.max_steps_per_epoch else min(len(train), cfg.fit.max_steps_per_epoch)
         total = max(1, cfg.epochs * steps)
         agp = AGPSchedule(cfg.sparsity, 0, int(cfg.agp_end * total), every=cfg.agp_every, scope=cfg.scope)
-        history = _fit(model, train, val, cfg, cfg.epochs, [agp])
+        history = _fit(model, train, val, cfg, cfg.epochs, [agp], "magnitude: agp")
         return {"schedule": "agp", "history": history}
     rounds = 1 if cfg.schedule == "oneshot" else max(1, cfg.rounds)
     for r in range(1, rounds + 1):
@@ -224,6 +224,6 @@ def run_magnitude(model: nn.Module, cfg: MagnitudeConfig, train, val) -> dict:
             step = {n: 1.0 - (1.0 - s) ** (r / rounds) for n, s in target.items()}
             prune_by_magnitude(model, step if isinstance(cfg.sparsity, dict) else step[""], scope=cfg.scope,
                                filter_fn=cfg.filter_fn)
-        for h in _fit(model, train, val, cfg, cfg.epochs, []):
+        for h in _fit(model, train, val, cfg, cfg.epochs, [], f"magnitude: round {r}/{rounds}"):
             history.append({"round": r, **h})
     return {"schedule": cfg.schedule, "rounds": rounds, "history": history}

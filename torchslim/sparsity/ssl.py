@@ -333,12 +333,14 @@ def run_ssl(model: nn.Module, cfg: SSLConfig, train, val) -> dict:
     regs = [GroupLasso(k, lam[k], cfg.filter_fn, normalize=cfg.normalize) for k in cfg.groups if k not in prox_kinds]
     prox = [GroupLassoProx(k, lam[k], cfg.filter_fn, normalize=cfg.normalize) for k in prox_kinds]
     history = [{"phase": "group-lasso", **h} for h in
-               fit(model, train, val_loader=val, config=replace(cfg.fit, epochs=cfg.epochs), regularizers=regs,
+               fit(model, train, val_loader=val, config=replace(cfg.fit, epochs=cfg.epochs, label="ssl: group lasso"),
+                   regularizers=regs,
                    callbacks=[*prox, *cfg.callbacks]).history]
     counts = zero_small_groups(model, cfg.groups, cfg.threshold, cfg.filter_fn)
     if cfg.finetune_epochs:
         history += [{"phase": "finetune", **h} for h in
-                    fit(model, train, val_loader=val, config=replace(cfg.fit, epochs=cfg.finetune_epochs),
+                    fit(model, train, val_loader=val, config=replace(cfg.fit, epochs=cfg.finetune_epochs,
+                                                                         label="ssl: fine-tuning"),
                         callbacks=[KeepZeroGroups(), *cfg.callbacks]).history]
     info = {"zeroed_groups": counts, "history": history}
     if cfg.remove != "none":

@@ -8,8 +8,10 @@ from torch.utils.data import DataLoader
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, *, device: str | torch.device | None = None,
-             topk: tuple[int, ...] = (1, 5), max_batches: int | None = None, progress: bool = False) -> dict:
+             topk: tuple[int, ...] = (1, 5), max_batches: int | None = None, progress: bool | str = False) -> dict:
     """Top-k accuracy (in %) and mean cross-entropy loss of `model` on `loader`.
+
+    `progress`: show progress (`torchslim.progress`); a string labels it (e.g. "test before").
 
     Returns {"top1": ..., "top5": ..., "loss": ..., "n": images}.
     """
@@ -24,12 +26,12 @@ def evaluate(model: nn.Module, loader: DataLoader, *, device: str | torch.device
     model.eval()
     correct = {k: 0 for k in topk}
     loss_sum, n = 0.0, 0
-    it = loader
-    if progress:
-        from tqdm.auto import tqdm
+    from torchslim.progress import Progress
 
-        it = tqdm(loader, desc="evaluate", leave=False, disable=None)
-    for i, (x, y) in enumerate(it):
+    batches = len(loader) if max_batches is None else min(len(loader), max_batches)
+    bar = Progress(total=batches, desc=progress if isinstance(progress, str) else "evaluate", unit="batch",
+                   enabled=bool(progress), leave=False)
+    for i, (x, y) in enumerate(loader):
         if max_batches is not None and i >= max_batches:
             break
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -41,6 +43,8 @@ def evaluate(model: nn.Module, loader: DataLoader, *, device: str | torch.device
         for k in topk:
             correct[k] += hits[:, : min(k, kmax)].any(dim=1).sum().item()
         n += len(y)
+        bar.update()
+    bar.close()
     model.train(was_training)
     out = {f"top{k}": 100.0 * correct[k] / max(n, 1) for k in topk}
     out.update(loss=loss_sum / max(n, 1), n=n)

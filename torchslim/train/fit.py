@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from torchslim.errors import InvalidInputError
+from torchslim.progress import Progress, note
 from torchslim.train import distributed as D
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
@@ -57,8 +57,10 @@ class FitConfig:
     channels_last: bool = False  # NHWC during training (oneDNN's native conv layout); the model is returned NCHW
     max_steps_per_epoch: int | None = None  # quick runs: stop each epoch after this many batches
     checkpoint_every_steps: int | None = None  # also checkpoint inside long epochs
+    checkpoint_every_s: float | None = 120.0  # and whenever this long has passed since the last one
     eval_every: int = 1  # evaluate on val_loader every N epochs (0: never)
     progress: bool = True
+    label: str = "epoch"  # names the phase in progress lines, e.g. "dns: surgery" -> "dns: surgery 3/4: ..."
 
     def __post_init__(self):
         if self.epochs < 0 or self.lr <= 0:
@@ -189,6 +191,21 @@ def _save_atomic(obj: dict, path: Path) -> None:
 
 
 CHECKPOINT = "checkpoint.pt"
+# Settings that do not change what is trained: a resumed run may change them.
+_FREE_SETTINGS = ("device", "progress", "label", "eval_every", "checkpoint_every_steps", "checkpoint_every_s")
+
+
+def _check_same_run(ckpt_path: Path, state: dict, config: dict, run_info: dict | None) -> None:
+    """A checkpoint is resumed only by the run that wrote it: name the first settings that differ."""
+    if "config" not in state:
+        return  # written before settings were recorded
+    saved = {**state["config"], **state.get("run_info", {})}
+    now = {**config, **(run_info or {} if "run_info" in state else {})}
+    diff = [f"{k}={v!r} there, {now.get(k)!r} now" for k, v in saved.items()  # keys of older files only
+            if k not in _FREE_SETTINGS and v != now.get(k)]
+    if diff:
+        raise InvalidInputError(f"{ckpt_path.parent} holds a run with other settings ({'; '.join(diff[:4])}); "
+                                "use another output folder, the same settings, or delete it to start over")
 
 
 def fit(
@@ -202,6 +219,7 @@ def fit(
     callbacks: Sequence[Callback] = (),
     checkpoint_dir: str | os.PathLike | None = None,
     optimizer: torch.optim.Optimizer | None = None,
+    run_info: dict | None = None,
 ) -> FitResult:
     """Train `model` in place.
 
@@ -213,8 +231,11 @@ def fit(
         regularizers: callables `model -> scalar` added to the loss (e.g. group lasso).
         callbacks: `Callback` objects (mask keeping, network surgery, ...).
         checkpoint_dir: if given, a checkpoint is written atomically after every epoch (and every
-            `checkpoint_every_steps`), and an existing one is resumed from.
+            `checkpoint_every_steps` / `checkpoint_every_s` inside epochs), and an existing one is
+            resumed from.
         optimizer: a ready optimizer instead of the one the config describes.
+        run_info: JSON-able facts about the run beyond the config (model, data...): kept in the
+            checkpoint, and a resume with other values (or other config settings) is refused.
 
     Example:
         >>> data = torchslim.data.get_data("digits")
@@ -247,32 +268,43 @@ def fit(
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
         if ckpt_path.is_file():
             state = torch.load(ckpt_path, map_location=device, weights_only=True)
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
+            _check_same_run(ckpt_path, state, asdict(cfg), run_info)
+            try:
+                model.load_state_dict(state["model"])
+                opt.load_state_dict(state["optimizer"])
+            except (RuntimeError, ValueError, KeyError) as e:
+                first = (str(e).strip().splitlines() or [""])[0]
+                raise InvalidInputError(f"{ckpt_path} is a checkpoint of a different model ({first}); use "
+                                        "another output folder, or delete it to start over") from None
             for cb, s in zip(callbacks, state.get("callbacks", [])):
                 cb.load_state_dict(s)
             start_epoch, start_step = state["epoch"], state["step"]
             result.history = list(state.get("history", []))
             rng_at_step = state.get("rng")
             result.resumed_from = f"epoch {start_epoch} step {start_step}"
+            if D.is_main():  # said before any work, so a log shows where this run picks up
+                done = start_epoch >= cfg.epochs
+                note(f"{ckpt_path.parent}: " + (f"finished already ({cfg.epochs} epochs); reusing it" if done else
+                     f"resuming from epoch {start_epoch + 1} step {start_step}"))
+
+    last_checkpoint = time.monotonic()
 
     def checkpoint(epoch: int, step: int) -> None:
+        nonlocal last_checkpoint
+        last_checkpoint = time.monotonic()
         if ckpt_path is None or not D.is_main():
             return
         _save_atomic({
             "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "step": step,
             "callbacks": [cb.state_dict() for cb in callbacks], "history": result.history,
-            "rng": torch.get_rng_state(), "config": asdict(cfg),
+            "rng": torch.get_rng_state(), "config": asdict(cfg), "run_info": dict(run_info or {}),
         }, ckpt_path)
 
     for cb in callbacks:
         cb.on_fit_begin(model, opt)
-    bar = None
-    if cfg.progress and D.is_main():
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch + start_step,
-                   desc="fit", unit="step", disable=None, dynamic_ncols=True)
+    show = cfg.progress and D.is_main()
+    bar = Progress(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch + start_step,
+                   desc=cfg.label if cfg.label != "epoch" else "fit", unit="step", enabled=show)
     for epoch in range(start_epoch, cfg.epochs):
         # Everything random in this epoch (shuffle order, augmentation, dropout) follows from (seed, epoch).
         seed_everything(cfg.seed * 100_003 + epoch)
@@ -319,11 +351,12 @@ def fit(
             loss_sum += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
-            if cfg.checkpoint_every_steps and (step + 1) % cfg.checkpoint_every_steps == 0 \
-                    and step + 1 < steps_per_epoch:
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
+            bar.update(1)
+            every_steps = cfg.checkpoint_every_steps and (step + 1) % cfg.checkpoint_every_steps == 0
+            every_s = ckpt_path is not None and cfg.checkpoint_every_s is not None \
+                and time.monotonic() - last_checkpoint >= cfg.checkpoint_every_s
+            if (every_steps or every_s) and step + 1 < steps_per_epoch:
                 checkpoint(epoch, step + 1)
         if distributed:  # epoch figures over all ranks' samples
             totals = torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=device)
@@ -339,15 +372,14 @@ def fit(
             ev = evaluate(model, val_loader, device=device)
             metrics.update(val_top1=ev["top1"], val_loss=ev["loss"])
         result.history.append(metrics)
-        if cfg.progress and D.is_main() and (bar is None or bar.disable):  # no live bar (a log file): one line per epoch
+        if show:  # one line per epoch, kept above the bar on a terminal
             shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "epoch")
-            print(f"epoch {epoch + 1}/{cfg.epochs}: {shown}", file=sys.stderr, flush=True)
+            note(f"{cfg.label} {epoch + 1}/{cfg.epochs}: {shown}")
         for cb in callbacks:
             cb.on_epoch_end(model, epoch, metrics)
         checkpoint(epoch + 1, 0)
         rng_at_step = None
-    if bar is not None:
-        bar.close()
+    bar.close()
     if cfg.channels_last:  # hand back the usual layout: safetensors and ONNX export expect contiguous tensors
         model.to(memory_format=torch.contiguous_format)
     D.barrier()  # rank 0's last checkpoint is on disk before any rank goes on
