@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from torchslim.lowrank.core import Analysis, Method, register_method
+from torchslim.lowrank.linalg import singular_values
 
 RANDOMIZED_MIN_DIM = 1024  # matrices at least this large in both dims, explicit rank < min/4
 
@@ -53,10 +54,12 @@ class TruncatedSVD(Method):
         W = _matrix(layer)
         T, S = W.shape
         cache, spectra = {}, []
-        if need_spectra:
+        if need_spectra and min(T, S) < RANDOMIZED_MIN_DIM:  # small: the exact factors come for free
             U, s, Vh = torch.linalg.svd(W.double(), full_matrices=False)
             cache["svd"] = (U, s, Vh)
             spectra = [(s, (T, S))]
+        elif need_spectra:  # large (VGG's classifier): values only; factorize finds the R vectors it keeps
+            spectra = [(singular_values(W), (T, S))]
         else:
             spectra = [(torch.ones(min(T, S)), (T, S))]
         return Analysis(spectra, (min(T, S),), cache)
