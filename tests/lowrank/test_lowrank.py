@@ -342,3 +342,18 @@ def test_vbmf_on_a_large_linear_takes_values_from_the_gram():
                             + 0.01 * torch.randn(1100, 1024, generator=g))
     _, res = decompose_layer(layer, "svd", "vbmf")
     assert res.ranks == (20,) and res.rel_error < 0.01
+
+
+@pytest.mark.parametrize("shape", [(1100, 1024), (1024, 1100)])
+def test_factors_from_the_gram_are_the_best_rank_r_approximation(shape):
+    from torchslim.lowrank.linalg import gram
+    from torchslim.lowrank.svd import svd_factors
+    from torchslim.lowrank.core import Analysis
+
+    g = torch.Generator().manual_seed(8)
+    W = torch.randn(shape[0], 30, generator=g) @ torch.randn(30, shape[1], generator=g) + 0.1 * torch.randn(*shape, generator=g)
+    s = torch.linalg.svdvals(W.double())
+    for R in (30, 300):  # subspace iteration (R at the spectral gap, as VBMF picks it), then the exact eigh
+        A, B = svd_factors(W, R, Analysis([], (), {"gram": gram(W)}))
+        best = float(s[R:].square().sum().sqrt())  # Eckart-Young: the error of the truncated SVD
+        assert float((W.double() - A @ B).norm()) == pytest.approx(best, rel=1e-4 if R == 30 else 1e-6)
