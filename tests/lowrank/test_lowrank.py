@@ -351,7 +351,8 @@ def test_factors_from_the_gram_are_the_best_rank_r_approximation(shape):
     from torchslim.lowrank.core import Analysis
 
     g = torch.Generator().manual_seed(8)
-    W = torch.randn(shape[0], 30, generator=g) @ torch.randn(30, shape[1], generator=g) + 0.1 * torch.randn(*shape, generator=g)
+    W = (torch.randn(shape[0], 30, generator=g) @ torch.randn(30, shape[1], generator=g)
+         + 0.1 * torch.randn(*shape, generator=g))
     s = torch.linalg.svdvals(W.double())
     for R in (30, 300):  # subspace iteration (R at the spectral gap, as VBMF picks it), then the exact eigh
         A, B = svd_factors(W, R, Analysis([], (), {"gram": gram(W)}))

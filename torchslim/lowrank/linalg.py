@@ -53,7 +53,8 @@ def singular_values(Y: torch.Tensor | None = None, *, G: torch.Tensor | None = N
     return lam.clamp_min(float(lam[0]) * 1e-30 if lam.numel() else 0.0).sqrt()
 
 
-def top_eigenvectors(G: torch.Tensor, R: int, n_iter: int = 4, oversample: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+def top_eigenvectors(G: torch.Tensor, R: int, n_iter: int = 4,
+                     oversample: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
     """(V, lam): the R leading eigenpairs of a symmetric PSD G, descending.
 
     Exact (eigh) when R is a large part of G; otherwise subspace iteration with a Rayleigh-Ritz step

@@ -290,7 +290,8 @@ def prune_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Module:
                                   p.get("criterion", "l1"), ctx)
         ctx.metrics["sensitivity"] = found
         opts["skip"] = tuple(opts.get("skip", ())) + tuple(found["skipped"])
-    return _verb("prune")(model, ctx.example_input(), data=ctx.data, **p, **opts)  # the bundle: data criteria read .split
+    # the bundle, not its train loader: data criteria (apoz, taylor...) read its splits
+    return _verb("prune")(model, ctx.example_input(), data=ctx.data, **p, **opts)
 
 
 class KeepZeros(Callback):
