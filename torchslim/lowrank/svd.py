@@ -30,13 +30,12 @@ def svd_factors(W: torch.Tensor, R: int, analysis: Analysis | None = None):
         U, s, Vh = analysis.cache["svd"]
     elif analysis is not None and "gram" in analysis.cache:  # from the spectrum's Gram: W ~ V_R V_R^T W
         G, transposed = analysis.cache["gram"]
-        V, lam = top_eigenvectors(G, R)
-        V, lam = V.double(), lam.double()
-        root = lam.clamp_min(float(lam[0]) * 1e-24).sqrt().sqrt()  # sigma^1/2; the split cancels in A @ B
-        Wd = W.double()
+        V, lam = top_eigenvectors(G, R)  # in G's precision: float32 for large matrices, as the Gram
+        root = lam.clamp_min(float(lam[0]) * 1e-12).sqrt().sqrt()  # sigma^1/2; the split cancels in A @ B
+        W = W.to(G.dtype)
         if transposed:  # V: right singular vectors
-            return (Wd @ V) / root, root[:, None] * V.T
-        return V * root, (V.T @ Wd) / root[:, None]
+            return (W @ V) / root, root[:, None] * V.T
+        return V * root, (V.T @ W) / root[:, None]
     elif min(T, S) >= RANDOMIZED_MIN_DIM and R < min(T, S) // 4:
         U, s, V = torch.svd_lowrank(W.double(), q=min(R + 10, min(T, S)), niter=4)
         Vh = V.T
