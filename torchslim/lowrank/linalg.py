@@ -38,12 +38,13 @@ def gram(Y: torch.Tensor) -> tuple[torch.Tensor, bool]:
     Y = Y.T if transposed else Y
     n, m = Y.shape
     Y = Y.double() if n * n * m <= EXACT_GRAM_MACS else Y.float()
-    if n < 1024:
+    k = min(8, n // 256)  # row blocks of at least 256: each GEMM stays large enough to run at full speed
+    if k < 2:
         return Y @ Y.T, transposed
-    # G is symmetric: the blocks on and above the diagonal (10 of 16) are all the GEMM work needed
+    # G is symmetric: the blocks on and above the diagonal (k(k+1)/2 of k^2) are all the GEMM work needed
     G = Y.new_empty(n, n)
-    edges = [round(i * n / 4) for i in range(5)]
-    for i in range(4):
+    edges = [round(i * n / k) for i in range(k + 1)]
+    for i in range(k):
         rows = Y[edges[i]:edges[i + 1]]
         G[edges[i]:edges[i + 1], edges[i]:] = rows @ Y[edges[i]:].T
         G[edges[i + 1]:, edges[i]:edges[i + 1]] = G[edges[i]:edges[i + 1], edges[i + 1]:].T
