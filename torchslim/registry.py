@@ -34,6 +34,11 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self._entries))}"
             ) from None
 
+    def canonical(self, name: str) -> str:
+        """The first name the entry of `name` was registered under: an alias resolves to it."""
+        entry = self.get(name)
+        return next(n for n, e in self._entries.items() if e is entry)
+
     def names(self, pattern: str = "*") -> list[str]:
         return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
 

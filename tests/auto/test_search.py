@@ -81,3 +81,74 @@ def test_auto_compress_reaches_a_mac_target_on_a_trained_model():
     assert not effort.target_met and effort.metric < effort.base.metric
     within = [p for p in effort.points if effort.base.accuracy - p.predicted_accuracy <= 30]
     assert effort.chosen.predicted_metric == min(p.predicted_metric for p in within)
+
+
+class _Marked(nn.Module):
+    """A stand-in model that records which actions were applied; fake measurements read the record."""
+
+    def __init__(self):
+        super().__init__()
+        self.applied = frozenset()
+
+
+def _mark(name):
+    def apply(m):
+        m.applied = m.applied | {name}
+        return m
+    return apply
+
+
+def test_auto_never_bisects_past_the_drop_and_judges_the_final_model(monkeypatch):
+    # int8 alone: 0.507x at no loss; "a" costs 0.1 point, "b" and "c" 10 and 25 points. The predicted
+    # int8 + a (0.497x) measures 0.51x for real, while the path's end (all actions) measures fast:
+    # the search must not walk on to points predicted far beyond --max-drop to find a real hit.
+    saving = {"a": 2.0, "b": 5.0, "c": 10.0}
+    loss = {"a": 0.1, "b": 10.0, "c": 25.0}
+    real_combo = {frozenset("a"): 98.0, frozenset("ab"): 93.0, frozenset("abc"): 83.0}
+
+    def measure(m):
+        layers = frozenset(m.applied - {"int8"})
+        metric = real_combo.get(layers, 100.0 - sum(saving[k] for k in layers))
+        if "int8" in m.applied:  # int8 + a: slower than predicted (say, a layer int8 handles badly)
+            return metric * 0.507 + (1.5 if layers == frozenset("a") else 0.0)
+        return metric
+
+    def evaluate(m):
+        return 90.0 - sum(loss.get(k, 0.0) for k in m.applied)
+
+    monkeypatch.setattr("torchslim.auto.search.metric_fn", lambda *a, **k: measure)
+    actions = [Action(k, "x", _mark(k), kind="prune", touches=frozenset({k})) for k in "abc"]
+    actions.append(Action("model", "int8", _mark("int8"), kind="quant"))
+    result = auto_compress(_Marked(), actions, evaluate=evaluate, example_input=torch.zeros(1, 1),
+                           target="latency=0.5x", max_drop=1.0)
+    assert {a.layer for a in result.chosen.actions} == {"a", "model"}  # never b or c: predicted 10+ points
+    assert result.base.accuracy - result.accuracy <= 1.0
+    assert not result.target_met  # 0.52x measured on the final model
+    assert "not met" in result.verdict and "best point within the 1.0-point drop" in result.verdict
+
+
+def test_target_met_needs_the_accuracy_after_finetuning(monkeypatch):
+    monkeypatch.setattr("torchslim.auto.search.metric_fn", lambda *a, **k: lambda m: 50.0 if m.applied else 100.0)
+    actions = [Action("a", "x", _mark("a"), kind="prune", touches=frozenset({"a"}))]
+    scores = {frozenset(): 90.0, frozenset("a"): 89.5}
+    damaged = []  # the fine-tuning diverges: the final model loses 5 points though the action alone lost 0.5
+
+    def finetune(m):
+        damaged.append(m)
+        return [{}]
+
+    evaluate = lambda m: 85.0 if any(m is d for d in damaged) else scores[m.applied]  # noqa: E731
+    result = auto_compress(_Marked(), actions, evaluate=evaluate, example_input=torch.zeros(1, 1),
+                           target="latency=0.6x", max_drop=1.0, finetune=finetune)
+    assert result.metric == 50.0 and result.accuracy == 85.0
+    assert not result.target_met and "more than 1.0 points" in result.verdict
+
+
+def test_out_of_reach_error_names_the_nearest_point_within_the_drop(monkeypatch):
+    metric = {frozenset(): 100.0, frozenset("a"): 90.0, frozenset("b"): 20.0}
+    monkeypatch.setattr("torchslim.auto.search.metric_fn", lambda *a, **k: lambda m: metric[m.applied])
+    actions = [Action(k, "x", _mark(k), kind="prune", touches=frozenset({k})) for k in "ab"]
+    evaluate = lambda m: {frozenset(): 90.0, frozenset("a"): 89.8, frozenset("b"): 50.0}[m.applied]  # noqa: E731
+    with pytest.raises(InvalidInputError, match=r"nearest point within the drop is 0\.900x at 0\.20 points"):
+        auto_compress(_Marked(), actions, evaluate=evaluate, example_input=torch.zeros(1, 1),
+                      target="latency=0.5x", max_drop=1.0)

@@ -15,7 +15,7 @@ def test_svd_init_is_exact_when_the_rank_suffices():
     torch.manual_seed(0)
     conv = nn.Conv2d(8, 6, 3, padding=1, bias=True)
     x = torch.randn(2, 8, 7, 7)
-    # groups=1: one group of rank min(N, M*9) = 6 reproduces the conv exactly
+    # groups=1: one group of rank M = 8 >= N = 6 reproduces the conv exactly
     block = separable_from_conv(conv, groups=1)
     assert torch.allclose(block(x), conv(x), atol=1e-5)
     # depthwise (rank 1 per input channel) only approximates it, but beats a random block
@@ -23,6 +23,16 @@ def test_svd_init_is_exact_when_the_rank_suffices():
     rnd = separable_from_conv(conv, svd_init=False)
     err = lambda b: (b(x) - conv(x)).pow(2).mean()  # noqa: E731
     assert err(dw) < err(rnd)
+
+
+def test_svd_init_with_one_group_is_exact_only_when_outputs_do_not_exceed_inputs():
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 7, 7)
+    rel = lambda block, conv: float((block(x) - conv(x)).norm() / conv(x).norm())  # noqa: E731
+    narrowing = nn.Conv2d(16, 16, 3, padding=1, bias=False)  # N = M: rank M suffices
+    assert rel(separable_from_conv(narrowing, groups=1), narrowing) < 1e-5
+    widening = nn.Conv2d(16, 32, 3, padding=1, bias=False)  # N = 32 > M = 16, though N <= M k^2 = 144
+    assert rel(separable_from_conv(widening, groups=1), widening) > 0.3
 
 
 def test_non_square_kernels_are_refused_by_name():

@@ -44,9 +44,10 @@ def test_quantize_low_bit_writes_a_bit_packed_slim_and_encode_prints_it(method, 
     assert torch.equal(torchslim.load(out / "model.slim")(x), load_model(out / "model.safetensors")(x))
 
 
-def test_quantize_int8_writes_runnable_model(tmp_path):
+@pytest.mark.parametrize("method", ["int8-ptq", "int8"])  # int8: the alias torchslim.quant accepts
+def test_quantize_int8_writes_runnable_model(tmp_path, method):
     out = tmp_path / "q"
-    rc = main(["quantize", "digits_cnn", "--method", "int8-ptq", "--data", "digits", "--path", "ort-qdq",
+    rc = main(["quantize", "digits_cnn", "--method", method, "--data", "digits", "--path", "ort-qdq",
                "--calib-images", "64", "-o", str(out)])
     assert rc == 0
     figs = json.loads((out / "quantize.json").read_text())

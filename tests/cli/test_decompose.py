@@ -11,7 +11,13 @@ def test_decompose_cli_writes_model_and_table(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "total" in out and "MACs" in out
     res = json.loads((tmp_path / "decompose.json").read_text())
-    assert res["size_ratio"] > 1.5 and res["report"]["totals"]["decomposed"] == 5
+    skipped = [l for l in res["report"]["layers"] if l["status"] == "skipped"]
+    assert res["report"]["totals"]["decomposed"] == 3 and res["size_ratio"] > 1.2
+    assert ["input layer" in skipped[0]["reason"], "final classifier" in skipped[1]["reason"]] == [True, True]
+    assert "[1/5]" in out  # progress, one line per layer
+    assert main(["decompose", "digits_cnn", "--rank", "compression=2", "--no-latency", "--include-ends",
+                 "-o", str(tmp_path / "all")]) == 0
+    assert json.loads((tmp_path / "all" / "decompose.json").read_text())["report"]["totals"]["decomposed"] == 5
     from torchslim.io import load_model
 
     load_model(tmp_path / "model.safetensors")

@@ -89,3 +89,15 @@ stages:
     assert load_model(tmp_path / "run/model.safetensors")(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
     with pytest.raises(InvalidInputError, match="unknown distillation setting"):
         torchslim.distill(create_model("digits_cnn", width=4), digits_teacher, get_data("digits"), tempurature=3)
+
+
+def test_cli_distill_refuses_a_teacher_at_chance_accuracy(tmp_path, capsys):
+    untrained = create_model("digits_cnn")
+    for p in untrained.parameters():
+        torch.nn.init.zeros_(p)  # constant logits: always class 0, chance accuracy
+    teacher_file = save_model(untrained, tmp_path / "untrained.safetensors", input_size=(1, 8, 8))
+    rc = main(["distill", "--teacher", str(teacher_file), "--student", "digits_cnn", "--data", "digits",
+               "--epochs", "1", "--max-steps", "1", "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "chance is 10.0 %" in err and "--teacher-pretrained" in err
+    assert not (tmp_path / "out").exists()

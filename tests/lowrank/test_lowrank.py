@@ -143,7 +143,7 @@ def _toy_data(n=64):
 
 def test_whole_model_roundtrips_and_reports(tmp_path):
     model = create_model("digits_cnn").eval()
-    small, rep = decompose_with_report(model, "tucker", {"compression": 2})
+    small, rep = decompose_with_report(model, "tucker", {"compression": 2}, include_ends=True)
     assert small is not model and all(isinstance(m, nn.Conv2d) for m in [model[0]])  # original untouched
     tot = rep.totals()
     assert tot["decomposed"] >= 3 and tot["compression"] > 1.5 and tot["speedup"] > 1.2
@@ -160,6 +160,22 @@ def test_whole_model_roundtrips_and_reports(tmp_path):
 
     Console(file=open(tmp_path / "t.txt", "w"), width=200).print(rep.table())
     assert "total" in (tmp_path / "t.txt").read_text()
+
+
+def test_default_leaves_the_input_layer_and_the_classifier_alone_and_says_why():
+    model = create_model("resnet20")
+    lines = []
+    small, rep = decompose_with_report(model, "tucker", "vbmf", progress=lines.append)
+    by = {l.name: l for l in rep.layers}
+    assert by["conv1"].status == "skipped" and "input layer" in by["conv1"].reason
+    assert by["linear"].status == "skipped" and "final classifier" in by["linear"].reason
+    assert small.conv1 is not model.conv1 and isinstance(small.conv1, nn.Conv2d) and isinstance(small.linear, nn.Linear)
+    assert rep.totals()["decomposed"] >= 10  # the body still is
+    assert len(lines) == len(rep.layers) and lines[0].startswith("[1/")
+    _, rep = decompose_with_report(model, "tucker", "vbmf", include_ends=True)
+    assert {l.name for l in rep.decomposed} >= {"conv1", "linear"}
+    _, rep = decompose_with_report(model, "tucker", 4, layers=["conv1", "linear"])  # named: obeyed
+    assert {l.name for l in rep.decomposed} == {"conv1", "linear"}
 
 
 def test_layer_selection_and_verb():
@@ -300,3 +316,45 @@ def test_per_layer_ranks_and_default_rank():
     assert rep.rank == "vbmf"
     with pytest.raises(InvalidInputError):
         decompose_with_report(model, "tucker", {"3": 0})
+
+
+@pytest.mark.parametrize("gram_dtype", ["float64", "float32"])
+def test_gram_singular_values_match_the_svd_and_give_the_same_vbmf_rank(monkeypatch, gram_dtype):
+    from torchslim.lowrank import linalg
+    from torchslim.lowrank.vbmf import evbmf
+
+    if gram_dtype == "float32":  # the path of large layers (VGG's classifier)
+        monkeypatch.setattr(linalg, "EXACT_GRAM_MACS", 0)
+    g = torch.Generator().manual_seed(7)
+    W = torch.randn(200, 12, generator=g) @ torch.randn(12, 900, generator=g) + 0.5 * torch.randn(200, 900, generator=g)
+    for Y in (W, W.T):  # the smaller side's Gram either way
+        exact = torch.linalg.svdvals(Y.double())
+        got = linalg.singular_values(Y)
+        tol = 1e-9 if gram_dtype == "float64" else 1e-4
+        torch.testing.assert_close(got, exact, rtol=0, atol=tol * float(exact[0]))
+        assert evbmf(gamma=got.numpy(), shape=tuple(Y.shape)).rank == evbmf(Y).rank == 12
+
+
+def test_vbmf_on_a_large_linear_takes_values_from_the_gram():
+    g = torch.Generator().manual_seed(3)
+    layer = nn.Linear(1024, 1100, bias=False)
+    layer.weight.data.copy_(torch.randn(1100, 20, generator=g) @ torch.randn(20, 1024, generator=g)
+                            + 0.01 * torch.randn(1100, 1024, generator=g))
+    _, res = decompose_layer(layer, "svd", "vbmf")
+    assert res.ranks == (20,) and res.rel_error < 0.01
+
+
+@pytest.mark.parametrize("shape", [(1100, 1024), (1024, 1100)])
+def test_factors_from_the_gram_are_the_best_rank_r_approximation(shape):
+    from torchslim.lowrank.linalg import gram
+    from torchslim.lowrank.svd import svd_factors
+    from torchslim.lowrank.core import Analysis
+
+    g = torch.Generator().manual_seed(8)
+    W = (torch.randn(shape[0], 30, generator=g) @ torch.randn(30, shape[1], generator=g)
+         + 0.1 * torch.randn(*shape, generator=g))
+    s = torch.linalg.svdvals(W.double())
+    for R in (30, 300):  # subspace iteration (R at the spectral gap, as VBMF picks it), then the exact eigh
+        A, B = svd_factors(W, R, Analysis([], (), {"gram": gram(W)}))
+        best = float(s[R:].square().sum().sqrt())  # Eckart-Young: the error of the truncated SVD
+        assert float((W.double() - A @ B).norm()) == pytest.approx(best, rel=1e-4 if R == 30 else 1e-6)

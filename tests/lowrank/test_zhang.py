@@ -44,7 +44,8 @@ def test_asymmetric_beats_symmetric_on_the_final_layer(method):
         y, y_held = model(x), model(held_out)
     err, reported = {}, {}
     for asym in (False, True):
-        small, rep = decompose_with_report(model, method, rank, data=[x], options={"asymmetric": asym})
+        small, rep = decompose_with_report(model, method, rank, data=[x], options={"asymmetric": asym},
+                                           include_ends=True)
         assert rep.totals()["decomposed"] == 4
         with torch.no_grad():
             err[asym] = (_rel(small(x), y), _rel(small(held_out), y_held))

@@ -99,7 +99,7 @@ def verbs(monkeypatch, tmp_path):
 
 def test_every_adapter_through_a_run(verbs, tmp_path):
     summary = run_recipe(parse_recipe(RECIPE, "adapters.yaml"), tmp_path / "run", progress=False, log=lambda *a: None)
-    assert verbs["prune"] == {"criterion": "l1", "ratio": 0.5, "shape": (1, 1, 8, 8), "data": "DataLoader",
+    assert verbs["prune"] == {"criterion": "l1", "ratio": 0.5, "shape": (1, 1, 8, 8), "data": "DataBundle",
                               "kw": {"extra": 1}}
     assert verbs["sparsify"] == [0.0, 0.5]  # AGP: epoch 0 -> initial, epoch 1 -> final
     assert verbs["decompose"] == {"method": "svd", "rank": 4, "layers": ["15"]}
@@ -164,3 +164,22 @@ stages:
     info = json.loads((tmp_path / "run/stages/01-distill/metrics.json").read_text())
     assert [h["epoch"] for h in info["history"]] == [1, 2]  # the distillation's epochs are in the report
     assert summary == {}
+
+
+def test_prune_stage_with_a_data_criterion_runs_the_real_verb(tmp_path):
+    from torchslim.io import load_model
+    from torchslim.recipe import load_recipe, run_recipe
+
+    recipe = tmp_path / "apoz.yaml"
+    recipe.write_text("""\
+name: apoz
+model: {name: digits_cnn, kwargs: {width: 8}}
+data: {name: digits, batch_size: 64, limit_train: 128, limit_eval: 64, augment: false}
+measure: {latency: false}
+stages:
+  - method: prune
+    params: {criterion: apoz, ratio: 0.5, options: {batches: 1}}
+""")
+    run_recipe(load_recipe(recipe), tmp_path / "run", progress=False, report=False, log=lambda *a: None)
+    pruned = load_model(tmp_path / "run/model.safetensors")
+    assert pruned[0].out_channels < 8 and pruned(torch.zeros(1, 1, 8, 8)).shape == (1, 10)

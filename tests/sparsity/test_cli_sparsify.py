@@ -26,3 +26,22 @@ def test_cli_bad_layer_sparsity_is_one_line(capsys, tmp_path):
     code = main(["sparsify", "digits_cnn", "--data", "digits", "--layer-sparsity", "{nope", "-o", str(tmp_path)])
     _, err = capsys.readouterr()
     assert code == 2 and "--layer-sparsity" in err and len(err.strip().splitlines()) == 1
+
+
+def test_every_registered_method_names_the_epochs_field_the_cli_sets():
+    import dataclasses
+
+    from torchslim.sparsity import METHODS
+    from torchslim.sparsity.api import epochs_field
+
+    for name in METHODS.names():
+        config_cls, _ = METHODS.get(name)
+        assert epochs_field(name) in {f.name for f in dataclasses.fields(config_cls)}, name
+
+
+def test_cli_sparsify_energy_aware_runs(capsys, tmp_path):
+    code = main(["sparsify", "digits_cnn", "--data", "digits", "--method", "energy-aware", "--epochs", "1",
+                 "--max-steps", "2", "--limit", "256", "-o", str(tmp_path / "e")])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    assert json.loads((tmp_path / "e" / "sparsify.json").read_text())["method"] == "energy-aware"

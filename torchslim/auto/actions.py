@@ -61,7 +61,8 @@ def merge_stages(actions: Sequence[Action]) -> list[dict]:
     """The recipe stages that apply `actions` together: prune, then decompose, then quantize."""
     order = {"prune": 0, "decompose": 1, "quantize": 2}
     merged: list[dict] = []
-    for a in sorted(actions, key=lambda a: order.get(a.stage.get("method"), 1)):
+    staged = [a for a in actions if a.stage]  # an action given only as a function has no recipe stage
+    for a in sorted(staged, key=lambda a: order.get(a.stage.get("method"), 1)):
         s = copy.deepcopy(a.stage)
         last = merged[-1] if merged else None
         if last and last["method"] == s["method"] == "prune" and \

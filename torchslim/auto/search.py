@@ -12,9 +12,11 @@
    kinds exclude each other); a whole-model action (int8) is put on top of every point of every
    path, predicted by scaling the metric by the factor it gave the base model;
 3. the most accurate predicted point that meets the target within the allowed drop is applied for
-   real and measured (a miss bisects further along its line for the first real hit; with
-   `best_effort`, an unreachable target takes the fastest point within the drop); the per-layer
-   actions are fine-tuned (torchslim.train.fit), int8 is calibrated afterwards.
+   real and measured (a miss bisects further along its line, never past the points predicted within
+   the drop, for the first real hit; with `best_effort`, an unreachable target takes the fastest
+   point within the drop); the per-layer actions are fine-tuned (torchslim.train.fit), int8 is
+   calibrated afterwards; the target is met only if the final model meets both the metric and the
+   drop, as measured.
 All predicted points and their non-dominated subset (the Pareto front) are kept for the report.
 """
 from __future__ import annotations
@@ -174,7 +176,8 @@ class AutoResult:
     checks: list[dict] = field(default_factory=list)  # points applied for real: predicted vs measured metric
     accuracy_finetuned: float | None = None  # before the whole-model action (int8), when one was chosen
     stages: list[dict] = field(default_factory=list)  # recipe stages that rebuild the model (int8 path pinned)
-    target_met: bool = True  # False: best effort, the target was predicted out of reach within max_drop
+    target_met: bool = True  # the returned model meets the target metric AND loses at most max_drop (measured)
+    verdict: str = ""  # one line: met, or not met and the best point within the drop
 
     @property
     def front(self) -> list[PathPoint]:
@@ -281,12 +284,13 @@ def auto_compress(model: nn.Module, actions: list[Action], *, evaluate: Callable
     if best is None:
         within = [(line, i) for line in lines for i, p in enumerate(line)
                   if base.accuracy - p.predicted_accuracy <= max_drop and p.predicted_metric < base.metric]
-        low = min(points, key=lambda p: p.predicted_metric)
         if not best_effort or not within:
+            nearest = min((line[i] for line, i in within), key=lambda p: p.predicted_metric, default=None)
             raise InvalidInputError(
                 f"no combination of {len(measured)} actions is predicted to reach {target.metric}={target.fraction}x "
-                f"within {max_drop} points (best: {low.predicted_metric / base.metric:.2f}x at "
-                f"{base.accuracy - low.predicted_accuracy:.2f} points); allow a larger drop or add actions")
+                f"within {max_drop} points; the nearest point within the drop is "
+                + (describe(nearest, base) if nearest else "the base model (every action alone loses more)")
+                + "; allow a larger drop or add actions")
         best = min(within, key=lambda li: (li[0][li[1]].predicted_metric, -li[0][li[1]].predicted_accuracy))
         goal = best[0][best[1]].predicted_metric
         log(f"target {target.metric}={target.fraction}x is out of reach within {max_drop} points; best effort: "
@@ -306,7 +310,10 @@ def auto_compress(model: nn.Module, actions: list[Action], *, evaluate: Callable
             log(f"{len(line[j].actions)} actions: predicted {line[j].predicted_metric:.4g}, measured {real[j]:.4g}")
         return real[j]
 
-    lo, hi = start, len(line) - 1
+    # Only points predicted within the drop are candidates: the line goes on to points that lose more.
+    lo = hi = start
+    while hi + 1 < len(line) and base.accuracy - line[hi + 1].predicted_accuracy <= max_drop:
+        hi += 1
     if check(lo) <= goal or not target_met:  # best effort: the chosen point as it is (more would cost more)
         j = lo
     elif check(hi) > goal:
@@ -332,8 +339,35 @@ def auto_compress(model: nn.Module, actions: list[Action], *, evaluate: Callable
     acc_ft = None
     if whole:
         acc_ft = evaluate(compressed)
-        stage = merge_stages(whole)[0]
-        compressed = apply_stages(compressed, [stage], example_input, calib)
-        stages.append(stage)
-    return AutoResult(compressed, target, base, measured, path, point, measure(compressed), acc0,
-                      evaluate(compressed), history, points, checks, acc_ft, stages, target_met)
+        compressed = apply_actions(compressed, whole, example_input, calib).eval()
+        stages += merge_stages(whole)
+    result = AutoResult(compressed, target, base, measured, path, point, measure(compressed), acc0,
+                        evaluate(compressed), history, points, checks, acc_ft, stages)
+    # The verdict is the final model's, measured after fine-tuning (and int8), not the prediction's.
+    result.target_met = (result.metric <= target.fraction * base.metric
+                         and base.accuracy - result.accuracy <= max_drop)
+    result.verdict = verdict(result, max_drop)
+    log(result.verdict)
+    return result
+
+
+def describe(p: PathPoint, base: Measured) -> str:
+    """A point in one line: its ratio, predicted drop and actions."""
+    names = [f"{a.layer}: {a.name}" for a in p.actions]
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    return (f"{p.predicted_metric / base.metric:.3f}x at {base.accuracy - p.predicted_accuracy:.2f} points "
+            f"predicted ({len(names)} actions{': ' + shown if names else ''})")
+
+
+def verdict(r: AutoResult, max_drop: float) -> str:
+    """Met or not, judged on the returned model: its measured metric and its accuracy after fine-tuning."""
+    t, ratio, drop = r.target, r.metric / r.base.metric, r.base.accuracy - r.accuracy
+    measured = f"measured {ratio:.3f}x at {drop:.2f} points after fine-tuning"
+    if r.target_met:
+        return f"target {t.metric}={t.fraction}x met: {measured}"
+    if drop <= max_drop:
+        return (f"target {t.metric}={t.fraction}x not met ({measured}); the best point within the "
+                f"{max_drop}-point drop is the returned one: {describe(r.chosen, r.base)}")
+    return (f"target {t.metric}={t.fraction}x not met ({measured}, more than {max_drop} points): no built "
+            f"point kept the accuracy after fine-tuning; the returned one was {describe(r.chosen, r.base)}; "
+            f"fine-tune longer or allow less compression")

@@ -71,7 +71,7 @@ def summary_dict(result, *, test=None) -> dict:
                 "accuracy": p.predicted_accuracy}
 
     b = result.base
-    return {"target": vars(result.target), "target_met": result.target_met,
+    return {"target": vars(result.target), "target_met": result.target_met, "verdict": result.verdict,
             "base": {"metric": b.metric, "accuracy": b.accuracy},
             "metric": result.metric, "ratio": result.metric / b.metric,
             "accuracy_before_finetune": result.accuracy_before_finetune,
@@ -139,9 +139,7 @@ def run(args) -> int:
                   f"{p.predicted_metric / result.base.metric:.3f}", f"{p.predicted_accuracy:.2f}")
     console.print(t)
     kinds_used = sorted({a.kind for a in result.chosen.actions})
-    if not result.target_met:
-        console.print(f"[yellow]target {args.target} is out of reach within {args.max_drop} points: "
-                      "best effort[/yellow]")
+    console.print(result.verdict if result.target_met else f"[yellow]{result.verdict}[/yellow]")
     console.print(f"chosen: {len(result.chosen.actions)} actions ({', '.join(kinds_used) or 'none'}); "
                   f"{target.metric}: {result.base.metric:.4g} -> {result.metric:.4g} "
                   f"({result.metric / result.base.metric:.2f}x); val top-1 {result.base.accuracy:.2f} -> "

@@ -38,6 +38,9 @@ def register(sub) -> None:
     p.add_argument("--rank", default="vbmf", help="vbmf | R | R3,R4 | fraction of energy (0.9) | compression=X")
     p.add_argument("--layers", nargs="*", help="fnmatch patterns of layer names (default: all)")
     p.add_argument("--linear-method", default="svd", help="method for Linear layers ('none': leave them)")
+    p.add_argument("--include-ends", action="store_true",
+                   help="also decompose the input layer and the final classifier (left alone by default: "
+                        "little to save there, and accuracy lost directly)")
     p.add_argument("--finetune-epochs", type=float, default=0, help="fine-tuning epochs after decomposition")
     from torchslim.cli.train import add_precision_args
 
@@ -78,7 +81,8 @@ def run(args) -> int:
     calib = data.calibration_batches(args.calibration) if data is not None and METHODS.get(args.method).needs_data else None
     linear = None if args.linear_method == "none" else args.linear_method
     small, rep = decompose_with_report(model, args.method, rank, args.layers, linear_method=linear,
-                                       input_size=input_size, data=calib)
+                                       input_size=input_size, data=calib, include_ends=args.include_ends,
+                                       progress=console.print)
     if not args.no_latency:
         rep.measure(threads=args.threads)
     p0, p1 = profile(model, input_size), profile(small, input_size)

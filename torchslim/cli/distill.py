@@ -73,6 +73,18 @@ def _check_classes(teacher, student, data, size) -> None:
                                     f"{data.num_classes} classes; distillation needs logits over the data's classes")
 
 
+def _check_teacher_is_trained(top1: float, name: str, data) -> None:
+    """A teacher at chance accuracy has nothing to teach: its soft targets are noise (a model name
+    without --teacher-pretrained/--teacher-weights is a fresh random init)."""
+    from torchslim.errors import InvalidInputError
+
+    chance = 100.0 / data.num_classes
+    if top1 < 1.5 * chance:
+        raise InvalidInputError(
+            f"the teacher {name} scores {top1:.2f} % top-1 on {data.name} test images, chance is {chance:.1f} %: "
+            "it is untrained; give --teacher-pretrained, --teacher-weights FILE or a trained model file")
+
+
 def run(args: argparse.Namespace) -> int:
 
     from torchslim.analysis import profile
@@ -93,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         cache_teacher=args.cache_teacher, checkpoint_dir=str(Path(args.output) / "checkpoint"))
     _check_classes(teacher, student, data, size)
     t_acc = evaluate(teacher, data.test)["top1"]
+    _check_teacher_is_trained(t_acc, args.teacher, data)
     s_before = evaluate(student, data.test)["top1"]
     console.print(f"teacher top-1 {t_acc:.2f} %, student before {s_before:.2f} %; methods {' + '.join(args.method)}")
     result = distill_fit(student, teacher, data, args.method, cfg)

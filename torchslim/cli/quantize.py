@@ -51,7 +51,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from torchslim.io import save_model
-    from torchslim.quant import Int8Config, QATConfig, quantize
+    from torchslim.quant import METHODS, Int8Config, QATConfig, quantize
     from torchslim.train import evaluate
 
     data = load_data_from_args(args)
@@ -59,7 +59,7 @@ def run(args) -> int:
     check_input_fits(model, data.input_size, f"{args.model} on {args.data}")
     out = Path(args.output)  # made once there is something to write: a failure leaves no empty folder
     fit_cfg = fit_config_from_args(args)
-    m = args.method
+    m = METHODS.canonical(args.method)  # an alias (int8) runs as the method it names (int8-ptq)
     figures: dict = {"model": args.model, "data": args.data, "method": m}
     if m in ("int8-ptq", "int8-qat"):
         i8 = Int8Config(observer=args.observer, path=args.path, calib_images=args.calib_images, threads=args.threads)

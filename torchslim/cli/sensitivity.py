@@ -9,7 +9,7 @@ from torchslim.cli.common import add_data_args, add_model_args, console, load_da
 
 
 def register(sub) -> None:
-    p = sub.add_parser("sensitivity", help="accuracy when each layer group alone is pruned at 10..90 %")
+    p = sub.add_parser("sensitivity", help="accuracy when each layer group alone is pruned at 10..90 %%")
     add_model_args(p)
     add_data_args(p, required=True)
     p.add_argument("--criterion", default="l1")

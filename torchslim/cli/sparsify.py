@@ -14,17 +14,11 @@ from torchslim.cli.common import (add_data_args, add_model_args, check_fraction,
                                   load_data_from_args, load_model_from_args)
 from torchslim.cli.train import add_fit_args, fit_config_from_args
 
-# which config field --epochs sets, per method
-EPOCHS_FIELD = {"magnitude": "epochs", "dns": "epochs", "iht": "sparse_epochs", "l1": "epochs",
-                "correlation": "epochs_per_layer", "ssl": "epochs", "random_masks": "finetune_epochs",
-                "kernel_magnitude": "finetune_epochs"}
-
 
 def register(sub) -> None:
     from torchslim.sparsity import METHODS
 
-    p = sub.add_parser("sparsify", help="make weights sparse (magnitude, dns, iht, l1, correlation, ssl, "
-                       "random_masks, kernel_magnitude)",
+    p = sub.add_parser("sparsify", help=f"make weights sparse ({', '.join(METHODS.names())})",
                        description=__doc__.splitlines()[0])
     add_model_args(p)
     add_data_args(p, required=True)
@@ -50,9 +44,10 @@ def register(sub) -> None:
 
 def _method_options(args, fit_cfg) -> dict:
     from torchslim.errors import InvalidInputError
+    from torchslim.sparsity.api import epochs_field
 
     m = args.method
-    opts: dict = {"fit": fit_cfg, EPOCHS_FIELD[m]: args.epochs}
+    opts: dict = {"fit": fit_cfg, epochs_field(m): args.epochs}
     if args.layer_sparsity:
         try:
             opts["sparsity"] = {str(k): float(v) for k, v in json.loads(args.layer_sparsity).items()}

@@ -60,6 +60,7 @@ class Method:
     # decomposed layers produce (Zhang et al. 2015, Sec. 3.3); options={"asymmetric": False} turns it off.
     asymmetric = False
     exact_full_rank = True  # rank=1.0 reproduces the layer (False: lossy by construction, e.g. monochromatic)
+    for_input_layer = False  # made for the model's first layer (monochromatic): not left alone by default
 
     def skip_reason(self, layer: nn.Module) -> str | None:
         """Why this layer cannot be decomposed by this method (None: it can)."""
@@ -304,6 +305,24 @@ def _trace(model: nn.Module, names: list[str], batches: Sequence[torch.Tensor], 
     return shapes_in, shapes_out, inputs
 
 
+INPUT_LAYER_REASON = ("the model's input layer: few input channels, little to save, and every later layer "
+                      "sees its error (Kim et al. 2016 keep it); include_ends=True (--include-ends) decomposes it")
+CLASSIFIER_REASON = ("the final classifier: a low rank there cuts the prediction itself (Kim et al. 2016 keep "
+                     "it); include_ends=True (--include-ends) decomposes it")
+
+
+def _ends(order: list[str], method: Method) -> dict[str, str]:
+    """{layer: why it is left alone} for the first and last weight layers in forward order."""
+    if not order:
+        return {}
+    out = {order[-1]: CLASSIFIER_REASON}
+    if method.for_input_layer:
+        out.pop(order[0], None)  # the layer it is made for
+    else:
+        out[order[0]] = INPUT_LAYER_REASON
+    return out
+
+
 def _method_for(method, linear_method, module) -> Method | None:
     for name in (method, linear_method):
         if name is None:
@@ -369,6 +388,8 @@ def decompose_with_report(
     allow_growth: bool = False,
     inplace: bool = False,
     options: dict | None = None,
+    include_ends: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[nn.Module, DecompositionReport]:
     """`decompose`, also returning the per-layer `DecompositionReport`."""
     m = METHODS.get(method) if isinstance(method, str) else method
@@ -399,11 +420,23 @@ def decompose_with_report(
     if needs_data:  # response methods fit layers in forward order (the hooks fired in that order)
         order = {n: i for i, n in enumerate(shapes_in)}
         targets.sort(key=lambda t: order.get(t[0], len(order)))
+    # Default selection: the input layer and the final classifier stay (an explicit selection is obeyed).
+    # The trace's hooks fired in forward order; without a trace, registration order stands in for it.
+    ends = {} if include_ends or layers is not None or per_layer else _ends(list(shapes_in) or names, m)
     results = []
     replaced = False  # has an earlier layer been swapped? then asymmetric methods re-trace their inputs
-    for n, mod in targets:
+    for i, (n, mod) in enumerate(targets):
+        if progress is not None:
+            progress(f"[{i + 1}/{len(targets)}] {n} ({describe(mod)}) after {time.perf_counter() - t0:.1f} s")
         lm = _method_for(method, linear_method, mod)
         ctx = Context(n, shapes_in.get(n), shapes_out.get(n), inputs.get(n), post.get(n), dict(options or {}))
+        if n in ends:
+            before = original_cost(mod)
+            results.append(LayerResult(n, describe(mod), lm.name if lm else str(method), "skipped", ends[n],
+                                       params_before=before[0], params_after=before[0],
+                                       macs_before=_macs(before, ctx), macs_after=_macs(before, ctx),
+                                       original=mod, input_shape=ctx.input_shape))
+            continue
         if lm is None:
             before = original_cost(mod)
             results.append(LayerResult(n, describe(mod), str(method), "skipped",
@@ -459,6 +492,10 @@ def decompose(model: nn.Module, method: str = "tucker", rank: RankSpec = "vbmf",
             asymmetric variant of Zhang et al. 2015; options={"asymmetric": False} for the symmetric one).
         allow_growth: build chains even when not smaller (for studies; rank=1.0 reproduces the model).
         options: per-method settings passed to every layer (e.g. {"asymmetric": False, "n_samples": 4096}).
+        include_ends: also decompose the input layer and the final classifier, which the default
+            selection (layers=None, one rank for all) leaves alone with the reason in the report:
+            little to gain there, and accuracy lost directly (Kim et al. 2016 keep them).
+        progress: called with one line per layer as the walk reaches it (e.g. print).
 
     Example:
         >>> model = torchslim.models.create_model("resnet20")

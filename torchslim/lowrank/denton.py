@@ -68,6 +68,7 @@ class Monochromatic(Method):
 
     paper = "Denton et al. 2014 (NIPS), Sec. 3.2.1"
     exact_full_rank = False  # one colour per filter: rank 1.0 = C = T clusters, each filter's best rank-1
+    for_input_layer = True
 
     def skip_reason(self, layer):
         if layer.groups > 1 or layer.in_channels > 4 or layer.kernel_size == (1, 1):

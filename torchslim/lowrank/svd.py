@@ -2,8 +2,10 @@
 
 W (T x S) ~ U_R Sigma_R V_R^T (Eckart-Young); the layer x -> W x + b becomes
 x -> (Sigma_R^1/2 V_R^T) x -> (U_R Sigma_R^1/2) . + b, as in Girshick's Fast R-CNN (2015, Sec. 3.1)
-and Denton et al. 2014 (Sec. 3.2). Parameters S T -> R (S + T). Large matrices with an explicit rank
-use a randomized SVD (Halko, Martinsson, Tropp 2011) via torch.svd_lowrank.
+and Denton et al. 2014 (Sec. 3.2). Parameters S T -> R (S + T). Ranks chosen from the spectrum
+(VBMF, energy) read it off the Gram matrix of the smaller side, whose leading eigenvectors then give
+the factors; large matrices with an explicit rank use a randomized SVD (Halko, Martinsson, Tropp
+2011) via torch.svd_lowrank.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import torch
 from torch import nn
 
 from torchslim.lowrank.core import Analysis, Method, register_method
+from torchslim.lowrank.linalg import gram, singular_values, top_eigenvectors
 
 RANDOMIZED_MIN_DIM = 1024  # matrices at least this large in both dims, explicit rank < min/4
 
@@ -25,6 +28,14 @@ def svd_factors(W: torch.Tensor, R: int, analysis: Analysis | None = None):
     T, S = W.shape
     if analysis is not None and "svd" in analysis.cache:
         U, s, Vh = analysis.cache["svd"]
+    elif analysis is not None and "gram" in analysis.cache:  # from the spectrum's Gram: W ~ V_R V_R^T W
+        G, transposed = analysis.cache["gram"]
+        V, lam = top_eigenvectors(G, R)  # in G's precision: float32 for large matrices, as the Gram
+        root = lam.clamp_min(float(lam[0]) * 1e-12).sqrt().sqrt()  # sigma^1/2; the split cancels in A @ B
+        W = W.to(G.dtype)
+        if transposed:  # V: right singular vectors
+            return (W @ V) / root, root[:, None] * V.T
+        return V * root, (V.T @ W) / root[:, None]
     elif min(T, S) >= RANDOMIZED_MIN_DIM and R < min(T, S) // 4:
         U, s, V = torch.svd_lowrank(W.double(), q=min(R + 10, min(T, S)), niter=4)
         Vh = V.T
@@ -53,10 +64,9 @@ class TruncatedSVD(Method):
         W = _matrix(layer)
         T, S = W.shape
         cache, spectra = {}, []
-        if need_spectra:
-            U, s, Vh = torch.linalg.svd(W.double(), full_matrices=False)
-            cache["svd"] = (U, s, Vh)
-            spectra = [(s, (T, S))]
+        if need_spectra:  # values from the Gram (not an SVD: minutes on VGG's classifier), kept for the vectors
+            cache["gram"] = gram(W)
+            spectra = [(singular_values(G=cache["gram"][0]), (T, S))]
         else:
             spectra = [(torch.ones(min(T, S)), (T, S))]
         return Analysis(spectra, (min(T, S),), cache)

@@ -9,7 +9,7 @@ A method plugs in with a few lines:
     @register_stage("prune", params=PruneParams)
     def prune_stage(model, params, ctx):
         import torchslim
-        return torchslim.prune(model, ctx.example_input(), data=ctx.data.train, **params)
+        return torchslim.prune(model, ctx.example_input(), data=ctx.data, **params)
 
 `params` is the stage's validated `params:` mapping (unset keys left out, so the method's own defaults
 apply). `ctx` (`StageContext`) gives the data, an example input, the stage's folder, a cache for
@@ -294,7 +294,8 @@ def prune_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Module:
                                   p.get("criterion", "l1"), ctx)
         ctx.metrics["sensitivity"] = found
         opts["skip"] = tuple(opts.get("skip", ())) + tuple(found["skipped"])
-    return _verb("prune")(model, ctx.example_input(), data=ctx.data.train, **p, **opts)
+    # the bundle, not its train loader: data criteria (apoz, taylor...) read its splits
+    return _verb("prune")(model, ctx.example_input(), data=ctx.data, **p, **opts)
 
 
 class KeepZeros(Callback):

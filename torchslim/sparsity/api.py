@@ -22,6 +22,13 @@ def register_method(name: str, config_cls: type):
     return add
 
 
+def epochs_field(method: str) -> str:
+    """The config field holding a method's training budget in epochs (what the CLI's --epochs sets):
+    `epochs` unless its config class names another in `EPOCHS_FIELD`."""
+    config_cls, _ = METHODS.get(method)
+    return getattr(config_cls, "EPOCHS_FIELD", "epochs")
+
+
 def split_data(data) -> tuple[Any, Any]:
     """(train_loader, val_loader) from a DataBundle, a (train, val) pair, a loader, or None."""
     if data is None:

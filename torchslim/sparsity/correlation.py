@@ -15,6 +15,7 @@ Here y is the layer's output before its activation function (the activation is a
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -114,6 +115,8 @@ def correlation_mask(r: torch.Tensor, sparsity: float) -> torch.Tensor:
 class CorrelationConfig:
     """Per layer, top layer first: measure r on `stat_batches` batches, keep the strong correlations,
     retrain `epochs_per_layer` with the masks held; then `finetune_epochs` more."""
+
+    EPOCHS_FIELD: ClassVar[str] = "epochs_per_layer"  # what `torchslim sparsify --epochs` sets
 
     sparsity: float | dict = 0.9
     stat_batches: int = 20

@@ -9,6 +9,7 @@ result has the target sparsity. The dense phases let the network escape the supp
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -23,6 +24,8 @@ from torchslim.train import FitConfig, fit
 class IHTConfig:
     """`cycles` of (dense `dense_epochs`, hard threshold, sparse `sparse_epochs`); a trained model may
     skip the first dense phase (`dense_first=False`)."""
+
+    EPOCHS_FIELD: ClassVar[str] = "sparse_epochs"  # what `torchslim sparsify --epochs` sets
 
     sparsity: float | dict = 0.9
     scope: str = "layer"

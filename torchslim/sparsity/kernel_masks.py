@@ -15,7 +15,7 @@ Both then fine-tune `finetune_epochs` with the masks held (`KeepMasks`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -106,6 +106,8 @@ class RandomMasksConfig:
     `batches` validation batches (the training data if there is no validation split).
     """
 
+    EPOCHS_FIELD: ClassVar[str] = "finetune_epochs"  # what `torchslim sparsify --epochs` sets
+
     sparsity: float = 0.5
     candidates: int = 20
     search: str = "layer"  # layer | network
@@ -121,6 +123,8 @@ class RandomMasksConfig:
 @dataclass
 class KernelMagnitudeConfig:
     """Kernel-wise magnitude baseline: remove the `sparsity` of each conv's kernels of smallest L1 norm."""
+
+    EPOCHS_FIELD: ClassVar[str] = "finetune_epochs"  # what `torchslim sparsify --epochs` sets
 
     sparsity: float = 0.5
     finetune_epochs: int = 0
