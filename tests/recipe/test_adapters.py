@@ -164,3 +164,11 @@ stages:
     info = json.loads((tmp_path / "run/stages/01-distill/metrics.json").read_text())
     assert [h["epoch"] for h in info["history"]] == [1, 2]  # the distillation's epochs are in the report
     assert summary == {}
+
+
+def test_prune_stage_passes_round_to(verbs, tmp_path):
+    text = RECIPE.split("  - method: sparsify")[0].replace("options: {extra: 1}", "round_to: 4")
+    run_recipe(parse_recipe(text, "r.yaml"), tmp_path / "run", progress=False, report=False, log=lambda *a: None)
+    assert verbs["prune"]["kw"] == {"round_to": 4}
+    with pytest.raises(Exception, match="round_to"):
+        parse_recipe(text.replace("round_to: 4", "round_to: 0"), "r.yaml")

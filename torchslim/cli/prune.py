@@ -27,6 +27,8 @@ def register(sub) -> None:
     p.add_argument("--recovery-steps", type=int, default=50, help="iterative/layerwise: batches of recovery per round")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--skip", nargs="*", default=[], help="group-name patterns never pruned")
+    p.add_argument("--round-to", type=int, help="keep a multiple of this many channels per group (1: exact "
+                   "ratios; default: torchslim.prune's, the fastest in ONNX Runtime in benchmarks/bench_round_to.py)")
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(func=run)
 
@@ -53,7 +55,8 @@ def run(args) -> int:
     pruned = prune(model, x, args.criterion, args.ratio, target_macs=args.target_macs,
                    target_params=args.target_params, data=data, allocation=args.allocation,
                    layer_ratios=layer_ratios, schedule=args.schedule, steps=args.steps, finetune=recovery,
-                   final_finetune=final, skip=tuple(args.skip), progress=True)
+                   final_finetune=final, skip=tuple(args.skip), progress=True,
+                   **({} if args.round_to is None else {"round_to": args.round_to}))
     after = profile(pruned, size)
     rep = prune_report(pruned)
     acc_after = evaluate(pruned, data.test)["top1"] if data is not None else None
