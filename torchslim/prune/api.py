@@ -110,7 +110,8 @@ class _Pruner:
         t0 = time.perf_counter()
         if goal is not None and cfg.allocation != "global":
             # uniform: MACs depend on counts only, so the ratio is found before scoring
-            ratio, _ = search_ratio(g, torch.zeros(g.num_units), goal / g.base[metric], metric=metric, **kw)
+            ratio, _ = search_ratio(g, torch.zeros(g.num_units), goal / g.base[metric], metric=metric,
+                                    **(kw | {"round_to": 1}))  # the criteria's ratio hint; rounded below
         scores = self.scores(ratio)
         if goal is not None:  # again with the scores: rounded plans are topped up to the goal
             ratio, plan = search_ratio(g, scores, goal / g.base[metric], metric=metric, **kw)
