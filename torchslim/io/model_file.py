@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -187,11 +188,32 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, arch: dict | None =
                 "input_size": list(input_size) if input_size else (arch or {}).get("input_size"),
                 "metadata": metadata or {}}
     tensors = {k: v.detach().contiguous().cpu().clone() for k, v in model.state_dict().items()}
+    tensors, manifest["packed_bits"] = _pack_bools(tensors)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"torchslim": json.dumps(manifest)})
     os.replace(tmp, path)
     return path
+
+
+def _pack_bools(tensors: dict) -> tuple[dict, dict]:
+    """Bool tensors (pruning masks) stored 8 to a byte: a masked model's file then costs 1/32 more than
+    the dense one instead of 1/4. Returns the tensors and {name: shape} of those packed."""
+    import numpy as np
+
+    shapes = {k: list(v.shape) for k, v in tensors.items() if v.dtype == torch.bool}
+    for k in shapes:
+        tensors[k] = torch.from_numpy(np.packbits(tensors[k].numpy().ravel()))
+    return tensors, shapes
+
+
+def _unpack_bools(state: dict, shapes: dict) -> dict:
+    import numpy as np
+
+    for k, shape in shapes.items():
+        n = math.prod(shape)
+        state[k] = torch.from_numpy(np.unpackbits(state[k].numpy(), count=n).astype(bool)).reshape(shape)
+    return state
 
 
 def _read_manifest(path: Path) -> dict:
@@ -236,7 +258,7 @@ def load_model(path: str | os.PathLike) -> nn.Module:
     # Outer modules first, so a replaced container's children are replaced inside it.
     for fqn in sorted(manifest["replaced"], key=lambda k: (k.count("."), k) if k else (-1, "")):
         model = _set_submodule(model, fqn, build_module(manifest["replaced"][fqn]))
-    state = load_file(str(path))
+    state = _unpack_bools(load_file(str(path)), manifest.get("packed_bits", {}))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
