@@ -50,4 +50,4 @@ def test_train_then_evaluate_then_analyze_the_saved_model(capsys, tmp_path):
 
 def test_models_lists_names(capsys):
     code, out, _ = run(capsys, "models", "resnet*")
-    assert code == 0 and "resnet56" in out and "torchvision" not in out
+    assert code == 0 and "resnet56" in out and "torchvision:resnet18" in out  # the zoo matches too

@@ -1,6 +1,7 @@
-"""`torchslim prune MODEL --criterion l1 --ratio 0.3 | --target-macs 0.5 [--data D --finetune-epochs N] -o DIR`."""
+"""`torchslim prune MODEL --criterion l1 --ratio 0.3 | --target-macs 0.5 [--data D --finetune-epochs N --max-steps S] -o DIR`."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from pathlib import Path
@@ -23,7 +24,8 @@ def register(sub) -> None:
     p.add_argument("--schedule", default="oneshot", choices=["oneshot", "iterative", "layerwise"])
     p.add_argument("--steps", type=int, default=3, help="iterative: pruning rounds")
     p.add_argument("--finetune-epochs", type=int, default=0, help="final fine-tuning epochs")
-    p.add_argument("--finetune-steps", type=int, help="at most this many batches per fine-tuning epoch")
+    p.add_argument("--max-steps", type=int, help="at most this many batches per fine-tuning epoch")
+    p.add_argument("--finetune-steps", type=int, help=argparse.SUPPRESS)  # deprecated spelling of --max-steps
     p.add_argument("--recovery-steps", type=int, default=50, help="iterative/layerwise: batches of recovery per round")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--skip", nargs="*", default=[], help="group-name patterns never pruned")
@@ -45,7 +47,10 @@ def run(args) -> int:
     model, size = load_model_from_args(args)
     data = load_data_from_args(args) if args.data else None
     x = torch.zeros(1, *size)
-    final = FitConfig(epochs=args.finetune_epochs, lr=args.lr, max_steps_per_epoch=args.finetune_steps) \
+    if args.finetune_steps is not None:
+        console.print("note: --finetune-steps is deprecated; use --max-steps (the name every command uses)")
+        args.max_steps = args.max_steps if args.max_steps is not None else args.finetune_steps
+    final = FitConfig(epochs=args.finetune_epochs, lr=args.lr, max_steps_per_epoch=args.max_steps) \
         if args.finetune_epochs else None
     recovery = FitConfig(epochs=1, lr=args.lr, max_steps_per_epoch=args.recovery_steps) \
         if args.schedule != "oneshot" and data is not None else None
