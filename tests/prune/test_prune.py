@@ -160,3 +160,13 @@ def test_cli_prune_round_to(tmp_path):
     assert main(["prune", "resnet20", "--target-macs", "0.66", "--round-to", "4", "-o", str(out)]) == 0
     figures = json.loads((out / "prune.json").read_text())
     assert figures["report"]["config"]["round_to"] == 4
+
+
+def test_pruned_option_a_shortcuts_stay_a_pad():
+    """The CIFAR ResNets' zero-padding shortcut keeps one contiguous run of channels after pruning, so it
+    exports as a Pad (a scatter of channels would be slow in ONNX Runtime)."""
+    from torchslim.models.cifar_resnet import ChannelPadShortcut
+
+    p = prune(create_model("resnet20"), torch.randn(1, 3, 32, 32), "l1", target_macs=0.5)
+    pads = [m for m in p.modules() if isinstance(m, ChannelPadShortcut)]
+    assert pads and all(m._pad is not None for m in pads)
