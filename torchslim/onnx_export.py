@@ -1,6 +1,7 @@
 """ONNX export that ONNX Runtime runs."""
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from pathlib import Path
@@ -21,6 +22,7 @@ def to_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLi
         tmp.write_bytes(model.onnx_bytes())
         os.replace(tmp, path)
         return path
+    model = decoded(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -30,6 +32,17 @@ def to_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLi
         )
     os.replace(tmp, path)
     return path
+
+
+def decoded(model: nn.Module) -> nn.Module:
+    """`model`, or a copy whose coded layers (those with a `dense_module()`: k-means shared weights,
+    binary masks) are plain layers holding the decoded weights, so an exported file stores each weight
+    once, as a dense float tensor: never larger than the dense model's."""
+    if not any(hasattr(m, "dense_module") for m in model.modules()):
+        return model
+    from torchslim.sparsity.masks import replace_modules
+
+    return replace_modules(copy.deepcopy(model), lambda m, fqn: m.dense_module() if hasattr(m, "dense_module") else None)
 
 
 def verify_onnx(model: nn.Module, path: str | os.PathLike, example_input: torch.Tensor, *,

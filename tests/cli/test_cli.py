@@ -51,7 +51,7 @@ def test_train_then_evaluate_then_analyze_the_saved_model(capsys, tmp_path):
 
 def test_models_lists_names(capsys):
     code, out, _ = run(capsys, "models", "resnet*")
-    assert code == 0 and "resnet56" in out and "torchvision" not in out
+    assert code == 0 and "resnet56" in out and "torchvision:resnet18" in out  # the zoo matches too
 
 
 @pytest.mark.parametrize("command", ["train", "prune", "decompose", "sparsify", "quantize", "distill",
@@ -75,5 +75,5 @@ def test_prune_fine_tunes_in_bf16_channels_last_from_the_cli(tmp_path, monkeypat
     real_fit = api.fit
     monkeypatch.setattr(api, "fit", lambda *a, **k: configs.append(k["config"]) or real_fit(*a, **k))
     assert main(["prune", "digits_cnn", "--ratio", "0.3", "--data", "digits", "--finetune-epochs", "1",
-                 "--finetune-steps", "1", "--precision", "bf16", "--channels-last", "-o", str(tmp_path / "p")]) == 0
+                 "--max-steps", "1", "--precision", "bf16", "--channels-last", "-o", str(tmp_path / "p")]) == 0
     assert [(c.precision, c.channels_last) for c in configs] == [("bf16", True)]

@@ -122,3 +122,51 @@ def test_cli_sensitivity(tmp_path, trained):
     assert (tmp_path / "s" / "sensitivity.png").stat().st_size > 1000
     ratios = json.loads((tmp_path / "s" / "layer_ratios.json").read_text())
     assert ratios and all(0 <= r <= 0.9 for r in ratios.values())
+
+
+def _pruned_widths(model) -> list[int]:
+    return [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+
+
+@pytest.mark.parametrize("allocation", ["uniform", "global"])
+def test_round_to_keeps_multiples_and_still_meets_the_target(allocation):
+    m = create_model("resnet20")
+    x = torch.randn(1, 3, 32, 32)
+    exact = prune(m, x, "l1", target_macs=0.66, allocation=allocation, round_to=1)
+    assert any(w % 8 for w in _pruned_widths(exact))  # 13/26/51: what ONNX Runtime runs slowly
+    p = prune(m, x, "l1", target_macs=0.66, allocation=allocation, round_to=8)
+    assert all(w % 8 == 0 for w in _pruned_widths(p))
+    r = prune_report(p)
+    assert 0.58 < r["macs_ratio"] <= 0.66  # rounded steps topped up towards the goal, not far below it
+    assert r["config"]["round_to"] == 8
+    assert p(x).shape == (1, 10)
+
+
+def test_round_to_is_the_default_and_spares_groups_smaller_than_it():
+    from torchslim.prune.api import ROUND_TO
+
+    assert PruneConfig(ratio=0.5).round_to == ROUND_TO > 1
+    m = create_model("digits_cnn", width=12)
+    p = prune(m, X8, "l1", 0.5, round_to=16)  # 12 channels cannot keep a multiple of 16: left whole
+    assert _pruned_widths(p)[0] == 12
+    with pytest.raises(InvalidInputError, match="round_to"):
+        prune(m, X8, "l1", 0.5, round_to=0)
+
+
+def test_cli_prune_round_to(tmp_path):
+    from torchslim.cli.main import main
+
+    out = tmp_path / "o"
+    assert main(["prune", "resnet20", "--target-macs", "0.66", "--round-to", "4", "-o", str(out)]) == 0
+    figures = json.loads((out / "prune.json").read_text())
+    assert figures["report"]["config"]["round_to"] == 4
+
+
+def test_pruned_option_a_shortcuts_stay_a_pad():
+    """The CIFAR ResNets' zero-padding shortcut keeps one contiguous run of channels after pruning, so it
+    exports as a Pad (a scatter of channels would be slow in ONNX Runtime)."""
+    from torchslim.models.cifar_resnet import ChannelPadShortcut
+
+    p = prune(create_model("resnet20"), torch.randn(1, 3, 32, 32), "l1", target_macs=0.5)
+    pads = [m for m in p.modules() if isinstance(m, ChannelPadShortcut)]
+    assert pads and all(m._pad is not None for m in pads)

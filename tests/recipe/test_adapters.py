@@ -178,8 +178,14 @@ data: {name: digits, batch_size: 64, limit_train: 128, limit_eval: 64, augment: 
 measure: {latency: false}
 stages:
   - method: prune
-    params: {criterion: apoz, ratio: 0.5, options: {batches: 1}}
+    params: {criterion: apoz, ratio: 0.5, round_to: 1, options: {batches: 1}}
 """)
     run_recipe(load_recipe(recipe), tmp_path / "run", progress=False, report=False, log=lambda *a: None)
     pruned = load_model(tmp_path / "run/model.safetensors")
     assert pruned[0].out_channels < 8 and pruned(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
+def test_prune_stage_passes_round_to(verbs, tmp_path):
+    text = RECIPE.split("  - method: sparsify")[0].replace("options: {extra: 1}", "round_to: 4")
+    run_recipe(parse_recipe(text, "r.yaml"), tmp_path / "run", progress=False, report=False, log=lambda *a: None)
+    assert verbs["prune"]["kw"] == {"round_to": 4}
+    with pytest.raises(Exception, match="round_to"):
+        parse_recipe(text.replace("round_to: 4", "round_to: 0"), "r.yaml")

@@ -128,3 +128,32 @@ def test_per_layer_figures_stop_at_the_last_stage_that_still_has_the_layers():
               {"stage": "02-quantize", "layers": [{"name": "OnnxRuntimeModule"}]}]
     assert _last_per_layer(stages)["stage"] == "01-tucker"  # decomposed children count, an opaque int8 graph not
     assert _last_per_layer(stages[:1] + stages[2:]) is None
+
+
+def test_compare_and_report_read_a_folder_holding_only_report_json(run_dir, tmp_path, capsys):
+    only = tmp_path / "copied"
+    only.mkdir()
+    shutil.copy(run_dir / "report.json", only / "report.json")
+    assert main(["report", str(only)]) == 0 and (only / "report.html").is_file()
+    capsys.readouterr()
+    assert main(["compare", str(run_dir), str(only), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["top-1 %"] == rows[1]["top-1 %"]
+
+
+def test_a_single_command_folder_is_told_what_compare_needs(tmp_path, capsys):
+    (tmp_path / "prune.json").write_text("{}")
+    assert main(["compare", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "prune.json" in err and "torchslim compress" in err and len(err.strip().splitlines()) == 1
+
+
+def test_tradeoff_range_leaves_out_an_untrained_first_point():
+    from torchslim.report.plots import tradeoff, y_range
+
+    lo, hi = y_range([10.0, 91.2, 90.1, 91.6])
+    assert 85 < lo < 90.1 and 91.6 < hi < 95
+    assert y_range([90.0, 91.2, 90.1]) is None  # nothing far off: autoscale
+    png = tradeoff({"run": [("input", 1.0, 10.0), ("finetune", 1.0, 91.2), ("prune", 0.5, 90.1),
+                            ("int8", 0.2, 91.6)]}, "ms", "t")
+    assert png[:4] == b"\x89PNG"

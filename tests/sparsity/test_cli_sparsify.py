@@ -1,5 +1,7 @@
 import json
 
+from torch import nn
+
 from torchslim.cli.main import main
 from torchslim.io import load_model
 from torchslim.sparsity import MaskedConv2d, density_summary
@@ -18,8 +20,13 @@ def test_cli_sparsify_dns_writes_model_table_and_json(capsys, tmp_path):
     assert res["method"] == "dns" and 0.29 < res["density"]["density"] <= 0.31
     assert res["test_before"]["top1"] > 50 and res["test_after"]["top1"] > 15  # chance is 10 %
     m = load_model(tmp_path / "s" / "model.safetensors")
-    assert isinstance(m[0], MaskedConv2d)
+    assert type(m[0]) is nn.Conv2d  # baked by default: plain layers, pruned weights at zero
     assert abs(density_summary(m)["density"] - res["density"]["density"]) < 1e-9
+    size = (tmp_path / "s" / "model.safetensors").stat().st_size
+    assert size <= (tmp_path / "base" / "model.safetensors").stat().st_size + 1024  # the manifest may grow
+    assert main(["sparsify", str(tmp_path / "base" / "model.safetensors"), "--data", "digits", "--method",
+                 "magnitude", "--sparsity", "0.7", "--keep-masks", "-o", str(tmp_path / "k")]) == 0
+    assert isinstance(load_model(tmp_path / "k" / "model.safetensors")[0], MaskedConv2d)
 
 
 def test_cli_bad_layer_sparsity_is_one_line(capsys, tmp_path):

@@ -134,3 +134,19 @@ def test_proximal_group_lasso_gives_exact_zero_groups():
                                  epochs=1, finetune_epochs=0, threshold=1e-12, remove="none",
                                  fit=FitConfig(lr=0.05, weight_decay=0, progress=False), return_info=True)
     assert info["zeroed_groups"]["shape"] > 0
+
+
+@pytest.mark.parametrize("all_cols", [True, False])
+def test_lowered_conv_exports_with_a_dynamic_batch(all_cols, tmp_path):
+    """Exported at batch 1, the ONNX file runs in ONNX Runtime at batch 3 with PyTorch's outputs."""
+    from torchslim.onnx_export import to_onnx, verify_onnx
+
+    m = create_model("resnet20").eval()
+    with torch.no_grad():
+        m.layer2[0].conv1.weight[:, 3] = 0  # a whole input channel
+        m.layer2[0].conv1.weight[5:9] = 0  # filters
+        if not all_cols:
+            m.layer3[1].conv2.weight.view(64, -1)[:, ::3] = 0  # im2col rows: the GEMM path
+    assert lower_sparse_convs(m)
+    path = to_onnx(m, torch.randn(1, 3, 32, 32), tmp_path / "low.onnx")
+    assert verify_onnx(m, path, torch.randn(3, 3, 32, 32))["batch"] == 3

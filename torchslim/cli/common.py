@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -18,6 +19,33 @@ import sys
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 
 
+# get_data takes a fixed random subset (the npz files are sorted by class, so the first N would not do)
+LIMIT_HELP = "use a fixed random subset of N images of each split, the same every run (quick runs)"
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Help that shows each option's default (argparse's ArgumentDefaultsHelpFormatter, minus the
+    "(default: None)" / "(default: False)" noise of options without one)."""
+
+    @staticmethod
+    def _shows_default(action) -> bool:
+        d = action.default
+        return bool(action.option_strings) and d is not None and d is not False and d != argparse.SUPPRESS \
+            and not (isinstance(d, (list, tuple)) and not d)
+
+    def _format_action(self, action):
+        if not action.help and self._shows_default(action):  # an option without help still shows its default
+            action = copy.copy(action)
+            action.help = "(default: %(default)s)"
+        return super()._format_action(action)
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "%(default)" in text or not self._shows_default(action):
+            return text
+        return (text + " " if text else "") + "(default: %(default)s)"
+
+
 def add_model_args(p: argparse.ArgumentParser, name: str = "model") -> None:
     p.add_argument(name, metavar=name.upper(),
                    help="a model name (`torchslim models`), torchvision:<name>, or a saved torchslim model path")
@@ -31,7 +59,7 @@ def add_data_args(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument("--data", required=required, help="data set: digits, mnist or cifar10")
     p.add_argument("--data-dir", help="directory with <data>/{train,test}.npz (default: $TORCHSLIM_DATA, ../shared/data)")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--limit", type=int, help="use only the first N images of each split (quick runs)")
+    p.add_argument("--limit", type=int, help=LIMIT_HELP)
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--protocol", choices=["test-half", "train-split"],
                    help="how the validation split is chosen (default: the data set's own; cifar10: test-half, "

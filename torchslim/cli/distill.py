@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+from torchslim.cli.common import LIMIT_HELP
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -33,7 +35,7 @@ def register(subparsers) -> None:
     p.add_argument("--data", required=True, help="data set: digits, mnist or cifar10")
     p.add_argument("--data-dir", help="directory with <data>/{train,test}.npz")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--limit", type=int, help="use a fixed random subset of N images per split")
+    p.add_argument("--limit", type=int, help=LIMIT_HELP)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="auto")
     from torchslim.cli.train import add_precision_args

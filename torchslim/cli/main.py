@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import pkgutil
 import sys
@@ -18,7 +19,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="torchslim", description=torchslim.__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"torchslim {torchslim.__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from torchslim.cli.common import HelpFormatter
+
+    # every subcommand's help shows its defaults (a command may still pass its own formatter_class)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                parser_class=functools.partial(argparse.ArgumentParser, formatter_class=HelpFormatter))
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
         if info.name in ("main", "common"):
             continue

@@ -1,6 +1,7 @@
-"""`torchslim prune MODEL --criterion l1 --ratio 0.3 | --target-macs 0.5 [--data D --finetune-epochs N] -o DIR`."""
+"""`torchslim prune MODEL --criterion l1 --ratio 0.3 | --target-macs 0.5 [--data D --finetune-epochs N --max-steps S] -o DIR`."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from pathlib import Path
@@ -25,7 +26,8 @@ def register(sub) -> None:
     p.add_argument("--schedule", default="oneshot", choices=["oneshot", "iterative", "layerwise"])
     p.add_argument("--steps", type=int, default=3, help="iterative: pruning rounds")
     p.add_argument("--finetune-epochs", type=int, default=0, help="final fine-tuning epochs")
-    p.add_argument("--finetune-steps", type=int, help="at most this many batches per fine-tuning epoch")
+    p.add_argument("--max-steps", type=int, help="at most this many batches per fine-tuning epoch")
+    p.add_argument("--finetune-steps", type=int, help=argparse.SUPPRESS)  # deprecated spelling of --max-steps
     p.add_argument("--recovery-steps", type=int, default=50, help="iterative/layerwise: batches of recovery per round")
     p.add_argument("--lr", type=float, default=0.01)
     add_precision_args(p)
@@ -37,6 +39,8 @@ def register(sub) -> None:
                    help="fine-tune on the labels alone (default: KD from the unpruned model as well)")
     p.add_argument("--bn-recalibration", type=int, default=0, metavar="IMAGES",
                    help="re-estimate BatchNorm statistics on this many training images after pruning (0: off)")
+    p.add_argument("--round-to", type=int, help="keep a multiple of this many channels per group (1: exact "
+                   "ratios; default: torchslim.prune's, the fastest in ONNX Runtime in benchmarks/bench_round_to.py)")
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(func=run)
 
@@ -74,8 +78,11 @@ def run(args) -> int:
     x = torch.zeros(1, *size)
     check_prunable(model, x, args.model, args.skip)
     data = load_data_from_args(args) if args.data else None
+    if args.finetune_steps is not None:
+        console.print("note: --finetune-steps is deprecated; use --max-steps (the name every command uses)")
+        args.max_steps = args.max_steps if args.max_steps is not None else args.finetune_steps
     speed = dict(precision=args.precision, channels_last=args.channels_last)
-    final = FitConfig(epochs=args.finetune_epochs, lr=args.lr, max_steps_per_epoch=args.finetune_steps, **speed) \
+    final = FitConfig(epochs=args.finetune_epochs, lr=args.lr, max_steps_per_epoch=args.max_steps, **speed) \
         if args.finetune_epochs else None
     recovery = FitConfig(epochs=1, lr=args.lr, max_steps_per_epoch=args.recovery_steps, **speed) \
         if args.schedule != "oneshot" and data is not None else None
@@ -86,7 +93,8 @@ def run(args) -> int:
                    target_params=args.target_params, data=data, allocation=args.allocation,
                    layer_ratios=layer_ratios, schedule=args.schedule, steps=args.steps, finetune=recovery,
                    final_finetune=final, skip=tuple(args.skip), progress=True, reconstruct=args.reconstruct,
-                   bn_recalibration=args.bn_recalibration, distill=not args.no_distill)
+                   bn_recalibration=args.bn_recalibration, distill=not args.no_distill,
+                   **({} if args.round_to is None else {"round_to": args.round_to}))
     after = profile(pruned, size)
     rep = prune_report(pruned)
     acc_after = evaluate(pruned, data.test, progress="test after")["top1"] if data is not None else None

@@ -1,7 +1,8 @@
 """`torchslim quantize MODEL --method kmeans --bits conv=8,fc=5 --data mnist -o DIR`.
 
 Methods: int8-ptq (calibration; builds and measures ONNX Runtime QDQ/QOperator and torch x86 int8
-paths against fp32, keeps the fastest correct one), int8-qat, kmeans, binary, ternary. Writes
+paths against fp32, keeps the fastest correct one), int8-qat, int8-pt2e (a torch.export int8 program,
+DIR/model.pt2, for torch.compile; needs torchao), kmeans, binary, ternary. Writes
 DIR/model.safetensors (int8: the chosen path's model; ORT models carry their ONNX bytes), for kmeans,
 binary and ternary also DIR/model.slim, and DIR/quantize.json with the figures.
 """
@@ -86,6 +87,16 @@ def run(args) -> int:
             save_model(q, out / "model.safetensors", input_size=size, metadata={"int8": rep["chosen"]})
         else:
             console.print("torch x86 int8 modules are not saved by torchslim.io; use --path ort-qdq to save")
+    elif m == "int8-pt2e":  # a torch.export program: saved as .pt2, run int8 under torch.compile
+        import torch
+
+        q = quantize(model, m, calib=data, calib_images=args.calib_images)
+        figures["test"], figures["test_before"] = evaluate(q, data.test), evaluate(model, data.test)
+        x = torch.zeros(2, *size)
+        torch.export.save(torch.export.export(q, (x,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},)),
+                          out / "model.pt2")
+        console.print(f"top-1 {figures['test_before']['top1']:.2f} % -> {figures['test']['top1']:.2f} % (eager "
+                      f"reference numerics)  ->  {out / 'model.pt2'} (torch.export.load(...).module(), torch.compile)")
     else:
         opts = {"epochs": args.epochs, "fit": fit_cfg}
         if m == "kmeans" and args.bits:

@@ -1,11 +1,12 @@
 """`torchslim sparsify MODEL --method dns --data mnist --epochs N -o DIR`: kernel sparsification with retraining.
 
-Prints progress and a per-layer density table; writes DIR/model.safetensors (masked layers, or lowered
-convs for ssl; `--bake` turns masks into plain zero-filled layers, `--sparse-exec` into CSR layers) and
+Prints progress and a per-layer density table; writes DIR/model.safetensors (plain layers with the pruned
+weights at zero, or lowered convs for ssl; `--keep-masks` keeps the masked layers, `--sparse-exec` stores CSR layers) and
 DIR/sparsify.json with the densities, accuracies and history.
 """
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -35,7 +36,10 @@ def register(sub) -> None:
     p.add_argument("--groups", default="filter,shape", help="ssl: group kinds (filter,channel,shape,depth)")
     p.add_argument("--lam", type=float, default=1e-3, help="ssl: lambda_g; l1: lambda")
     p.add_argument("--candidates", type=int, default=20, help="random_masks: random kernel masks tried per layer")
-    p.add_argument("--bake", action="store_true", help="save plain layers (masks baked into zeros)")
+    p.add_argument("--keep-masks", action="store_true",
+                   help="save the masked layers (to fine-tune further with the masks; stored as bits) instead "
+                        "of plain layers with the pruned weights at zero, which are no larger than the input")
+    p.add_argument("--bake", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
     p.add_argument("--sparse-exec", type=float, metavar="S",
                    help="store layers at least S sparse in CSR and run them sparse")
     p.add_argument("-o", "--output", required=True, help="output directory")
@@ -111,7 +115,7 @@ def run(args) -> int:
     console.print(f"{args.model}: test top-1 {before['top1']:.2f} % before; method {args.method}")
     sparse, info = torchslim.sparsify(model, args.method, data=data, inplace=True, return_info=True,
                                       **_method_options(args, fit_cfg))
-    if args.bake or args.sparse_exec is not None:
+    if not args.keep_masks or args.sparse_exec is not None:
         remove_masks(sparse)
     converted = to_sparse(sparse, min_sparsity=args.sparse_exec) if args.sparse_exec is not None else []
     after = evaluate(sparse, data.test, progress="test after")

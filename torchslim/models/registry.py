@@ -40,7 +40,8 @@ def list_models(pattern: str = "*") -> list[str]:
     tv = [f"torchvision:{n}" for n in torchvision.models.list_models(module=torchvision.models)]
     import fnmatch
 
-    return own + [n for n in tv if fnmatch.fnmatch(n, pattern)]
+    # 'resnet*' finds torchvision:resnet18 too: the prefix says where a model comes from, not what it is
+    return own + [n for n in tv if fnmatch.fnmatch(n, pattern) or fnmatch.fnmatch(n.split(":", 1)[1], pattern)]
 
 
 def model_input_size(name: str) -> tuple[int, int, int]:
@@ -79,7 +80,8 @@ def create_model(
             )
         if pretrained:
             raise InvalidInputError(
-                f"{name}: torchslim never downloads weights; pass weights=<file> with a local checkpoint"
+                f"{name}: torchslim never downloads weights; pass a local checkpoint with --weights FILE "
+                "(Python: weights=FILE)"
             )
         if tv_name in ("inception_v3", "googlenet"):
             kwargs.setdefault("aux_logits", False)
@@ -102,7 +104,8 @@ def _find_pretrained(name: str, entry: ModelEntry, data_dir) -> Path:
     from torchslim.paths import data_dir_candidates
 
     if entry.pretrained is None:
-        raise InvalidInputError(f"model {name!r} has no reference checkpoint; train it or pass weights=<file>")
+        raise InvalidInputError(f"model {name!r} has no reference checkpoint; train it or pass --weights FILE "
+                                "(Python: weights=FILE)")
     tried = data_dir_candidates(data_dir)
     for d in tried:
         hits = sorted((d / "weights").glob(entry.pretrained))

@@ -17,6 +17,7 @@ from torchslim.prune.surgery import apply_plan
 from torchslim.train import FitConfig, fit
 
 REPORT_ATTR = "_torchslim_prune_report"
+ROUND_TO = 8  # default multiple of kept channels, chosen by benchmarks/bench_round_to.py
 
 
 @dataclass
@@ -30,6 +31,9 @@ class PruneConfig:
         schedule: oneshot | iterative (`steps` rounds of prune + `finetune`) | layerwise (one group at
             a time with `finetune` after each, the entropy-pruning schedule); `final_finetune` after all.
         skip: group-name patterns never pruned; min_keep: fraction of each group always kept.
+        round_to: every pruned group keeps a multiple of this many channels (1: no rounding). The
+            default is measured (benchmarks/bench_round_to.py): ONNX Runtime runs odd widths such as
+            13/26/51 slower than the unpruned 16/32/64, so unrounded pruning can cost latency.
         batches: data batches read by data-driven criteria; options: criterion settings.
         reconstruct: after each pruning step, refit by least squares every layer that lost input
             channels so its outputs match the original network's (He et al. 2017; ThiNet); needs data.
@@ -52,6 +56,7 @@ class PruneConfig:
     final_finetune: FitConfig | None = None
     skip: tuple[str, ...] = ()
     min_keep: float = 0.05
+    round_to: int = ROUND_TO
     batches: int = 8
     options: dict = field(default_factory=dict)
     progress: bool = False
@@ -68,6 +73,8 @@ class PruneConfig:
                                     f"target_params={self.target_params})")
         if self.schedule not in ("oneshot", "iterative", "layerwise"):
             raise InvalidInputError(f"unknown schedule {self.schedule!r}; use oneshot, iterative or layerwise")
+        if not isinstance(self.round_to, int) or self.round_to < 1:
+            raise InvalidInputError(f"round_to must be a positive integer, got {self.round_to!r}")
         CRITERIA.get(self.criterion)  # fails early with the known names
         if self.bn_recalibration < 0 or self.calibration_images <= 0:
             raise InvalidInputError(f"bn_recalibration must be >= 0 and calibration_images > 0, got "
@@ -129,13 +136,15 @@ class _Pruner:
         skip = tuple(cfg.skip)
         if only is not None:  # layer-by-layer: every other group is skipped this round
             skip += tuple(x.name for x in g.groups if x.name != only)
-        kw = dict(allocation=cfg.allocation, layer_ratios=cfg.layer_ratios, skip=skip, min_keep=cfg.min_keep)
+        kw = dict(allocation=cfg.allocation, layer_ratios=cfg.layer_ratios, skip=skip, min_keep=cfg.min_keep,
+                  round_to=cfg.round_to)
         t0 = time.perf_counter()
         if goal is not None and cfg.allocation != "global":
             # uniform: MACs depend on counts only, so the ratio is found before scoring
-            ratio, _ = search_ratio(g, torch.zeros(g.num_units), goal / g.base[metric], metric=metric, **kw)
+            ratio, _ = search_ratio(g, torch.zeros(g.num_units), goal / g.base[metric], metric=metric,
+                                    **(kw | {"round_to": 1}))  # the criteria's ratio hint; rounded below
         scores = self.scores(ratio)
-        if goal is not None and cfg.allocation == "global":
+        if goal is not None:  # again with the scores: rounded plans are topped up to the goal
             ratio, plan = search_ratio(g, scores, goal / g.base[metric], metric=metric, **kw)
         else:
             plan = select(g, scores, ratio, **kw)
@@ -249,7 +258,8 @@ def prune(model: nn.Module, example_input: torch.Tensor, criterion: str = "l1", 
         r = cfg.ratio
         if goal is not None:
             r, _ = search_ratio(p.graph, torch.zeros(p.graph.num_units), target, metric=metric,
-                                allocation="uniform", skip=tuple(cfg.skip), min_keep=cfg.min_keep)
+                                allocation="uniform", skip=tuple(cfg.skip), min_keep=cfg.min_keep,
+                                round_to=cfg.round_to)
         names = [g.name for g in p.graph.groups if not any(fnmatch.fnmatch(g.name, s) for s in cfg.skip)]
         for i, name in enumerate(names, 1):
             if name in {g.name for g in p.graph.groups}:  # a group may have merged away

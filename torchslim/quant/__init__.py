@@ -15,6 +15,7 @@ from torchslim.quant.int8_ptq import PATHS, Int8Config, OnnxRuntimeModule, quant
 from torchslim.quant.kmeans import (KMeansConfig, SharedWeightConv2d, SharedWeightLinear, kmeans_quantize,
                                     share_weights)
 from torchslim.quant.observers import OBSERVERS
+from torchslim.quant.pt2e import PT2EConfig, quantize_pt2e
 from torchslim.quant.qat import QATConfig, qat_quantize
 from torchslim.registry import Registry
 
@@ -53,6 +54,12 @@ def _int8_qat(model, *, calib=None, data=None, config=None, eval_loader=None, **
                         calib=calib if calib is not None else train, eval_loader=eval_loader)
 
 
+@METHODS.register("int8-pt2e")
+def _int8_pt2e(model, *, calib=None, data=None, config=None, eval_loader=None, **options):
+    calib = calib if calib is not None else data
+    return quantize_pt2e(model, calib, _with(config or PT2EConfig(), options))
+
+
 @METHODS.register("kmeans")
 def _kmeans(model, *, calib=None, data=None, config=None, eval_loader=None, **options):
     train, val = _split(data)
@@ -82,7 +89,8 @@ def quantize(model: nn.Module, method: str = "int8-ptq", *, calib=None, data=Non
     Args:
         method: int8-ptq (calibration only; real int8 execution through ONNX Runtime or torch x86, the
             fastest correct path measured on this machine), int8-qat (fake-quant training, then the
-            same int8 paths), kmeans (Deep Compression weight sharing + centroid fine-tuning),
+            same int8 paths), int8-pt2e (torch.export-based int8 program for torch.compile, needs
+            torchao), kmeans (Deep Compression weight sharing + centroid fine-tuning),
             binary / ternary (STE training).
         calib: calibration data for int8 (DataBundle, DataLoader, or tensors).
         data: training data (DataBundle, DataLoader or (train, val)) for the methods that train.
@@ -102,5 +110,6 @@ def quantize(model: nn.Module, method: str = "int8-ptq", *, calib=None, data=Non
 
 
 __all__ = ["METHODS", "OBSERVERS", "PATHS", "Int8Config", "KMeansConfig", "LowBitConfig", "LowBitConv2d",
-           "LowBitLinear", "OnnxRuntimeModule", "QATConfig", "SharedWeightConv2d", "SharedWeightLinear", "fold_bn",
-           "kmeans_quantize", "low_bit_quantize", "qat_quantize", "quantize", "quantize_int8", "share_weights"]
+           "LowBitLinear", "OnnxRuntimeModule", "PT2EConfig", "QATConfig", "SharedWeightConv2d", "SharedWeightLinear", "fold_bn",
+           "kmeans_quantize", "low_bit_quantize", "qat_quantize", "quantize", "quantize_int8", "quantize_pt2e",
+           "share_weights"]

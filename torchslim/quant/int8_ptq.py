@@ -219,11 +219,12 @@ def torch_input_ranges(model: nn.Module, layers: dict[str, nn.Module], batches, 
     return {k: obs(h) for k, h in hists.items()}
 
 
-def fake_quant_reference(fp32: nn.Module, batches, observer: str) -> nn.Module:
-    """The BN-folded model with fake-quantized weights (per-channel int8) and layer inputs (uint8)."""
+def fake_quant_reference(fp32: nn.Module, batches, observer: str, input_ranges: dict | None = None) -> nn.Module:
+    """The BN-folded model with fake-quantized weights (per-channel int8) and layer inputs (uint8);
+    `input_ranges` {fqn: (lo, hi)} replace the calibrated ranges of those layers."""
     ref = copy.deepcopy(fp32).eval()
     plain = {n: ref.get_submodule(n) for n, m in fp32.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
-    ranges = torch_input_ranges(ref, plain, batches, observer)
+    ranges = torch_input_ranges(ref, plain, batches, observer) | dict(input_ranges or {})
     wrappers = wrap_layers(ref)
     for n, w in wrappers.items():
         if n in ranges:
@@ -303,8 +304,24 @@ def _agreement(ref: torch.Tensor, out: torch.Tensor) -> dict:
     return {"rel_l2_error": rel, "argmax_agreement": float((out.argmax(1) == ref.argmax(1)).float().mean())}
 
 
+def onnx_layer_inputs(onnx_path: str) -> dict[str, str]:
+    """{module fqn: name of its input tensor} for the Conv / Gemm / MatMul nodes of a traced export, whose
+    node names are scopes like "/layer1/layer1.0/conv1/Conv" (parent fqn, then the attribute name)."""
+    import onnx
+
+    out = {}
+    for node in onnx.load(onnx_path).graph.node:
+        if node.op_type in ("Conv", "Gemm", "MatMul") and node.name.startswith("/"):
+            parts = node.name.strip("/").split("/")[:-1]
+            if parts:
+                leaf = parts[-1]
+                out.setdefault(leaf if len(parts) == 1 or leaf.startswith(parts[-2] + ".")
+                               else f"{parts[-2]}.{leaf}", node.input[0])
+    return out
+
+
 def quantize_int8(model: nn.Module, calib, config: Int8Config | None = None, *, eval_loader=None,
-                  eval_batches: int | None = None) -> nn.Module:
+                  eval_batches: int | None = None, input_ranges: dict[str, tuple] | None = None) -> nn.Module:
     """Quantize `model` to int8, build every execution path, measure them against fp32, return the best.
 
     Args:
@@ -312,6 +329,9 @@ def quantize_int8(model: nn.Module, calib, config: Int8Config | None = None, *, 
         calib: calibration data (DataBundle, DataLoader of (x, y) or tensors).
         config: `Int8Config`.
         eval_loader: optional labelled loader: top-1 of fp32, the fake-quant reference and every path.
+        input_ranges: {layer fqn: (lo, hi)} of Conv/Linear inputs that replace the calibrated ranges
+            (QAT's learned ranges) in the ONNX Runtime paths and the fake-quant reference; the FX
+            `torch-x86` path calibrates its own.
 
     Returns:
         The int8 model of the chosen path (an `OnnxRuntimeModule` or a torch int8 GraphModule), with
@@ -358,6 +378,11 @@ def quantize_int8(model: nn.Module, calib, config: Int8Config | None = None, *, 
         cost = dict(macs=prof.macs, params=prof.params)
         built["fp32-ort"] = OnnxRuntimeModule.from_bytes(Path(src).read_bytes(), threads, "fp32-ort", **cost)
         ranges = onnx_activation_ranges(src, batches, cfg.observer)
+        if input_ranges:
+            tensors = onnx_layer_inputs(src)
+            used = {tensors[n]: (float(lo), float(hi)) for n, (lo, hi) in input_ranges.items() if n in tensors}
+            ranges.update(used)
+            report["given_input_ranges"] = {"given": len(input_ranges), "used": len(used)}
         ort_paths = {p: dict(fmt=p.split("-")[1][:3] if p == "ort-qdq" else "qop") for p in cfg.paths if p.startswith("ort")}
         ort_paths.update(cfg.extra_paths)
         for name, kw in ort_paths.items():
@@ -375,7 +400,7 @@ def quantize_int8(model: nn.Module, calib, config: Int8Config | None = None, *, 
             built["torch-x86"] = torch_x86_int8(model, batches, cfg.observer)
         except Exception as e:  # noqa: BLE001
             report["paths"]["torch-x86"] = {"error": f"{type(e).__name__}: {e}"}
-    reference = fake_quant_reference(fp32, batches, cfg.observer)
+    reference = fake_quant_reference(fp32, batches, cfg.observer, input_ranges)
     built_ref = {"fake-quant": reference}
     for name, m in {**built, **built_ref}.items():
         note(f"int8: measuring {name}")  # each path's check, latency and accuracy takes seconds

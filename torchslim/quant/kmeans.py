@@ -73,6 +73,18 @@ class _SharedMixin:
         b = self.bias.numel() if self.bias is not None else 0
         return self.index.numel() + b, int(self.weight_mask.sum()) + b
 
+    def dense_module(self) -> nn.Module:
+        """The plain layer with the decoded weights C[I] * M: what exporters write (runtimes have no
+        codebook op, and the graph that decodes on the fly stores int64 indices, 3x the dense file)."""
+        from torchslim.io.model_file import _init_args
+
+        new = self._dense_cls(**_init_args(self, self._dense_cls))
+        with torch.no_grad():
+            new.weight.copy_(self.weight)
+            if self.bias is not None:
+                new.bias.copy_(self.bias)
+        return new.to(self.centroids.device).train(self.training)
+
     @torch.no_grad()
     def set_from(self, w: torch.Tensor, mask: torch.Tensor | None = None, iters: int = 30) -> None:
         """Cluster the surviving weights of `w` (mask, default w != 0) into 2^bits shared values."""

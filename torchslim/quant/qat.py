@@ -5,8 +5,8 @@ into the weights, the "BN folding with frozen statistics" variant of Jacob et al
 Krishnamoorthi 2018 sec. 3.2), so training sees exactly the weights that int8 inference uses.
 
 After training the fake-quant wrappers are removed and the float model goes through the same int8
-execution paths as post-training quantization (`torchslim.quant.int8_ptq`): its weights already sit
-on the int8 grid, so conversion adds little error.
+execution paths as post-training quantization (`torchslim.quant.int8_ptq`) with the activation ranges
+learned in training: its weights already sit on the int8 grid, so conversion adds little error.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from torch import nn
 
 from torchslim.quant.bn_fold import fold_bn
-from torchslim.quant.fakequant import unwrap_layers, wrap_layers
+from torchslim.quant.fakequant import FakeQuantLayer, unwrap_layers, wrap_layers
 from torchslim.quant.int8_ptq import Int8Config, calibration_batches, quantize_int8, torch_input_ranges
 
 
@@ -55,7 +55,10 @@ def qat_quantize(model: nn.Module, train_loader, val_loader=None, config: QATCon
     cfg = config or QATConfig()
     trained = fake_quant_train(model, train_loader, val_loader, cfg)
     reference = copy.deepcopy(trained)
+    # the ranges training adapted to are the ones int8 inference uses (Jacob et al. sec. 3), not a recalibration
+    learned = {n: (float(m.lo), float(m.hi)) for n, m in trained.named_modules()
+               if isinstance(m, FakeQuantLayer) and float(m.hi - m.lo) > 0}
     out = quantize_int8(unwrap_layers(trained), calib if calib is not None else train_loader, cfg.int8,
-                        eval_loader=eval_loader)
+                        eval_loader=eval_loader, input_ranges=learned)
     object.__setattr__(out, "qat_reference", reference)
     return out

@@ -211,6 +211,7 @@ class PruneParams(_Options):
     target_macs: float | None = Field(default=None, gt=0)
     # {group name: fraction removed}; alone, only these groups are pruned (what `torchslim auto` writes)
     layer_ratios: dict[str, float] | None = None
+    round_to: int | None = Field(default=None, ge=1)  # kept channels per group: a multiple of this (None: prune's default)
     sensitivity: bool | SensitivityParams = False
     # recovery without training: least-squares refit of layers that lost inputs (He et al. 2017),
     # BatchNorm statistics re-estimated on this many training images
@@ -285,6 +286,8 @@ def prune_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Module:
 
     With `sensitivity` the groups a scan finds sensitive are added to the `skip` option (Li et al. 2017)."""
     p = prune_kwargs(params)
+    if p.get("round_to") is None:
+        p.pop("round_to", None)
     opts = dict(p.pop("options", {}))
     sens = p.pop("sensitivity", False)
     if p.get("ratio") is None and p.get("target_macs") is None:

@@ -27,8 +27,18 @@ def load_run(run_dir: str | os.PathLike) -> dict:
     run_dir = Path(run_dir)
     stages_dir = run_dir / "stages"
     if not stages_dir.is_dir():
-        raise InvalidInputError(f"{run_dir} is not a torchslim run folder (no stages/); make one with "
-                                "`torchslim compress RECIPE -o DIR`")
+        if (run_dir / "report.json").is_file():  # a run's report on its own (copied, or its stages removed)
+            run = json.loads((run_dir / "report.json").read_text())
+            if isinstance(run, dict) and run.get("stages"):
+                for st in run["stages"]:  # the stage folders' images are gone with the folders
+                    st["images"] = [i for i in st.get("images", []) if (stages_dir / st["stage"] / i).is_file()]
+                return run | {"run_dir": str(run_dir)}
+        found = sorted(p.name for p in run_dir.glob("*.json")) if run_dir.is_dir() else []
+        raise InvalidInputError(
+            f"{run_dir} is not a torchslim run folder: compare and report read the stages/ folder (or the "
+            "report.json) that `torchslim compress RECIPE -o DIR` writes"
+            + (f"; this folder holds {', '.join(found)} from a single command: `torchslim evaluate` / "
+               "`analyze` measure its model.safetensors" if found else ""))
     recipe = json.loads((run_dir / "recipe.json").read_text()) if (run_dir / "recipe.json").is_file() else {}
     stages, machine, pending = [], {}, []
     for d in sorted(p for p in stages_dir.iterdir() if p.is_dir()):

@@ -16,21 +16,59 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def y_range(ys: list[float]) -> tuple[float, float] | None:
+    """Accuracy limits that show the interesting range: a point far below all others (the untrained input
+    model of a recipe at chance accuracy) is left out and drawn at the bottom edge instead. None: autoscale."""
+    if len(ys) < 3:
+        return None
+    rest = sorted(ys)[1:]
+    spread = max(rest) - min(rest)
+    if min(ys) >= min(rest) - max(5.0, 2 * spread):
+        return None
+    margin = max(0.5, 0.15 * spread)
+    return min(rest) - margin, max(rest) + margin
+
+
 def tradeoff(series: dict[str, list[tuple[str, float, float]]], xlabel: str, title: str, logx: bool = False) -> bytes:
-    """Accuracy (y) against a cost (x); one line per run, each point labelled with its stage.
+    """Accuracy (y) against a cost (x); one line per run, points numbered in stage order.
+
+    Stage names go into a key under the plot, not next to the points, where they overlapped when stages
+    have nearly equal figures. A point far below the others is drawn on the bottom edge with its value.
 
     Args:
         series: {run name: [(stage label, cost, top-1 %), ...]} in stage order.
     """
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    keys, all_ys = [], []
     for run, points in series.items():
-        pts = [(s, x, y) for s, x, y in points if x is not None and y is not None]
+        pts = [(i + 1, s, x, y) for i, (s, x, y) in enumerate(points) if x is not None and y is not None]
+        all_ys += [p[3] for p in pts]
+    limits = y_range(all_ys)
+    for run, points in series.items():
+        pts = [(i + 1, s, x, y) for i, (s, x, y) in enumerate(points) if x is not None and y is not None]
         if not pts:
             continue
-        xs, ys = [p[1] for p in pts], [p[2] for p in pts]
-        ax.plot(xs, ys, "-o", label=run, alpha=0.85)
-        for i, (s, x, y) in enumerate(pts):  # staggered, so stages with equal figures stay readable
-            ax.annotate(s, (x, y), textcoords="offset points", xytext=(5, 4 - 10 * (i % 3)), fontsize=7)
+        low = limits[0] if limits else float("-inf")
+        xs, ys = [p[2] for p in pts], [max(p[3], low) for p in pts]
+        (line,) = ax.plot(xs, ys, "-o", label=run, alpha=0.85)
+        xspan = (max(xs) - min(xs)) or 1.0
+        yspan = ((limits[1] - limits[0]) if limits else (max(ys) - min(ys))) or 1.0
+        spots: list[list] = []  # points drawn on top of each other share one label: "5,6,7"
+        for (n, s, x, y), yy in zip(pts, ys):
+            near = next((g for g in spots if abs(g[0] - x) <= 0.02 * xspan and abs(g[1] - yy) <= 0.03 * yspan), None)
+            if near is None:
+                spots.append([x, yy, [str(n)], y])
+            else:
+                near[2].append(str(n))
+        for x, yy, nums, y in spots:
+            below = y < low
+            ax.annotate(",".join(nums) + (f" ({y:.1f} %)" if below else ""), (x, yy), textcoords="offset points",
+                        xytext=(4, 5), fontsize=8, color=line.get_color())
+            if below:
+                ax.plot([x], [yy], "v", color=line.get_color(), clip_on=False)
+        keys.append((f"{run}: " if len(series) > 1 else "") + ", ".join(f"{n} {s}" for n, s, _, _ in pts))
+    if limits:
+        ax.set_ylim(*limits)
     if logx:
         ax.set_xscale("log")
     else:  # from zero, so that measurement noise does not look like a trade-off
@@ -42,6 +80,10 @@ def tradeoff(series: dict[str, list[tuple[str, float, float]]], xlabel: str, tit
     ax.grid(True, alpha=0.3)
     if len(series) > 1:
         ax.legend(fontsize=8)
+    import textwrap
+
+    key = "\n".join(textwrap.fill(k, 100) for k in keys)
+    fig.text(0.01, -0.02, key, fontsize=7, va="top", ha="left")
     return _png(fig)
 
 

@@ -115,16 +115,20 @@ class LoweredConv2d(nn.Module):
             wo = (w + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
             cols = self._im2col(x_full, ho, wo)  # (N, |cols|, L), columns in gather_perm order
             L = cols.shape[-1]
-            # one GEMM over the whole batch: (rows x cols) @ (cols x N*L)
-            rhs = cols[0] if n == 1 else cols.transpose(0, 1).reshape(cols.shape[1], n * L)
-            out = self.weight.index_select(1, self.gather_perm) @ rhs
-            out = out.unsqueeze(0) if n == 1 else out.view(len(self.rows), n, L).transpose(0, 1)
+            w_perm = self.weight.index_select(1, self.gather_perm)
+            if torch.jit.is_tracing():
+                # ONNX export traces one batch size: a broadcast matmul keeps the batch dimension dynamic
+                out = w_perm @ cols
+            else:  # one GEMM over the whole batch: (rows x cols) @ (cols x N*L)
+                rhs = cols[0] if n == 1 else cols.transpose(0, 1).reshape(cols.shape[1], n * L)
+                out = w_perm @ rhs
+                out = out.unsqueeze(0) if n == 1 else out.view(len(self.rows), n, L).transpose(0, 1)
         if not self._all_rows:
-            full = out.new_zeros(n, self.out_channels, out.shape[-1])
+            full = out.new_zeros(out.shape[0], self.out_channels, out.shape[-1])
             out = full.index_copy(1, self.row_index, out.contiguous())
         if self.bias is not None:
             out = out + self.bias[:, None]
-        return out.reshape(n, self.out_channels, ho, wo)
+        return out.reshape(-1, self.out_channels, ho, wo)
 
     def _im2col(self, x: torch.Tensor, ho: int, wo: int) -> torch.Tensor:
         (sh, sw), (dh, dw) = self.stride, self.dilation

@@ -56,6 +56,17 @@ class _MaskedMixin:
     def density(self) -> float:
         return float(self.weight_mask.float().mean())
 
+    def dense_module(self) -> nn.Module:
+        """A plain layer (new Parameters) holding W * M: for export, which needs no mask tensor."""
+        from torchslim.io.model_file import _init_args
+
+        new = self._dense_cls(**_init_args(self, self._dense_cls))
+        with torch.no_grad():
+            new.weight.copy_(self.weight * self.weight_mask)
+            if getattr(self, "bias", None) is not None:
+                new.bias.copy_(self.bias)
+        return new.to(self.weight.device).train(self.training)
+
 
 class MaskedLinear(_MaskedMixin, nn.Linear):
     _dense_cls = nn.Linear
