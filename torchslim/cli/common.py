@@ -14,23 +14,43 @@ import sys
 
 # Piped output (CI logs, files) gets wide tables instead of rich's 80-column default.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 400)
 
 
 def add_model_args(p: argparse.ArgumentParser, name: str = "model") -> None:
     p.add_argument(name, metavar=name.upper(),
-                   help="a model name (`torchslim models`), torchvision:<name>, or a saved torchslim model path")
+                   help="a model name (`torchslim models`), torchvision:<name>, your own code as "
+                        "path/to/file.py:factory or package.module:factory, or a saved torchslim model path")
+    p.add_argument("--model-kwargs", metavar="JSON", help="keyword arguments for the model's factory, as JSON")
+    p.add_argument("--code", metavar="FILE.py:FACTORY",
+                   help="for a saved model of your own network: its code, named again (a file alone never "
+                        "makes torchslim import code)")
     p.add_argument("--weights", help="checkpoint file to load into a named model (.pt/.th/.safetensors)")
-    p.add_argument("--pretrained", action="store_true", help="load the reference checkpoint from the data dir")
-    p.add_argument("--num-classes", type=int, help="classes of the model's output (default: its own)")
+    p.add_argument("--pretrained", action="store_true",
+                   help="load the reference checkpoint from the data dir, or torchvision's published weights "
+                        "from the torch hub cache")
+    p.add_argument("--num-classes", type=int,
+                   help="classes of the model's output (default: its own); a model with weights gets a new last "
+                        "layer")
     p.add_argument("--input-size", help="C,H,W of one input image (default: the model's or the data's)")
+    p.add_argument("--mean", help="per-channel mean for image data, e.g. 0.5,0.5,0.5 (default: the model's)")
+    p.add_argument("--std", help="per-channel std for image data (default: the model's)")
 
 
 def add_data_args(p: argparse.ArgumentParser, required: bool = False) -> None:
-    p.add_argument("--data", required=required, help="data set: digits, mnist or cifar10")
-    p.add_argument("--data-dir", help="directory with <data>/{train,test}.npz (default: $TORCHSLIM_DATA, ../shared/data)")
+    p.add_argument("--data", required=required,
+                   help="a folder of images (train/ and val/ of class folders, or class folders), "
+                        "torchvision:<DataSet> over --data-dir, or digits, mnist, cifar10")
+    p.add_argument("--data-dir", help="directory with <data>/{train,test}.npz, or a torchvision data set's root "
+                                      "(default: $TORCHSLIM_DATA, ../shared/data)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--limit", type=int, help="use only the first N images of each split (quick runs)")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--workers", type=int,
+                   help="DataLoader worker processes (default: the cores for image files, 0 for npz data)")
+    p.add_argument("--cache", action="store_true",
+                   help="image folders: decode and resize once into one memory-mapped uint8 file, for many epochs")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="skip corrupt and non-image files (and report how many) instead of failing")
 
 
 def parse_input_size(text: str | None) -> tuple[int, int, int] | None:
@@ -45,22 +65,88 @@ def parse_input_size(text: str | None) -> tuple[int, int, int] | None:
     return size  # type: ignore[return-value]
 
 
+def _floats(text: str | None, flag: str):
+    if not text:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise InvalidInputError(f"{flag} must be comma-separated numbers, e.g. 0.5,0.5,0.5; got {text!r}") from None
+
+
+def _model_kwargs(args) -> dict:
+    text = getattr(args, "model_kwargs", None)
+    if not text:
+        return {}
+    try:
+        kwargs = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InvalidInputError(f"--model-kwargs is not valid JSON ({e}): {text!r}") from None
+    if not isinstance(kwargs, dict):
+        raise InvalidInputError(f"--model-kwargs must be a JSON object, e.g. '{{\"width\": 32}}'; got {text!r}")
+    return kwargs
+
+
 def load_model_from_args(args) -> tuple[torch.nn.Module, tuple[int, int, int]]:
-    """The model named by MODEL (a registry name or a saved model) and its input size (C, H, W)."""
+    """The model named by MODEL (a registry name, user code or a saved model) and its input size (C, H, W)."""
     from torchslim.models import create_model, model_input_size
+    from torchslim.models.user import is_factory_spec
 
     name = args.model
     size = parse_input_size(getattr(args, "input_size", None))
-    if Path(name).exists():
+    num_classes = getattr(args, "num_classes", None)
+    if Path(name).exists() and not is_factory_spec(name):
         from torchslim.api import load
         from torchslim.io import ARCH_ATTR
 
-        model = load(name)  # .safetensors with a manifest, or a coded .slim file
+        model = load(name, code=getattr(args, "code", None))  # .safetensors with a manifest, or a coded .slim file
         recorded = (getattr(model, ARCH_ATTR, None) or {}).get("input_size")
-        return model, size or tuple(recorded or ()) or _need_size(name)
-    model = create_model(name, num_classes=args.num_classes, pretrained=args.pretrained, weights=args.weights,
-                         data_dir=getattr(args, "data_dir", None))
-    return model, size or model_input_size(name)
+        size = size or tuple(recorded or ()) or _need_size(name)
+    else:
+        has_weights = args.pretrained or args.weights
+        model = create_model(name, num_classes=None if has_weights else num_classes, pretrained=args.pretrained,
+                             weights=args.weights, data_dir=getattr(args, "data_dir", None), **_model_kwargs(args))
+        size = size or model_input_size(name)
+    if num_classes:
+        _rehead(model, num_classes, size, name)
+    args._torchslim_model = (model, size)
+    _link_model_and_data(args)
+    return model, size
+
+
+def _rehead(model, num_classes: int, size, name: str) -> None:
+    from torchslim.models.head import output_classes, replace_head
+
+    try:
+        outputs = output_classes(model, size)
+    except Exception:
+        return  # check_input_fits reports a model that does not run
+    if outputs != num_classes:
+        err_console.print(f"--num-classes {num_classes}: {name}: {replace_head(model, num_classes)}", markup=False)
+
+
+def _link_model_and_data(args) -> None:
+    """Once both are loaded: the model must give one output per class of image data, and it records the
+    data's class names and preprocessing (saved in its model file's manifest)."""
+    if not (hasattr(args, "_torchslim_model") and hasattr(args, "_torchslim_data")):
+        return
+    (model, _), data = args._torchslim_model, args._torchslim_data
+    if not data.classes:
+        return
+    from torchslim.io import ARCH_ATTR, set_arch
+    from torchslim.models.head import output_classes
+
+    try:
+        outputs = output_classes(model, data.input_size)
+    except Exception:
+        return  # check_input_fits reports a model that does not run
+    if outputs != data.num_classes:
+        raise InvalidInputError(
+            f"{args.model} gives {outputs} outputs but {args.data} has {data.num_classes} classes; pass "
+            f"--num-classes {data.num_classes} to give it a new last layer (then train it)")
+    if getattr(model, ARCH_ATTR, None) is None:
+        set_arch(model, None, None, data.input_size)
+    getattr(model, ARCH_ATTR).update(classes=list(data.classes), preprocess=data.preprocess.to_dict())
 
 
 def _need_size(name: str):
@@ -69,11 +155,26 @@ def _need_size(name: str):
 
 def load_data_from_args(args, *, augment: bool = True):
     from torchslim.data import get_data
+    from torchslim.data.preprocess import preprocess_for
 
     if not args.data:
-        raise InvalidInputError("this command needs --data (digits, mnist or cifar10)")
-    return get_data(args.data, data_dir=args.data_dir, batch_size=args.batch_size, num_workers=args.workers,
-                    augment=augment, limit_train=args.limit, limit_eval=args.limit)
+        raise InvalidInputError("this command needs --data (a folder of images, digits, mnist or cifar10)")
+    model_name = getattr(args, "model", None) or getattr(args, "teacher", None)
+    preprocess = preprocess_for(model_name, input_size=parse_input_size(getattr(args, "input_size", None)),
+                                mean=_floats(getattr(args, "mean", None), "--mean"),
+                                std=_floats(getattr(args, "std", None), "--std")) if model_name else None
+    data = get_data(args.data, data_dir=args.data_dir, batch_size=args.batch_size, num_workers=args.workers,
+                    augment=augment, limit_train=args.limit, limit_eval=args.limit, preprocess=preprocess,
+                    cache=getattr(args, "cache", False), skip_bad_images=getattr(args, "skip_bad_images", False))
+    if data.classes:  # data read from a path: say what was read and how it is preprocessed
+        d = data.describe()
+        sizes = ", ".join(f"{k} {v}" for k, v in d["sizes"].items())
+        skipped = f"; skipped {d['skipped_bad_images']} bad image files" if d.get("skipped_bad_images") else ""
+        err_console.print(f"data: {d['data']} ({d['layout']}; {d['classes']} classes; {sizes}{skipped}); "
+                          f"preprocessing: {d['preprocessing']}", markup=False)
+    args._torchslim_data = data
+    _link_model_and_data(args)
+    return data
 
 
 def check_input_fits(model: torch.nn.Module, input_size, what: str) -> None:

@@ -194,8 +194,8 @@ def scan_folder(root: str | os.PathLike, *, mode: str = "RGB", seed: int = 0, sk
                 raise InvalidInputError(f"{dirs[s]} holds no images in class folders")
         for s in ("val", "test"):  # one held-out folder serves as both
             splits.setdefault(s, splits["test" if s == "val" else "val"])
-        info["layout"] = "split folders"
         info["split"] = {s: f"{dirs.get(s, dirs['val' if s == 'test' else 'test']).name}/" for s in SPLIT_NAMES}
+        info["layout"] = "split folders (" + ", ".join(f"{s} {d}" for s, d in info["split"].items()) + ")"
     else:
         classes = [p.name for p in _class_folders(root)]
         if not classes:
@@ -226,6 +226,8 @@ def scan_folder(root: str | os.PathLike, *, mode: str = "RGB", seed: int = 0, sk
             splits[name] = ([files[i] for i in ix], [labels[i] for i in ix])
         info["split"] = {"how": "stratified by class, seeded", "seed": seed,
                          "fractions": dict(zip(("train", "val", "test"), SINGLE_FOLDER_FRACTIONS))}
+        info["layout"] += (" (stratified " + "/".join(f"{f:.0%}" for f in SINGLE_FOLDER_FRACTIONS)
+                           + f" train/val/test, seed {seed})")
     info["sizes"] = {s: len(splits[s][0]) for s in ("train", "val", "test")}
     info["classes"] = len(classes)
     if skipped:
