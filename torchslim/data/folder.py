@@ -144,9 +144,8 @@ def _stratified_split(labels: list[int], fractions, seed: int) -> list[np.ndarra
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
         n = len(idx)
-        n_val = round(n * fractions[1]) if n >= 3 else 0
-        n_test = round(n * fractions[2]) if n >= 3 else 0
-        n_val, n_test = max(n_val, 1 if n >= 3 else 0), max(n_test, 1 if n >= 3 else 0)
+        # at least one image per class in each held-out split, while the class keeps one for training
+        n_val, n_test = ((max(round(n * f), 1 if f > 0 else 0) if n >= 3 else 0) for f in fractions[1:])
         parts[1] += idx[:n_val].tolist()
         parts[2] += idx[n_val:n_val + n_test].tolist()
         parts[0] += idx[n_val + n_test:].tolist()
@@ -192,9 +191,9 @@ def scan_folder(root: str | os.PathLike, *, mode: str = "RGB", seed: int = 0, sk
             splits[s] = _scan(dirs[s], classes)
             if not splits[s][0]:
                 raise InvalidInputError(f"{dirs[s]} holds no images in class folders")
-        for s in ("val", "test"):  # one held-out folder serves as both
-            splits.setdefault(s, splits["test" if s == "val" else "val"])
-        info["split"] = {s: f"{dirs.get(s, dirs['val' if s == 'test' else 'test']).name}/" for s in SPLIT_NAMES}
+        splits["val"] = splits.get("val") or splits["test"]  # one held-out folder serves as both
+        splits["test"] = splits.get("test") or splits["val"]
+        info["split"] = {s: f"{(dirs.get(s) or dirs.get('val') or dirs['test']).name}/" for s in SPLIT_NAMES}
         info["layout"] = "split folders (" + ", ".join(f"{s} {d}" for s, d in info["split"].items()) + ")"
     else:
         classes = [p.name for p in _class_folders(root)]
