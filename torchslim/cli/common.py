@@ -104,8 +104,10 @@ def load_model_from_args(args) -> tuple[torch.nn.Module, tuple[int, int, int]]:
         size = size or tuple(recorded or ()) or _need_size(name)
     else:
         has_weights = args.pretrained or args.weights
-        model = create_model(name, num_classes=None if has_weights else num_classes, pretrained=args.pretrained,
-                             weights=args.weights, data_dir=getattr(args, "data_dir", None), **_model_kwargs(args))
+        kwargs = _model_kwargs(args)
+        built_classes = kwargs.pop("num_classes", None) or (None if has_weights else num_classes)
+        model = create_model(name, num_classes=built_classes, pretrained=args.pretrained, weights=args.weights,
+                             data_dir=getattr(args, "data_dir", None), **kwargs)
         size = size or model_input_size(name)
     if num_classes:
         _rehead(model, num_classes, size, name)
@@ -149,6 +151,22 @@ def _link_model_and_data(args) -> None:
     getattr(model, ARCH_ATTR).update(classes=list(data.classes), preprocess=data.preprocess.to_dict())
 
 
+def _check_model_code(name: str, code: str | None) -> None:
+    """Fail on missing user code before the data is read: a factory spec that does not resolve, or a saved
+    user network whose code is not named."""
+    from torchslim.models.user import constructor_to_build, is_factory_spec, resolve_factory
+
+    if is_factory_spec(name):
+        resolve_factory(name)
+    elif Path(name).suffix == ".safetensors" and Path(name).is_file():
+        from torchslim.io import model_info
+
+        recorded = (model_info(name).get("arch") or {}).get("name")
+        spec = constructor_to_build(recorded, code, name)
+        if spec and is_factory_spec(spec):
+            resolve_factory(spec)
+
+
 def _need_size(name: str):
     raise InvalidInputError(f"{name}: the file does not record an input size; pass --input-size C,H,W")
 
@@ -160,6 +178,8 @@ def load_data_from_args(args, *, augment: bool = True):
     if not args.data:
         raise InvalidInputError("this command needs --data (a folder of images, digits, mnist or cifar10)")
     model_name = getattr(args, "model", None) or getattr(args, "teacher", None)
+    if model_name:
+        _check_model_code(model_name, getattr(args, "code", None))
     preprocess = preprocess_for(model_name, input_size=parse_input_size(getattr(args, "input_size", None)),
                                 mean=_floats(getattr(args, "mean", None), "--mean"),
                                 std=_floats(getattr(args, "std", None), "--std")) if model_name else None

@@ -18,6 +18,8 @@ def register(subparsers) -> None:
     p.add_argument("--teacher-weights", help="checkpoint file for a named teacher")
     p.add_argument("--student", required=True, help="model name (fresh init) or saved model file (e.g. a pruned model)")
     p.add_argument("--student-weights", help="checkpoint file for a named student")
+    p.add_argument("--code", metavar="FILE.py:FACTORY",
+                   help="the code of your own network, named again, for a saved teacher or student built from it")
     p.add_argument("--method", nargs="+", default=["kd"], help="kd, at, hint (several add up); default kd")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--lr", type=float, default=0.05)
@@ -40,7 +42,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _model(name: str, pretrained: bool, weights, data_dir, what: str):
+def _model(name: str, pretrained: bool, weights, data_dir, what: str, code=None):
     from torchslim.errors import InvalidInputError
     from torchslim.io import load_model
     from torchslim.models import create_model
@@ -49,7 +51,7 @@ def _model(name: str, pretrained: bool, weights, data_dir, what: str):
         if pretrained or weights:
             raise InvalidInputError(f"--{what} {name} is a saved model file; --{what}-weights/--{what}-pretrained "
                                     "apply to model names only")
-        return load_model(name)
+        return load_model(name, code=code)
     return create_model(name, pretrained=pretrained, weights=weights, data_dir=data_dir)
 
 
@@ -78,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
     from torchslim.io import save_model
     from torchslim.train import FitConfig, evaluate
 
-    teacher = _model(args.teacher, args.teacher_pretrained, args.teacher_weights, args.data_dir, "teacher")
-    student = _model(args.student, False, args.student_weights, args.data_dir, "student")
+    teacher = _model(args.teacher, args.teacher_pretrained, args.teacher_weights, args.data_dir, "teacher", args.code)
+    student = _model(args.student, False, args.student_weights, args.data_dir, "student", args.code)
     data = load_data_from_args(args, augment=not args.cache_teacher)
     size = data.input_size
     cfg = DistillConfig(
