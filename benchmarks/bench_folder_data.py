@@ -110,8 +110,12 @@ def main(argv=None) -> int:
         "share of the epoch waiting for data). `prepare`: scanning and checking every image, plus building the "
         f"cache where used. {os.cpu_count()} cores ({cpu}), shared with other jobs; wall time {wall:.0f} s.", "",
         md_table(["pipeline", "prepare s", "data only img/s", "fine-tuning img/s", "waiting on data"], rows), "",
-        "On this CPU the ResNet-18 step dominates, so fine-tuning speed barely depends on the pipeline; the "
-        "data-only column is the pipeline's ceiling, which decides whether a faster device waits on data.", "",
+        f"Fine-tuning ran at {min(r['train_images_per_s'] for r in results):.1f}-"
+        f"{max(r['train_images_per_s'] for r in results):.1f} images/s whatever the pipeline: on this CPU the "
+        "ResNet-18 step dominates. The data-only column is each pipeline's ceiling, which decides whether a "
+        "faster device would wait on data: decoding in the training process is slowest because its transforms "
+        "share the training process's torch threads (workers run single-threaded). "
+        f"Load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.", "",
         f"Reproduce: `{command_line()}`", ""])
     write_result("folder_data", {"results": results, "images": n, "cores": os.cpu_count(), "cpu": cpu,
                                  "wall_s": round(wall, 1), "torch_threads": torch.get_num_threads()}, md)

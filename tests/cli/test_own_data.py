@@ -164,3 +164,12 @@ def test_skip_bad_images_counts_them(capsys, tmp_path):
     code, out, err = run(capsys, "evaluate", "resnet20", "--data", str(data), "--workers", "0", "--num-classes", "2",
                          "--skip-bad-images")
     assert code == 0 and "skipped 2 bad image files" in err and "2 classes" in err
+
+
+def test_recipe_with_a_missing_data_folder_or_code_file(capsys, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nmodel: {name: \"nonet.py:build\"}\ndata: {path: nowhere}\n"
+                      "stages:\n  - method: evaluate\n")
+    code, out, err = run(capsys, "compress", str(recipe), "-o", str(tmp_path / "run"))
+    assert code == 2 and "data.path: folder" in err and "model.name: file" in err and "nonet.py" in err
+    assert not (tmp_path / "run").exists()

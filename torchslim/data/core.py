@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from torchslim.errors import DataNotFoundError, InvalidInputError
+from torchslim.errors import DataNotFoundError, InvalidInputError, UnknownNameError
 from torchslim.registry import Registry
 
 
@@ -252,6 +252,9 @@ def get_data(
                              limit_eval=limit_eval, preprocess=preprocess, cache=cache,
                              skip_bad_images=skip_bad_images, loaders=_loaders)
     num_workers = num_workers or 0
+    if name not in DATASETS:
+        raise UnknownNameError(f"unknown dataset {name!r} and no such folder; known: {', '.join(DATASETS.names())}, "
+                               "a folder of images (a path), or torchvision:<DataSet> with data_dir")
     spec = DATASETS.get(name)
     train, val, test = spec.load(data_dir=data_dir, augment=augment, download=download)
     train, val, test = _limit(train, limit_train), _limit(val, limit_eval), _limit(test, limit_eval)

@@ -386,8 +386,11 @@ def torchvision_datasets(spec: str, root, p: Preprocess, *, augment: bool = True
     labels = _tv_labels(train_ds)
     if not classes:
         classes = [str(i) for i in range(int(labels.max()) + 1)] if labels is not None else []
-    lim = lambda idx, n, ds: _limit_lists(list(range(len(ds))) if idx is None else list(idx),  # noqa: E731
-                                          [0] * (len(ds) if idx is None else len(idx)), n)[0]
+
+    def lim(idx, n, ds):  # the same fixed random subset as the folders' limit
+        idx = list(range(len(ds))) if idx is None else list(idx)
+        return _limit_lists(idx, idx, n)[0]
+
     train_t = p.train_transform() if augment else p.eval_transform()
     out = (_TorchvisionImages(train_ds, train_t, p.mode, lim(train_idx, limit_train, train_ds)),
            _TorchvisionImages(val_ds, p.eval_transform(), p.mode, lim(val_idx, limit_eval, val_ds)),
