@@ -35,8 +35,9 @@ def _reports_data(err: str, root) -> None:
 
 
 @needs_cifar
-def test_every_command_on_a_class_folder_with_a_network_from_a_user_file(capsys, own, monkeypatch):
+def test_every_command_on_a_class_folder_with_a_network_from_a_user_file(capsys, own, monkeypatch, tmp_path):
     monkeypatch.setattr(user, "_TRUSTED", set())
+    monkeypatch.setenv("TORCHSLIM_CACHE", str(tmp_path / "cache"))
     photos, net = str(own / "photos"), f"{own / 'net.py'}:build"
     common = ["--data", photos, "--input-size", "3,32,32", "--batch-size", "16", "--workers", "0"]
 
@@ -62,7 +63,7 @@ def test_every_command_on_a_class_folder_with_a_network_from_a_user_file(capsys,
 
     saved = ["--code", net, "--data", photos, "--batch-size", "16", "--workers", "0"]
     steps = [
-        ("prune", ["--ratio", "0.25", "-o", str(own / "p")]),
+        ("prune", ["--ratio", "0.25", "--cache", "-o", str(own / "p")]),
         ("decompose", ["--rank", "0.9", "--no-latency", "--calibration", "16", "-o", str(own / "d")]),
         ("quantize", ["--method", "int8-ptq", "--calib-images", "16", "--threads", "1",
                       "-o", str(own / "q")]),
@@ -72,6 +73,7 @@ def test_every_command_on_a_class_folder_with_a_network_from_a_user_file(capsys,
         code, out, err = run(capsys, command, trained, *saved, *extra)
         assert code == 0, f"{command}: {err[-2000:]}"
         _reports_data(err, own)
+    assert len(list((tmp_path / "cache" / "images").glob("*.npy"))) == 1  # prune's --cache
 
     code, out, err = run(capsys, "distill", "--teacher", trained, "--student", net, "--code", net, "--data", photos,
                          "--epochs", "1", "--max-steps", "2", "--batch-size", "16", "-o", str(own / "kd"))

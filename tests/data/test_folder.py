@@ -114,6 +114,9 @@ def test_preprocessing_follows_the_model():
     assert "transforms()" in tv.source
     r20 = preprocess_for("resnet20")
     assert r20.input_size == (3, 32, 32) and r20.resize == 32 and r20.train_augment == "pad-crop+flip"
+    pytest.importorskip("timm")
+    vit = preprocess_for("timm:vit_base_patch16_224")  # timm's pretrained_cfg: crop_pct 0.9, bicubic, 0.5 stats
+    assert vit.resize == 248 and vit.interpolation == "bicubic" and vit.mean == (0.5, 0.5, 0.5)
     own = preprocess_for("net.py:build", input_size=(1, 64, 64), mean=(0.5,), std=(0.25,))
     assert own.input_size == (1, 64, 64) and own.mode == "L" and own.std == (0.25,) and own.resize == 73
 

@@ -20,8 +20,7 @@ from torch import nn
 
 from torchslim.errors import InvalidInputError
 
-_MODULE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
-_FUNC = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+_DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")  # package.module, or function / Class.method
 _LIBRARY_PREFIXES = ("torchvision", "timm")
 _TRUSTED: set[str] = set()
 
@@ -31,9 +30,9 @@ def is_factory_spec(name: str) -> bool:
     if not isinstance(name, str) or name.count(":") < 1:
         return False
     where, _, func = name.rpartition(":")
-    if where in _LIBRARY_PREFIXES or not _FUNC.match(func):
+    if where in _LIBRARY_PREFIXES or not _DOTTED.match(func):
         return False
-    return where.endswith(".py") or bool(_MODULE.match(where))
+    return where.endswith(".py") or bool(_DOTTED.match(where))
 
 
 def trust_code(spec: str) -> None:
