@@ -128,27 +128,14 @@ def _rehead(model, num_classes: int, size, name: str) -> None:
 
 
 def _link_model_and_data(args) -> None:
-    """Once both are loaded: the model must give one output per class of image data, and it records the
-    data's class names and preprocessing (saved in its model file's manifest)."""
-    if not (hasattr(args, "_torchslim_model") and hasattr(args, "_torchslim_data")):
-        return
-    (model, _), data = args._torchslim_model, args._torchslim_data
-    if not data.classes:
-        return
-    from torchslim.io import ARCH_ATTR, set_arch
-    from torchslim.models.head import output_classes
+    """Once both are loaded: one output per class of image data; the model records the classes and the
+    preprocessing (see torchslim.data.folder.link_model)."""
+    if hasattr(args, "_torchslim_model") and hasattr(args, "_torchslim_data"):
+        from torchslim.data.folder import link_model
 
-    try:
-        outputs = output_classes(model, data.input_size)
-    except Exception:
-        return  # check_input_fits reports a model that does not run
-    if outputs != data.num_classes:
-        raise InvalidInputError(
-            f"{args.model} gives {outputs} outputs but {args.data} has {data.num_classes} classes; pass "
-            f"--num-classes {data.num_classes} to give it a new last layer (then train it)")
-    if getattr(model, ARCH_ATTR, None) is None:
-        set_arch(model, None, None, data.input_size)
-    getattr(model, ARCH_ATTR).update(classes=list(data.classes), preprocess=data.preprocess.to_dict())
+        data = args._torchslim_data
+        link_model(args._torchslim_model[0], data, args.model,
+                   f"pass --num-classes {data.num_classes} to give it a new last layer (then train it)")
 
 
 def _check_model_code(name: str, code: str | None) -> None:

@@ -439,3 +439,23 @@ def get_path_data(name: str, *, data_dir=None, batch_size=128, eval_batch_size=5
     built = loaders(train, val, test, batch_size, eval_batch_size, workers, seed)
     return DataBundle(name, *built, len(classes), p.input_size, p.mean, p.std, classes=list(classes),
                       preprocess=p, source=info)
+
+
+def link_model(model, data, what: str, fix: str) -> None:
+    """Image data's classes must match the model's outputs (else an error ending in `fix`); the model then
+    records the class names and the preprocessing, which its model file keeps."""
+    if not data.classes:
+        return
+    from torchslim.io import ARCH_ATTR, set_arch
+    from torchslim.models.head import output_classes
+
+    try:
+        outputs = output_classes(model, data.input_size)
+    except Exception:
+        return  # a model that does not run on the input size is reported by the caller's own check
+    if outputs != data.num_classes:
+        raise InvalidInputError(f"{what} gives {outputs} outputs but {data.source.get('path', data.name)} has "
+                                f"{data.num_classes} classes; {fix}")
+    if getattr(model, ARCH_ATTR, None) is None:
+        set_arch(model, None, None, data.input_size)
+    getattr(model, ARCH_ATTR).update(classes=list(data.classes), preprocess=data.preprocess.to_dict())

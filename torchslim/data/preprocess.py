@@ -166,12 +166,16 @@ def _base(name: str) -> Preprocess:
 
 def _from_saved(path: Path) -> Preprocess:
     if path.suffix == ".slim":
-        return default_preprocess(source=f"{path.name}: none recorded")
-    from torchslim.io import model_info
+        from torchslim.encode.slim_file import read_header
 
-    manifest = model_info(path)
-    if manifest.get("preprocess"):
-        return Preprocess.from_dict(manifest["preprocess"])
+        manifest = read_header(path.read_bytes(), str(path))[0]
+    else:
+        from torchslim.io import model_info
+
+        manifest = model_info(path)
+    recorded = manifest.get("preprocess") or (manifest.get("arch") or {}).get("preprocess")  # .slim: in arch
+    if recorded:
+        return Preprocess.from_dict(recorded)
     arch, size = manifest.get("arch") or {}, manifest.get("input_size")
     p = _base(arch["name"]) if arch.get("name") else default_preprocess(tuple(size or (3, 224, 224)))
     return p.with_overrides(tuple(size)) if size and tuple(size) != p.input_size else p

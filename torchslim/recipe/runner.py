@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from torchslim.data.folder import link_model
 from torchslim.errors import InvalidInputError, UnsupportedModelError
 from torchslim.recipe.schema import Recipe, load_recipe
 from torchslim.recipe.stages import STAGES, StageContext, _write_json, run_distillation
@@ -69,23 +70,6 @@ def load_data(recipe: Recipe):
                     eval_batch_size=d.eval_batch_size, num_workers=d.workers, seed=recipe.seed, augment=d.augment,
                     download=False, limit_train=d.limit_train, limit_eval=d.limit_eval, preprocess=preprocess,
                     cache=d.cache, skip_bad_images=d.skip_bad_images)
-
-
-def link_model_and_data(model: nn.Module, data, name: str) -> None:
-    """Image data's classes must match the model's outputs; the model then records the class names and the
-    preprocessing (kept in its model file)."""
-    if not data.classes:
-        return
-    from torchslim.io import ARCH_ATTR, set_arch
-    from torchslim.models.head import output_classes
-
-    outputs = output_classes(model, data.input_size)
-    if outputs != data.num_classes:
-        raise InvalidInputError(f"model {name} gives {outputs} outputs but {data.source.get('path', data.name)} has "
-                                f"{data.num_classes} classes; set `num_classes: {data.num_classes}` in the model")
-    if getattr(model, ARCH_ATTR, None) is None:
-        set_arch(model, None, None, data.input_size)
-    getattr(model, ARCH_ATTR).update(classes=list(data.classes), preprocess=data.preprocess.to_dict())
 
 
 class PolicyCallback(Callback):
@@ -310,7 +294,8 @@ def run_recipe(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike, *
             _write_json(in_dir / "stage.json", {"fingerprint": recipe.fingerprint(-1)})
         seed_everything(recipe.seed)
         model, input_size = build_model(recipe.model, recipe.data)
-        link_model_and_data(model, data, recipe.model.name or recipe.model.path)
+        link_model(model, data, f"model {recipe.model.name or recipe.model.path}",
+                   f"set `num_classes: {data.num_classes}` in the recipe's model")
         model.to(device)
         log(f"[0/{len(names)}] input model {recipe.model.name or recipe.model.path}")
         model = _finish_stage(model, in_dir, recipe, data, input_size, device,
