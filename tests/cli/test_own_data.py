@@ -175,3 +175,12 @@ def test_recipe_with_a_missing_data_folder_or_code_file(capsys, tmp_path):
     code, out, err = run(capsys, "compress", str(recipe), "-o", str(tmp_path / "run"))
     assert code == 2 and "data.path: folder" in err and "model.name: file" in err and "nonet.py" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_published_weights_missing_offline_fail_before_the_data_is_read(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("TORCHSLIM_NO_DOWNLOAD", "1")
+    data = _tree(tmp_path / "data", GOOD)
+    code, out, err = run(capsys, "evaluate", "torchvision:mobilenet_v3_small", "--pretrained", "--data", str(data))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "data:" not in err
+    assert str(tmp_path / "torch" / "hub" / "checkpoints") in err and "--weights" in err

@@ -167,6 +167,10 @@ def load_data_from_args(args, *, augment: bool = True):
     model_name = getattr(args, "model", None) or getattr(args, "teacher", None)
     if model_name:
         _check_model_code(model_name, getattr(args, "code", None))
+        if model_name.startswith("torchvision:") and getattr(args, "pretrained", False) and not args.weights:
+            from torchslim.models.published import check_published
+
+            check_published(model_name.split(":", 1)[1])  # before reading the data
     preprocess = preprocess_for(model_name, input_size=parse_input_size(getattr(args, "input_size", None)),
                                 mean=_floats(getattr(args, "mean", None), "--mean"),
                                 std=_floats(getattr(args, "std", None), "--std")) if model_name else None

@@ -303,6 +303,9 @@ def folder_datasets(root, p: Preprocess, *, augment: bool = True, seed: int = 0,
     splits = {"train": _limit_lists(*scanned["train"], limit_train),
               "val": _limit_lists(*scanned["val"], limit_eval), "test": _limit_lists(*scanned["test"], limit_eval)}
     info = scanned["info"]
+    used = {s: len(splits[s][0]) for s in splits}
+    if used != info["sizes"]:  # --limit: say what was used, and out of how many
+        info["sizes"], info["found"] = used, info["sizes"]
     if cache:
         files = sorted({f for fs, _ in splits.values() for f in fs})
         path = build_cache(files, p, default_workers() if workers is None else workers, log)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from torch import nn
 
-from torchslim.errors import InvalidInputError
+from torchslim.errors import InvalidInputError, UnknownNameError
 
 
 def hub_cache_file(url: str) -> Path:
@@ -21,10 +21,13 @@ def hub_cache_file(url: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
 
 
-def torchvision_pretrained(tv_name: str, **kwargs) -> nn.Module:
-    """torchvision's `tv_name` with its default published weights, read from the hub cache."""
+def check_published(tv_name: str):
+    """The default published weights of torchvision's `tv_name`, failing early (one line) when they are not
+    in the hub cache and downloads are off."""
     import torchvision
 
+    if tv_name not in torchvision.models.list_models(module=torchvision.models):
+        raise UnknownNameError(f"unknown torchvision model {tv_name!r}; see `torchslim models 'torchvision:*'`")
     try:
         weights = torchvision.models.get_model_weights(tv_name).DEFAULT
     except Exception:
@@ -33,6 +36,15 @@ def torchvision_pretrained(tv_name: str, **kwargs) -> nn.Module:
     if not path.is_file() and os.environ.get("TORCHSLIM_NO_DOWNLOAD") == "1":
         raise InvalidInputError(f"torchvision:{tv_name} --pretrained: {weights} is not in the torch hub cache "
                                 f"({path}) and downloads are off; put the file there, or pass --weights FILE")
+    return weights
+
+
+def torchvision_pretrained(tv_name: str, **kwargs) -> nn.Module:
+    """torchvision's `tv_name` with its default published weights, read from the hub cache."""
+    import torchvision
+
+    weights = check_published(tv_name)
+    path = hub_cache_file(weights.url)
     try:  # torchvision's own builder: remaps old key names, and downloads only when the file is missing
         return torchvision.models.get_model(tv_name, weights=weights, **kwargs)
     except Exception as e:
