@@ -238,6 +238,13 @@ class Recipe(_Strict):
     def fingerprint(self, upto: int) -> str:
         """Hash of everything that determines stage `upto`'s result (model, data, seed, stages[:upto+1])."""
         head = self.model_dump(include={"seed", "model", "data"} | ({"smoke"} if self.smoke else set()), mode="json")
+        # fields added later, at their defaults, leave earlier run folders' fingerprints as they were
+        for part, key, default in (("data", "path", None), ("data", "cache", False),
+                                   ("data", "skip_bad_images", False), ("model", "code", None)):
+            if head[part].get(key) == default:
+                head[part].pop(key, None)
+        if head["data"].get("workers") is None:
+            head["data"]["workers"] = 0
         body = [s.model_dump(mode="json") for s in self.stages[: max(upto + 1, 0)]]
         return hashlib.sha256(json.dumps([head, body], sort_keys=True).encode()).hexdigest()[:16]
 
