@@ -167,7 +167,8 @@ def load_data_from_args(args, *, augment: bool = True):
     model_name = getattr(args, "model", None) or getattr(args, "teacher", None)
     if model_name:
         _check_model_code(model_name, getattr(args, "code", None))
-        if model_name.startswith("torchvision:") and getattr(args, "pretrained", False) and not args.weights:
+        if model_name.startswith("torchvision:") and getattr(args, "pretrained", False) \
+                and not getattr(args, "weights", None):
             from torchslim.models.published import check_published
 
             check_published(model_name.split(":", 1)[1])  # before reading the data
