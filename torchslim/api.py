@@ -24,16 +24,19 @@ def save(model: nn.Module, path: str | os.PathLike, **kwargs) -> Path:
     return save_model(model, path, **kwargs)
 
 
-def load(path: str | os.PathLike) -> nn.Module:
-    """Load a model saved by torchslim (`.safetensors` with a manifest, or `.slim`); never unpickles."""
+def load(path: str | os.PathLike, *, code: str | None = None) -> nn.Module:
+    """Load a model saved by torchslim (`.safetensors` with a manifest, or `.slim`); never unpickles.
+
+    `code`: for a network from the user's own code, that code named again (`"my_net.py:build"`); a file
+    alone never makes torchslim import anything."""
     path = Path(path)
     if path.suffix == ".slim":
         from torchslim import encode
 
-        return encode.load(path)
+        return encode.load(path, code=code)
     from torchslim.io import load_model
 
-    return load_model(path)
+    return load_model(path, code=code)
 
 
 def export(model: nn.Module, path: str | os.PathLike, example_input: torch.Tensor | None = None,

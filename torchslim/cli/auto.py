@@ -121,8 +121,10 @@ def run(args) -> int:
     else:
         model_spec = {"name": args.model, **({"pretrained": True} if args.pretrained else {}),
                       **({"weights": str(Path(args.weights).resolve())} if args.weights else {}),
-                      **({"num_classes": args.num_classes} if args.num_classes else {})}
-    data_spec = {"name": args.data, "batch_size": args.batch_size,
+                      **({"num_classes": args.num_classes} if args.num_classes else {}),
+                      **({"kwargs": json.loads(args.model_kwargs)} if args.model_kwargs else {})}
+    data_spec = {**({"path": data.source["path"]} if data.classes and not args.data.startswith("torchvision:")
+                    else {"name": args.data}), "batch_size": args.batch_size,
                  **({"data_dir": str(Path(args.data_dir).resolve())} if args.data_dir else {}),
                  **({"limit_train": args.limit, "limit_eval": args.limit} if args.limit else {})}
     recipe = {"name": "auto", "seed": args.seed, "model": model_spec, "data": data_spec,

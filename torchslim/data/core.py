@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from torchslim.errors import DataNotFoundError, InvalidInputError
+from torchslim.errors import DataNotFoundError, InvalidInputError, UnknownNameError
 from torchslim.registry import Registry
 
 
@@ -67,6 +67,20 @@ class DataBundle:
     heldout: DataLoader | None = None
     protocol: str = "custom"
     protocol_note: str = ""
+    classes: list[str] = field(default_factory=list)  # class names, for data read from folders
+    preprocess: "object | None" = None  # torchslim.data.preprocess.Preprocess, for image files
+    source: dict = field(default_factory=dict)  # path, layout, split and sizes of data read from a path
+
+    def describe(self) -> dict:
+        """What a report says about the data: where it came from, the classes, the split, the preprocessing."""
+        out = {"data": self.source.get("path", self.name), "classes": self.num_classes,
+               "input_size": list(self.input_size)}
+        out.update({k: v for k, v in self.source.items() if k not in ("path", "classes")})
+        out["preprocessing"] = (self.preprocess.describe() if self.preprocess is not None else
+                                f"{self.name}'s own: mean {list(self.mean)}, std {list(self.std)}")
+        if self.protocol_note:
+            out["validation"] = f"{self.protocol}: {self.protocol_note}"
+        return out
 
     def split(self, name: str) -> DataLoader:
         if name not in SPLITS:
@@ -244,23 +258,32 @@ def _limit(ds: Dataset, n: int | None) -> Dataset:
 
 
 def get_data(
-    name: str,
+    name: str | os.PathLike,
     *,
     data_dir: str | os.PathLike | None = None,
     batch_size: int = 128,
     eval_batch_size: int = 512,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     seed: int = 0,
     augment: bool = True,
     download: bool = True,
     limit_train: int | None = None,
     limit_eval: int | None = None,
     protocol: str | None = None,
+    preprocess=None,
+    cache: bool = False,
+    skip_bad_images: bool = False,
 ) -> DataBundle:
-    """Loaders for a named data set (`DATASETS.names()`).
+    """Loaders for a named data set (`DATASETS.names()`), a folder of images, or `torchvision:<Class>`.
 
     Args:
-        name: `digits`, `mnist` or `cifar10`.
+        name: `digits`, `mnist` or `cifar10`; a folder path (train/ + val/ or test/ of class folders, or
+            class folders split here; see `torchslim.data.folder`); `torchvision:<Class>` over `data_dir`.
+        num_workers: DataLoader workers (default: 0 for in-memory arrays, the cores for image files).
+        preprocess: for image files: a `Preprocess`, a model, or a model name whose preprocessing to use
+            (default: ImageNet statistics at 224 px).
+        cache: image folders: decode and resize once into one memory-mapped uint8 file.
+        skip_bad_images: skip (and count) corrupt or non-image files instead of failing.
         data_dir: directory with `<name>/{train,test}.npz`; else $TORCHSLIM_DATA, else ../shared/data.
         batch_size / eval_batch_size: for the train loader / the val and test loaders.
         seed: seeds the train loader's shuffling (the fine-tuning loop reseeds it per epoch).
@@ -271,6 +294,18 @@ def get_data(
             test set, because the shipped checkpoints were trained on all of train.npz; `heldout` is
             the other half), mnist and digits to "train-split".
     """
+    if name not in DATASETS and (str(name).startswith("torchvision:") or os.sep in str(name)
+                                 or "/" in str(name) or os.path.exists(name)):
+        from torchslim.data.folder import get_path_data
+
+        return get_path_data(str(name), data_dir=data_dir, batch_size=batch_size, eval_batch_size=eval_batch_size,
+                             num_workers=num_workers, seed=seed, augment=augment, limit_train=limit_train,
+                             limit_eval=limit_eval, preprocess=preprocess, cache=cache,
+                             skip_bad_images=skip_bad_images, loaders=_loaders)
+    num_workers = num_workers or 0
+    if name not in DATASETS:
+        raise UnknownNameError(f"unknown dataset {name!r} and no such folder; known: {', '.join(DATASETS.names())}, "
+                               "a folder of images (a path), or torchvision:<DataSet> with data_dir")
     spec = DATASETS.get(name)
     protocol = protocol or spec.protocol
     if protocol not in PROTOCOLS:

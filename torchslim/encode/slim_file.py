@@ -313,10 +313,12 @@ def _decode_lowbit(secs, header, name: str, info: dict) -> dict[str, torch.Tenso
     return {f"{name}.weight" if name else "weight": torch.from_numpy(np.ascontiguousarray(w).reshape(shape))}
 
 
-def decode_model(data: bytes, where: str = "<bytes>") -> nn.Module:
-    """Rebuild the model from `.slim` bytes; outputs equal the saved model's exactly."""
+def decode_model(data: bytes, where: str = "<bytes>", code: str | None = None) -> nn.Module:
+    """Rebuild the model from `.slim` bytes; outputs equal the saved model's exactly (`code`: see
+    `torchslim.io.load_model`)."""
     from torchslim.io.model_file import build_module, set_arch, _set_submodule
     from torchslim.models import create_model
+    from torchslim.models.user import constructor_to_build
 
     header, secs = read_header(data, where)
     try:
@@ -334,6 +336,8 @@ def decode_model(data: bytes, where: str = "<bytes>") -> nn.Module:
                 raise ValueError(f"tensors {sorted(set(part) & set(state))} are stored twice")
             state.update(part)
         arch = header.get("arch")
+        if arch:
+            arch = dict(arch, name=constructor_to_build(arch.get("name"), code, where))
         model = create_model(arch["name"], **arch.get("kwargs", {})) if arch else nn.Identity()
         replaced = header["replaced"]
         for fqn in sorted(replaced, key=lambda k: (k.count("."), k) if k else (-1, "")):
@@ -341,6 +345,8 @@ def decode_model(data: bytes, where: str = "<bytes>") -> nn.Module:
         model.load_state_dict(state, strict=True)
     except FileFormatError as e:
         raise FileFormatError(f"{where}: {e}") from None
+    except InvalidInputError:  # user code not named again (models.user.constructor_to_build)
+        raise
     except Exception as e:  # noqa: BLE001 - any inconsistency is a format error, never a different model
         raise FileFormatError(f"{where}: inconsistent .slim contents ({type(e).__name__}: {e})") from None
     if arch or header.get("input_size"):
@@ -348,12 +354,12 @@ def decode_model(data: bytes, where: str = "<bytes>") -> nn.Module:
     return model.eval()
 
 
-def load(path: str | os.PathLike) -> nn.Module:
-    """Read a `.slim` file back to a runnable model (see `save`)."""
+def load(path: str | os.PathLike, *, code: str | None = None) -> nn.Module:
+    """Read a `.slim` file back to a runnable model (see `save`; `code`: see `torchslim.io.load_model`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f".slim file {str(path)!r} does not exist")
-    return decode_model(path.read_bytes(), str(path))
+    return decode_model(path.read_bytes(), str(path), code=code)
 
 
 def storage_report(model_or_path) -> dict:

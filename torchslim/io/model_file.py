@@ -339,6 +339,7 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, arch: dict | None =
     input_size = input_size or (getattr(model, ARCH_ATTR, None) or {}).get("input_size")
     arch = arch or constructor_of(model)
     if arch:
+        arch = {k: v for k, v in arch.items() if k not in ("classes", "preprocess")}
         base = create_model(arch["name"], **arch.get("kwargs", {}))
         replaced = _diff(model, base)
     else:
@@ -346,6 +347,10 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, arch: dict | None =
     manifest = {"format": FORMAT, "version": VERSION, "arch": arch, "replaced": replaced,
                 "input_size": list(input_size) if input_size else (arch or {}).get("input_size"),
                 "metadata": metadata or {}}
+    recorded = getattr(model, ARCH_ATTR, None) or {}
+    for key in ("classes", "preprocess"):  # set by a run on image data (torchslim.data.folder)
+        if recorded.get(key):
+            manifest[key] = recorded[key]
     tensors = {k: v.detach().contiguous().cpu().clone() for k, v in model.state_dict().items()}
     tensors, manifest["packed_bits"] = _pack_bools(tensors)
     manifest["sha256"] = tensor_digest(tensors)
@@ -416,17 +421,25 @@ def model_info(path: str | os.PathLike) -> dict:
     return _read_manifest(Path(path))
 
 
-def load_model(path: str | os.PathLike) -> nn.Module:
-    """Rebuild a model saved by `save_model`; outputs equal the saved model's."""
+def load_model(path: str | os.PathLike, *, code: str | None = None) -> nn.Module:
+    """Rebuild a model saved by `save_model`; outputs equal the saved model's.
+
+    Args:
+        code: for a network from the user's own code (`file.py:factory`), that code named again; a file
+            alone never makes torchslim import anything (code named earlier in this process counts).
+    """
     from safetensors.torch import load_file
 
     from torchslim.models import create_model
+    from torchslim.models.user import constructor_to_build
 
     path = Path(path)
     if path.is_dir():
         path = path / "model.safetensors"
     manifest = _read_manifest(path)
     arch = manifest.get("arch")
+    if arch:
+        arch = dict(arch, name=constructor_to_build(arch.get("name"), code, path))
     model = create_model(arch["name"], **arch.get("kwargs", {})) if arch else nn.Identity()
     # Outer modules first, so a replaced container's children are replaced inside it.
     for fqn in sorted(manifest["replaced"], key=lambda k: (k.count("."), k) if k else (-1, "")):
@@ -445,5 +458,8 @@ def load_model(path: str | os.PathLike) -> nn.Module:
         raise FileFormatError(f"{path}: weights do not fit the described architecture: {e}") from e
     if arch or manifest.get("input_size"):  # keep the input size even for a model without a constructor
         set_arch(model, (arch or {}).get("name"), (arch or {}).get("kwargs"), manifest.get("input_size"))
+        for key in ("classes", "preprocess"):
+            if manifest.get(key):
+                getattr(model, ARCH_ATTR)[key] = manifest[key]
     model.eval()
     return model

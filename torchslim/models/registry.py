@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from torchslim.errors import FileFormatError, InvalidInputError, UnknownNameError
+from torchslim.models.user import is_factory_spec
 from torchslim.registry import Registry
 
 
@@ -46,7 +47,7 @@ def list_models(pattern: str = "*") -> list[str]:
 
 def model_input_size(name: str) -> tuple[int, int, int]:
     """(C, H, W) the named model expects (224x224 RGB for torchvision models)."""
-    if name.startswith("torchvision:"):
+    if name.startswith("torchvision:") or is_factory_spec(name):
         return (3, 299, 299) if name.endswith("inception_v3") else (3, 224, 224)
     return MODELS.get(name).input_size
 
@@ -63,10 +64,12 @@ def create_model(
     """Build a model by name.
 
     Args:
-        name: a registered name (`list_models()`), or `torchvision:<name>` for the torchvision zoo.
-        num_classes: output classes (default: the model's own).
-        pretrained: load the reference checkpoint from `<data dir>/weights` (CIFAR ResNets).
-            Never downloads.
+        name: a registered name (`list_models()`), `torchvision:<name>` for the torchvision zoo, or the
+            user's own code, `path/to/file.py:factory` or `package.module:factory` (called with `kwargs`).
+        num_classes: output classes (default: the model's own; a factory without a `num_classes`
+            parameter, or published weights, get a new last linear layer).
+        pretrained: load the reference checkpoint from `<data dir>/weights` (CIFAR ResNets), or a
+            torchvision model's published weights from the torch hub cache (downloaded only where allowed).
         weights: a checkpoint file (.pt/.pth/.th via `torch.load(weights_only=True)`, or .safetensors).
         data_dir: where to look for pretrained checkpoints (see `torchslim.paths`).
     """
@@ -78,15 +81,33 @@ def create_model(
             raise UnknownNameError(
                 f"unknown torchvision model {tv_name!r}; see `torchslim.models.list_models('torchvision:*')`"
             )
-        if pretrained:
-            raise InvalidInputError(
-                f"{name}: torchslim never downloads weights; pass a local checkpoint with --weights FILE "
-                "(Python: weights=FILE)"
-            )
         if tv_name in ("inception_v3", "googlenet"):
             kwargs.setdefault("aux_logits", False)
-            kwargs.setdefault("init_weights", True)
-        model = torchvision.models.get_model(tv_name, weights=None, num_classes=num_classes or 1000, **kwargs)
+            kwargs.setdefault("init_weights", not (pretrained and weights is None))
+        if pretrained and weights is None:  # the published weights, then a new head if asked for
+            from torchslim.models.published import torchvision_pretrained
+
+            model = torchvision_pretrained(tv_name, **kwargs)
+            if num_classes and num_classes != 1000:
+                from torchslim.models.head import replace_head
+
+                replace_head(model, num_classes)
+        else:
+            model = torchvision.models.get_model(tv_name, weights=None, num_classes=num_classes or 1000, **kwargs)
+    elif is_factory_spec(name):
+        import inspect
+
+        from torchslim.models.user import build_from_factory, resolve_factory
+
+        if pretrained:
+            raise InvalidInputError(f"{name}: user code has no published weights; pass weights=<file>")
+        takes_classes = "num_classes" in inspect.signature(resolve_factory(name)).parameters
+        model = build_from_factory(name, **kwargs, **({"num_classes": num_classes} if num_classes and takes_classes
+                                                      else {}))
+        if num_classes and not takes_classes:
+            from torchslim.models.head import replace_head
+
+            replace_head(model, num_classes)
     else:
         entry = MODELS.get(name)
         model = entry.build(num_classes=num_classes or entry.num_classes, **kwargs)

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from torchslim.data.folder import link_model
 from torchslim.errors import InvalidInputError, UnsupportedModelError
 from torchslim.recipe.schema import Recipe, load_recipe
 from torchslim.recipe.stages import STAGES, StageContext, _write_json, run_distillation
@@ -46,7 +47,7 @@ def build_model(spec, data_spec=None) -> tuple[nn.Module, tuple[int, int, int]]:
     if spec.path:
         from torchslim.io import load_model, model_info
 
-        model = load_model(spec.path)
+        model = load_model(spec.path, code=spec.code)
         size = spec.input_size or model_info(spec.path).get("input_size")
     else:
         model = create_model(spec.name, pretrained=spec.pretrained, weights=spec.weights,
@@ -60,10 +61,16 @@ def build_model(spec, data_spec=None) -> tuple[nn.Module, tuple[int, int, int]]:
 def load_data(recipe: Recipe):
     from torchslim.data import get_data
 
-    d = recipe.data
-    return get_data(d.name, data_dir=d.data_dir, batch_size=d.batch_size, eval_batch_size=d.eval_batch_size,
-                    num_workers=d.workers, seed=recipe.seed, augment=d.augment, download=False,
-                    limit_train=d.limit_train, limit_eval=d.limit_eval, protocol=d.protocol)
+    d, m = recipe.data, recipe.model
+    preprocess = None
+    if d.path or d.name.startswith("torchvision:"):  # image files: preprocessed as the model expects
+        from torchslim.data.preprocess import preprocess_for
+
+        preprocess = preprocess_for(m.path or m.name, input_size=m.input_size)
+    return get_data(d.path or d.name, data_dir=d.data_dir, batch_size=d.batch_size,
+                    eval_batch_size=d.eval_batch_size, num_workers=d.workers, seed=recipe.seed, augment=d.augment,
+                    download=False, limit_train=d.limit_train, limit_eval=d.limit_eval, preprocess=preprocess,
+                    cache=d.cache, skip_bad_images=d.skip_bad_images, protocol=d.protocol)
 
 
 class PolicyCallback(Callback):
@@ -257,8 +264,14 @@ def run_recipe(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike, *
     run_dir = Path(run_dir)
     if not D.is_main():
         log = lambda *a, **k: None  # noqa: E731
+    data = load_data(recipe)  # before the run folder exists: bad data leaves nothing behind
+    if data.classes:
+        d = data.describe()
+        log(f"data: {d['data']} ({d['layout']}; {d['classes']} classes; "
+            + ", ".join(f"{k} {v}" for k, v in d["sizes"].items()) + f"); preprocessing: {d['preprocessing']}")
     if D.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(run_dir / "data.json", data.describe())
         if recipe.source and Path(recipe.source).is_file():
             text = Path(recipe.source).read_text()
             if recipe.smoke:
@@ -270,7 +283,6 @@ def run_recipe(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike, *
         _write_json(run_dir / "recipe.json", recipe.model_dump(mode="json"))
     _check_run_dir(run_dir, recipe, restart)
     device = D.default_device() if recipe.device == "auto" else torch.device(recipe.device)
-    data = load_data(recipe)
     names = recipe.stage_names()
     t_run = time.perf_counter()
 
@@ -287,6 +299,8 @@ def run_recipe(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike, *
             _write_json(in_dir / "stage.json", {"fingerprint": recipe.fingerprint(-1)})
         seed_everything(recipe.seed)
         model, input_size = build_model(recipe.model, recipe.data)
+        link_model(model, data, f"model {recipe.model.name or recipe.model.path}",
+                   f"set `num_classes: {data.num_classes}` in the recipe's model")
         model.to(device)
         log(f"[0/{len(names)}] input model {recipe.model.name or recipe.model.path}")
         model = _finish_stage(model, in_dir, recipe, data, input_size, device,

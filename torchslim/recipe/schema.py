@@ -38,11 +38,14 @@ class _Strict(BaseModel):
 
 
 class ModelSpec(_Strict):
-    """The model to start from: a registry name (`digits_cnn`, `resnet56`, `torchvision:resnet18`)
-    or `path` to a model saved by torchslim (relative paths are relative to the recipe file)."""
+    """The model to start from: a registry name (`digits_cnn`, `resnet56`, `torchvision:resnet18`), the
+    user's own code (`net.py:build` or `package.module:build`, called with `kwargs`), or `path` to a model
+    saved by torchslim, with `code` naming its user code again (relative paths are relative to the recipe
+    file)."""
 
     name: str | None = None
     path: str | None = None
+    code: str | None = None
     pretrained: bool = False
     weights: str | None = None
     num_classes: int | None = Field(default=None, gt=0)
@@ -56,21 +59,29 @@ class ModelSpec(_Strict):
         if self.name is not None:
             from torchslim.models import MODELS
 
-            if not self.name.startswith("torchvision:") and self.name not in MODELS:
+            from torchslim.models.user import is_factory_spec
+
+            if not self.name.startswith("torchvision:") and self.name not in MODELS and not is_factory_spec(self.name):
                 raise ValueError(f"unknown model {self.name!r}; allowed: {', '.join(MODELS.names())}, "
-                                 "torchvision:<name>")
+                                 "torchvision:<name>, path/to/file.py:factory, package.module:factory")
         return self
 
 
 class DataSpec(_Strict):
-    name: str
+    """`name` of a data set (`cifar10`, `torchvision:CIFAR100` over `data_dir`) or `path` of a folder of
+    images (train/ and val/ of class folders, or class folders; relative to the recipe file)."""
+
+    name: str | None = None
+    path: str | None = None
+    cache: bool = False  # image folders: decoded, resized images in one memory-mapped uint8 file
+    skip_bad_images: bool = False
     batch_size: int = Field(default=128, gt=0)
     eval_batch_size: int = Field(default=512, gt=0)
     limit_train: int | None = Field(default=None, gt=0)
     limit_eval: int | None = Field(default=None, gt=0)
     augment: bool = True
     data_dir: str | None = None
-    workers: int = Field(default=0, ge=0)
+    workers: int | None = Field(default=None, ge=0)  # default: 0 for npz data, the cores for image files
     eval_split: Literal["val", "heldout", "test"] = "test"  # the split the report's accuracy is measured on
     # how `val` is chosen (torchslim.data.PROTOCOLS); default: the data set's own (cifar10: test-half)
     protocol: Literal["test-half", "train-split"] | None = None
@@ -79,7 +90,9 @@ class DataSpec(_Strict):
     def _known(self):
         from torchslim.data import DATASETS
 
-        if self.name not in DATASETS:
+        if (self.name is None) == (self.path is None):
+            raise ValueError("give exactly one of `name` (a data set) or `path` (a folder of images)")
+        if self.name is not None and self.name not in DATASETS and not self.name.startswith("torchvision:"):
             raise ValueError(f"unknown data set {self.name!r}; allowed: {', '.join(DATASETS.names())}")
         return self
 
@@ -230,6 +243,14 @@ class Recipe(_Strict):
     def fingerprint(self, upto: int) -> str:
         """Hash of everything that determines stage `upto`'s result (model, data, seed, stages[:upto+1])."""
         head = self.model_dump(include={"seed", "model", "data"} | ({"smoke"} if self.smoke else set()), mode="json")
+        # fields added later, at their defaults, leave earlier run folders' fingerprints as they were
+        for part, key, default in (("data", "path", None), ("data", "cache", False),
+                                   ("data", "skip_bad_images", False), ("model", "code", None),
+                                   ("data", "protocol", None)):
+            if head[part].get(key) == default:
+                head[part].pop(key, None)
+        if head["data"].get("workers") is None:
+            head["data"]["workers"] = 0
         body = [s.model_dump(mode="json") for s in self.stages[: max(upto + 1, 0)]]
         return hashlib.sha256(json.dumps([head, body], sort_keys=True).encode()).hexdigest()[:16]
 
@@ -381,10 +402,37 @@ def parse_recipe(text: str, filename: str = "<recipe>", base_dir: str | os.PathL
                     problems.append((filename, _line(marks, loc + (key,)), _loc_text(loc + (key,)),
                                      f"file {str(full)!r} does not exist"))
                 setattr(spec, key, str(full))
+        problems += _resolve_paths(recipe, Path(base_dir), marks, filename)
     if problems:
         raise RecipeError(problems)
     recipe.source = filename
     return recipe
+
+
+def _resolve_paths(recipe: Recipe, base: Path, marks, filename) -> list:
+    """The data folder and user-code files, made absolute against the recipe's folder; they must exist."""
+    from torchslim.models.user import is_factory_spec
+
+    problems = []
+
+    def absolute(value: str) -> Path:
+        return Path(value) if Path(value).is_absolute() else (base / value).resolve()
+
+    if recipe.data.path is not None:
+        full = absolute(recipe.data.path)
+        if not full.is_dir():
+            problems.append((filename, _line(marks, ("data", "path")), "data.path",
+                             f"folder {str(full)!r} does not exist"))
+        recipe.data.path = str(full)
+    for key in ("name", "code"):
+        spec = getattr(recipe.model, key)
+        if spec and is_factory_spec(spec) and spec.rpartition(":")[0].endswith(".py"):
+            where, _, func = spec.rpartition(":")
+            if not absolute(where).is_file():
+                problems.append((filename, _line(marks, ("model", key)), f"model.{key}",
+                                 f"file {str(absolute(where))!r} does not exist"))
+            setattr(recipe.model, key, f"{absolute(where)}:{func}")
+    return problems
 
 
 def shipped_recipes() -> dict[str, Path]:

@@ -62,7 +62,8 @@ def load_run(run_dir: str | os.PathLike) -> dict:
         })
     if not stages:
         raise InvalidInputError(f"{run_dir}: no finished stage yet")
-    return {"name": recipe.get("name", run_dir.name), "run_dir": str(run_dir), "recipe": recipe,
+    data = json.loads((run_dir / "data.json").read_text()) if (run_dir / "data.json").is_file() else {}
+    return {"name": recipe.get("name", run_dir.name), "run_dir": str(run_dir), "recipe": recipe, "data": data,
             "machine": machine, "stages": stages, "pending": pending,
             "complete": not pending and len(stages) == len(recipe.get("stages", [])) + 1}
 
@@ -189,6 +190,10 @@ def _markdown(run: dict, plot_files: list[str]) -> str:
     lines += [f"Accuracy on the `{run['recipe'].get('data', {}).get('eval_split', 'test')}` "
               f"split; latency: median of repeated batch-1 forward passes on {_machine_line(run['machine'])}. "
               "Ratios are relative to the input model.", ""]
+    if run.get("data"):
+        d = run["data"]
+        lines += [f"Data: `{d['data']}`, {d['classes']} classes"
+                  + (f", {d['layout']}" if d.get("layout") else "") + f"; preprocessing: {d['preprocessing']}", ""]
     if run["pending"]:
         lines += [f"**Unfinished stages:** {', '.join(run['pending'])} (rerun the same command to resume).", ""]
     lines += ["## Stages", "", _md_table(HEADER, _rows(run)), ""]

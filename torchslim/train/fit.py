@@ -319,7 +319,9 @@ def fit(
             cb.on_epoch_begin(model, epoch)
         t0, loss_sum, correct, seen = time.perf_counter(), 0.0, 0, 0
         skip = start_step if epoch == start_epoch else 0
+        t_fetch, data_wait = time.perf_counter(), 0.0  # time spent waiting for the next batch
         for step, (x, y) in enumerate(train_loader):
+            data_wait += time.perf_counter() - t_fetch
             if step >= steps_per_epoch:
                 break
             if step < skip:
@@ -358,13 +360,16 @@ def fit(
                 and time.monotonic() - last_checkpoint >= cfg.checkpoint_every_s
             if (every_steps or every_s) and step + 1 < steps_per_epoch:
                 checkpoint(epoch, step + 1)
+            t_fetch = time.perf_counter()
+        train_s = time.perf_counter() - t0
         if distributed:  # epoch figures over all ranks' samples
             totals = torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=device)
             torch.distributed.all_reduce(totals)
             loss_sum, correct, seen = totals[0].item(), int(totals[1].item()), int(totals[2].item())
         metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
                    "train_top1": 100.0 * correct / max(seen, 1), "lr": opt.param_groups[0]["lr"],
-                   "time_s": round(time.perf_counter() - t0, 2)}
+                   "time_s": round(train_s, 2), "images_per_s": round(seen / max(train_s, 1e-9), 1),
+                   "data_wait": round(data_wait / max(train_s, 1e-9), 3)}  # share of the epoch waiting on data
         if val_loader is not None and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0
                                                           or epoch + 1 == cfg.epochs):
             from torchslim.train.evaluate import evaluate
