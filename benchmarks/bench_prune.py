@@ -249,7 +249,7 @@ def main(argv=None):
     args.oracle_images = args.oracle_images or (128 if args.quick else 256)
     cmd = "python -m benchmarks.bench_prune " + " ".join(sys.argv[1:] if argv is None else argv)
     args.criteria = ["l1", "taylor", "random"] if args.quick else ["l1", "l2", "bn_scale", "random", "apoz",
-                                                                   "entropy", "taylor", "lda", "random_masks"]
+                                                                   "entropy", "taylor", "lda", "icc", "random_masks"]
     args.test_images = 500 if args.quick else 2000
     args.train_images = 5000 if args.quick else 20000
     args.finetune_steps = 20 if args.quick else 150

@@ -99,7 +99,7 @@ def verbs(monkeypatch, tmp_path):
 
 def test_every_adapter_through_a_run(verbs, tmp_path):
     summary = run_recipe(parse_recipe(RECIPE, "adapters.yaml"), tmp_path / "run", progress=False, log=lambda *a: None)
-    assert verbs["prune"] == {"criterion": "l1", "ratio": 0.5, "shape": (1, 1, 8, 8), "data": "DataLoader",
+    assert verbs["prune"] == {"criterion": "l1", "ratio": 0.5, "shape": (1, 1, 8, 8), "data": "DataBundle",
                               "kw": {"extra": 1}}
     assert verbs["sparsify"] == [0.0, 0.5]  # AGP: epoch 0 -> initial, epoch 1 -> final
     assert verbs["decompose"] == {"method": "svd", "rank": 4, "layers": ["15"]}

@@ -9,7 +9,7 @@ A method plugs in with a few lines:
     @register_stage("prune", params=PruneParams)
     def prune_stage(model, params, ctx):
         import torchslim
-        return torchslim.prune(model, ctx.example_input(), data=ctx.data.train, **params)
+        return torchslim.prune(model, ctx.example_input(), data=ctx.data, **params)
 
 `params` is the stage's validated `params:` mapping (unset keys left out, so the method's own defaults
 apply). `ctx` (`StageContext`) gives the data, an example input, the stage's folder, a cache for
@@ -281,7 +281,7 @@ def prune_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Module:
 
     With `sensitivity` the groups a scan finds sensitive are added to the `skip` option (Li et al. 2017)."""
     p = prune_kwargs(params)
-    opts = dict(p.pop("options", {}))
+    opts = dict(p.pop("options", {}))  # data: the whole bundle, as data-driven criteria read train and val
     sens = p.pop("sensitivity", False)
     if p.get("ratio") is None and p.get("target_macs") is None:
         raise InvalidInputError(f"stage {ctx.name}: prune needs `ratio`, `target_macs` or `layer_ratios`")
@@ -290,7 +290,7 @@ def prune_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Module:
                                   p.get("criterion", "l1"), ctx)
         ctx.metrics["sensitivity"] = found
         opts["skip"] = tuple(opts.get("skip", ())) + tuple(found["skipped"])
-    return _verb("prune")(model, ctx.example_input(), data=ctx.data.train, **p, **opts)
+    return _verb("prune")(model, ctx.example_input(), data=ctx.data, **p, **opts)
 
 
 class KeepZeros(Callback):
