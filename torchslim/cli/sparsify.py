@@ -17,14 +17,15 @@ from torchslim.cli.train import add_fit_args, fit_config_from_args
 # which config field --epochs sets, per method
 EPOCHS_FIELD = {"magnitude": "epochs", "dns": "epochs", "iht": "sparse_epochs", "l1": "epochs",
                 "correlation": "epochs_per_layer", "ssl": "epochs", "random_masks": "finetune_epochs",
-                "kernel_magnitude": "finetune_epochs"}
+                "kernel_magnitude": "finetune_epochs", "force": "epochs"}
 
 
 def register(sub) -> None:
     from torchslim.sparsity import METHODS
+    from torchslim.sparsity.force import FORCES
 
     p = sub.add_parser("sparsify", help="make weights sparse (magnitude, dns, iht, l1, correlation, ssl, "
-                       "random_masks, kernel_magnitude)",
+                       "random_masks, kernel_magnitude; force: low-rank filters for decompose)",
                        description=__doc__.splitlines()[0])
     add_model_args(p)
     add_data_args(p, required=True)
@@ -39,7 +40,9 @@ def register(sub) -> None:
     p.add_argument("--rounds", type=int, default=3, help="magnitude (iterative) rounds / iht cycles")
     p.add_argument("--finetune-epochs", type=int, default=1, help="dns/l1/ssl/correlation: epochs with masks frozen")
     p.add_argument("--groups", default="filter,shape", help="ssl: group kinds (filter,channel,shape,depth)")
-    p.add_argument("--lam", type=float, default=1e-3, help="ssl: lambda_g; l1: lambda")
+    p.add_argument("--lam", type=float, default=1e-3, help="ssl: lambda_g; l1: lambda; force: strength lambda_f")
+    p.add_argument("--force-type", default="l2", choices=list(FORCES),
+                   help="force: the attraction between filters (l2: Wen et al.'s L2-norm force)")
     p.add_argument("--candidates", type=int, default=20, help="random_masks: random kernel masks tried per layer")
     p.add_argument("--bake", action="store_true", help="save plain layers (masks baked into zeros)")
     p.add_argument("--sparse-exec", type=float, metavar="S",
@@ -59,7 +62,7 @@ def _method_options(args, fit_cfg) -> dict:
         except (ValueError, AttributeError) as e:
             raise InvalidInputError(f"--layer-sparsity must be a JSON object of layer: fraction, got "
                                     f"{args.layer_sparsity!r} ({e})") from None
-    elif m != "ssl":
+    elif m not in ("ssl", "force"):
         opts["sparsity"] = args.sparsity
     if m == "magnitude":
         opts.update(scope=args.scope, schedule=args.prune_schedule, rounds=args.rounds)
@@ -73,6 +76,8 @@ def _method_options(args, fit_cfg) -> dict:
         opts.update(finetune_epochs=args.finetune_epochs)
     elif m == "random_masks":
         opts.update(candidates=args.candidates)
+    elif m == "force":
+        opts.update(strength=args.lam, force=args.force_type)
     elif m == "ssl":
         opts.update(groups=tuple(g.strip() for g in args.groups.split(",") if g.strip()), lam=args.lam,
                     finetune_epochs=args.finetune_epochs)
