@@ -1,6 +1,6 @@
 """Force Regularization (Wen et al., ICCV 2017) before a low-rank decomposition, on CIFAR ResNet-20.
 
-    python -m benchmarks.bench_force [--steps 80] [--ft-steps 40] [--strengths 0.01,0.03] [--rank-fraction 0.5]
+    python -m benchmarks.bench_force [--steps 60] [--ft-steps 30] [--strengths 0.05] [--rank-fraction 0.5]
 
 From the shipped pretrained ResNet-20 (91.73 %), side by side on the same budget:
 1. fine-tune `--steps` SGD steps (batch 128, lr 0.01 cosine, bf16 autocast, channels_last) without the
@@ -53,9 +53,9 @@ def _cpu_name() -> str:
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=80, help="fine-tuning steps with / without the force")
-    ap.add_argument("--ft-steps", type=int, default=40, help="fine-tuning steps after the decomposition")
-    ap.add_argument("--strengths", default="0.01,0.03", help="lambda_f values (L2-norm force)")
+    ap.add_argument("--steps", type=int, default=60, help="fine-tuning steps with / without the force")
+    ap.add_argument("--ft-steps", type=int, default=30, help="fine-tuning steps after the decomposition")
+    ap.add_argument("--strengths", default="0.05", help="lambda_f values (L2-norm force)")
     ap.add_argument("--rank-fraction", type=float, default=0.5)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
