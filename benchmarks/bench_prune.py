@@ -94,7 +94,7 @@ def bench_oracle(args) -> dict:
                     limit_train=n, limit_eval=n)
     graph = ChannelGraph(model, torch.randn(1, 3, 32, 32))
     batches = max(1, n // args.oracle_batch)
-    names = sorted(CRITERIA.names(), key=lambda c: (c != "oracle", c))  # the oracle first
+    names = sorted({"oracle", *(args.oracle_criteria or CRITERIA.names())}, key=lambda c: (c != "oracle", c))
     scores, times, cpu = {}, {}, {}
     for crit in names:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -119,11 +119,14 @@ def bench_oracle(args) -> dict:
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "per_group"}), flush=True)
     return {"model": "resnet20 (pretrained, cifar10)", "units": graph.num_units,
             "groups": [(g.name, len(g)) for g in graph.groups], "images": batches * args.oracle_batch,
-            "batch": args.oracle_batch, "oracle_time_s": times["oracle"], "oracle_cpu_s": cpu["oracle"], "rows": rows}
+            "batch": args.oracle_batch, "oracle_time_s": times["oracle"], "oracle_cpu_s": cpu["oracle"], "rows": rows,
+            "subset": args.oracle_criteria}
 
 
 def _oracle_md(res, cmd) -> str:
-    lines = ["## Pruning criteria against the oracle (rank correlation)\n",
+    subset = res.get("subset")
+    lines = ["## Pruning criteria against the oracle (rank correlation)"
+             + (f", reduced run: {', '.join(subset)}\n" if subset else "\n"),
              f"Command: `{cmd}`. {res['model']}: {res['units']} prunable channels in {len(res['groups'])} groups. "
              f"The oracle is |loss change| when one channel alone is removed (Molchanov et al. 2017), measured on "
              f"{res['images']} validation images ({res['oracle_time_s']} s wall on one core shared with other jobs"
@@ -243,15 +246,18 @@ def main(argv=None):
     ap.add_argument("--skip-oracle", action="store_true")
     ap.add_argument("--only-oracle", action="store_true", help="only the rank correlation with the oracle")
     ap.add_argument("--oracle-images", type=int, default=None, help="validation images for the oracle")
+    ap.add_argument("--oracle-criteria", help="comma-separated criteria to compare (default: every registered one); "
+                    "the result goes to results/prune_oracle-subset.*, beside the full comparison")
     ap.add_argument("--tp-models", help="comma-separated torchvision models for the Torch-Pruning comparison")
     args = ap.parse_args(argv)
     if args.only_oracle:
         args.skip_resnet56 = args.skip_tp = True
-    args.oracle_batch = 128
     args.oracle_images = args.oracle_images or (128 if args.quick else 256)
+    args.oracle_batch = min(128, args.oracle_images)
+    args.oracle_criteria = args.oracle_criteria.split(",") if args.oracle_criteria else None
     cmd = "python -m benchmarks.bench_prune " + " ".join(sys.argv[1:] if argv is None else argv)
     args.criteria = ["l1", "taylor", "random"] if args.quick else ["l1", "l2", "bn_scale", "random", "apoz",
-                                                                   "entropy", "taylor", "lda", "random_masks"]
+                                                                   "entropy", "taylor", "lda", "icc", "random_masks"]
     args.test_images = 500 if args.quick else 2000
     args.train_images = 5000 if args.quick else 20000
     args.finetune_steps = 20 if args.quick else 150
@@ -262,7 +268,8 @@ def main(argv=None):
         from benchmarks.common import write_result
 
         res = bench_oracle(args)
-        write_result("prune_oracle" + ("-quick" if args.quick else ""), res, _oracle_md(res, cmd))
+        write_result("prune_oracle" + ("-quick" if args.quick else "") + ("-subset" if args.oracle_criteria else ""),
+                     res, _oracle_md(res, cmd))
     if args.skip_tp and args.skip_resnet56:
         return
     # parts that ran replace theirs in the existing results; the others' figures (and commands) stay

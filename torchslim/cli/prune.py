@@ -16,7 +16,7 @@ def register(sub) -> None:
     add_model_args(p)
     add_data_args(p)
     p.add_argument("--criterion", default="l1", help="l1, l2, bn_scale, random, apoz, entropy, taylor, "
-                                                    "random_masks, lda, oracle")
+                                                    "random_masks, lda, icc, oracle")
     t = p.add_mutually_exclusive_group(required=True)
     t.add_argument("--ratio", type=float, help="fraction of channels removed from each group")
     t.add_argument("--target-macs", type=float, help="prune until MACs <= this fraction of the original")

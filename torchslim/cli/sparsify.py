@@ -18,6 +18,7 @@ from torchslim.cli.train import add_fit_args, fit_config_from_args
 
 def register(sub) -> None:
     from torchslim.sparsity import METHODS
+    from torchslim.sparsity.force import FORCES
 
     p = sub.add_parser("sparsify", help=f"make weights sparse ({', '.join(METHODS.names())})",
                        description=__doc__.splitlines()[0])
@@ -34,7 +35,9 @@ def register(sub) -> None:
     p.add_argument("--rounds", type=int, default=3, help="magnitude (iterative) rounds / iht cycles")
     p.add_argument("--finetune-epochs", type=int, default=1, help="dns/l1/ssl/correlation: epochs with masks frozen")
     p.add_argument("--groups", default="filter,shape", help="ssl: group kinds (filter,channel,shape,depth)")
-    p.add_argument("--lam", type=float, default=1e-3, help="ssl: lambda_g; l1: lambda")
+    p.add_argument("--lam", type=float, default=1e-3, help="ssl: lambda_g; l1: lambda; force: strength lambda_f")
+    p.add_argument("--force-type", default="l2", choices=list(FORCES),
+                   help="force: the attraction between filters (l2: Wen et al.'s L2-norm force)")
     p.add_argument("--candidates", type=int, default=20, help="random_masks: random kernel masks tried per layer")
     p.add_argument("--keep-masks", action="store_true",
                    help="save the masked layers (to fine-tune further with the masks; stored as bits) instead "
@@ -60,7 +63,7 @@ def _method_options(args, fit_cfg) -> dict:
                                     f"{args.layer_sparsity!r} ({e})") from None
         for layer, v in opts["sparsity"].items():
             check_fraction(v, f"--layer-sparsity {layer!r}")
-    elif m != "ssl":
+    elif m not in ("ssl", "force"):
         opts["sparsity"] = args.sparsity
     if m == "magnitude":
         opts.update(scope=args.scope, schedule=args.prune_schedule, rounds=args.rounds)
@@ -74,6 +77,8 @@ def _method_options(args, fit_cfg) -> dict:
         opts.update(finetune_epochs=args.finetune_epochs)
     elif m == "random_masks":
         opts.update(candidates=args.candidates)
+    elif m == "force":
+        opts.update(strength=args.lam, force=args.force_type)
     elif m == "ssl":
         opts.update(groups=tuple(g.strip() for g in args.groups.split(",") if g.strip()), lam=args.lam,
                     finetune_epochs=args.finetune_epochs)

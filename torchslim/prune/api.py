@@ -26,7 +26,7 @@ class PruneConfig:
 
     Attributes:
         criterion: name in `torchslim.prune.criteria.CRITERIA` (l1, l2, bn_scale, random, apoz, entropy,
-            taylor, random_masks, lda, oracle).
+            taylor, random_masks, lda, icc, oracle).
         allocation: uniform | global | layers (per-group ratios in `layer_ratios`, e.g. from sensitivity).
         schedule: oneshot | iterative (`steps` rounds of prune + `finetune`) | layerwise (one group at
             a time with `finetune` after each, the entropy-pruning schedule); `final_finetune` after all.

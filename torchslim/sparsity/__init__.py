@@ -1,7 +1,8 @@
 """Kernel sparsification: weights driven to zero element by element, by whole k x k kernels or in groups (one file per method).
 
 `torchslim.sparsify(model, method, sparsity, data=...)` runs a method from `METHODS`; masked layers
-compute with W * M (`masks.py`) and `remove_masks` bakes the zeros in.
+compute with W * M (`masks.py`) and `remove_masks` bakes the zeros in. `force` (Force Regularization)
+trains the same way but makes each layer's filters low-rank instead of sparse, for `decompose`.
 """
 from torchslim.sparsity.api import METHODS, register_method, sparsify
 from torchslim.sparsity.masks import (KeepMasks, MaskedConv1d, MaskedConv2d, MaskedLinear, apply_masks,
@@ -17,6 +18,7 @@ from torchslim.sparsity.sparse_exec import SparseConv2d, SparseLinear, to_dense,
 from torchslim.sparsity.kernel_masks import (KernelMagnitudeConfig, RandomMasksConfig, magnitude_kernel_mask,
                                              random_kernel_mask)
 from torchslim.sparsity.energy_aware import EnergyAwareConfig, energy_aware_prune, restore_least_squares
+from torchslim.sparsity.force import ForceConfig, ForceRegularizer, energy_kept, filter_force
 from torchslim.sparsity.ssl import (GroupLasso, GroupLassoProx, KeepZeroGroups, SSLConfig, drop_zero_blocks, gemm_table,
                                     lower_sparse_convs, remove_zero_groups, zero_small_groups)
 
@@ -28,6 +30,6 @@ __all__ = [
     "correlation_mask", "LoweredConv2d", "SparseConv2d", "SparseLinear", "to_dense", "to_sparse",
     "KernelMagnitudeConfig", "RandomMasksConfig", "magnitude_kernel_mask", "random_kernel_mask",
     "EnergyAwareConfig", "energy_aware_prune", "restore_least_squares", "GroupLasso", "GroupLassoProx",
-    "KeepZeroGroups", "SSLConfig", "drop_zero_blocks",
+    "KeepZeroGroups", "SSLConfig", "drop_zero_blocks", "ForceConfig", "ForceRegularizer", "energy_kept", "filter_force",
     "gemm_table", "lower_sparse_convs", "remove_zero_groups", "zero_small_groups",
 ]

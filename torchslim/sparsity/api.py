@@ -61,7 +61,8 @@ def sparsify(model: nn.Module, method: str = "magnitude", sparsity: float | dict
     Args:
         model: a trained network (Linear / Conv layers are sparsified).
         method: a name in `torchslim.sparsity.METHODS`: magnitude, dns, iht, ssl, l1, correlation,
-            random_masks, kernel_magnitude (whole k x k kernels, `kernel_masks.py`).
+            random_masks, kernel_magnitude (whole k x k kernels, `kernel_masks.py`), force (Force
+            Regularization: low-rank filters for `decompose`, `force.py`).
         sparsity: target fraction of zero weights (a float, or {layer fqn: fraction} for magnitude);
             None keeps the method's own default (e.g. magnitude with `quality=`).
         data: a `DataBundle` (torchslim.data.get_data), a training DataLoader, or (train, val);

@@ -9,10 +9,10 @@ CRITERIA: Registry = Registry("pruning criterion")
 
 from torchslim.prune.criteria.base import ScoreContext  # noqa: E402
 from torchslim.prune.criteria import (  # noqa: E402,F401
-    apoz, bn_scale, entropy, l1, l2, lda, oracle, random, random_masks, taylor,
+    apoz, bn_scale, entropy, icc, l1, l2, lda, oracle, random, random_masks, taylor,
 )
 
 # Criteria that read data (the rest look at weights only).
-DATA_DRIVEN = {"apoz", "entropy", "taylor", "random_masks", "lda", "oracle"}
+DATA_DRIVEN = {"apoz", "entropy", "taylor", "random_masks", "lda", "icc", "oracle"}
 
 __all__ = ["CRITERIA", "DATA_DRIVEN", "ScoreContext"]
