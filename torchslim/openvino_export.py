@@ -113,17 +113,18 @@ class OpenVinoModule(OnnxRuntimeModule):
         self._compiled = {}
         return super()._load_from_state_dict(*args, **kwargs)
 
-    def compiled(self, shape: tuple):
+    def request(self, shape: tuple):
+        """The infer request of the model compiled for `shape` (compiled on first use, then kept)."""
         key = (self.onnx_model.data_ptr(), tuple(shape))
         if key not in self._compiled:
             self._compiled = {k: v for k, v in self._compiled.items() if k[0] == key[0]}
             self._compiled[key] = compile_openvino(self.onnx_bytes(), threads=self.threads or None,
-                                                   precision=self.precision, input_shape=shape)
+                                                   precision=self.precision, input_shape=shape).create_infer_request()
         return self._compiled[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.detach().cpu().float().contiguous().numpy()
-        return torch.from_numpy(run_openvino(self.compiled(x.shape), x))
+        return torch.from_numpy(self.request(x.shape).infer({0: x})[0].copy())
 
     def __getstate__(self):
         d = super().__getstate__()
