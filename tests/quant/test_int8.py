@@ -82,6 +82,22 @@ def test_ort_module_roundtrips_through_model_files(trained_cnn, digits, tmp_path
     assert torch.equal(encode.load(tmp_path / "q.slim")(x), q(x))
 
 
+def test_a_failed_qdq_model_fails_its_openvino_path_too(trained_cnn, digits, monkeypatch):
+    import torchslim.quant.int8_ptq as int8_ptq
+    from torchslim.errors import UnsupportedModelError
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("quantize_static failed")
+
+    monkeypatch.setattr(int8_ptq, "_ort_quantize", broken)
+    with pytest.raises(UnsupportedModelError, match="no int8 path is correct") as e:
+        quantize(trained_cnn, "int8-ptq", calib=digits.train, calib_images=32, repeats=2, min_time_s=0.0)
+    assert str(e.value).count("quantize_static failed") == 2  # ort-qdq and ov-qdq each say why
+    with pytest.raises(UnsupportedModelError, match="int8 path 'ov-qdq' failed: RuntimeError"):
+        quantize(trained_cnn, "int8-ptq", calib=digits.train, path="ov-qdq", calib_images=32, repeats=2,
+                 min_time_s=0.0)
+
+
 def test_int8_without_calibration_data_is_a_clear_error(trained_cnn):
     from torchslim.errors import InvalidInputError
 

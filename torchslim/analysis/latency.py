@@ -192,6 +192,8 @@ def measure_latency(
         x = example_input
         if precision == "bf16":  # oneDNN's bf16 kernels; non-float buffers (int8 bytes) stay as they are
             model, x = copy.deepcopy(model).to(torch.bfloat16), x.to(torch.bfloat16)
+            if x.ndim == 4:  # the layout oneDNN's bf16 convolutions run in
+                model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
         with _threads(threads), torch.inference_mode():
             times = _time(lambda: model(x), warmup, repeats, min_time_s)
     elif runtime == "openvino":

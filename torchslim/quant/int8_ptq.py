@@ -391,11 +391,12 @@ def quantize_int8(model: nn.Module, calib, config: Int8Config | None = None, *, 
             except Exception as e:  # noqa: BLE001
                 report["paths"][name] = {"error": f"{type(e).__name__}: {e}"}
         if "ov-qdq" in paths:
-            qdq = built["ort-qdq"] if "ort-qdq" in paths else built.pop("ort-qdq", None)
+            qdq = built.get("ort-qdq") if "ort-qdq" in paths else built.pop("ort-qdq", None)
             if qdq is not None:
                 built["ov-qdq"] = OpenVinoModule.from_bytes(qdq.onnx_bytes(), threads, "ov-qdq", **cost)
-            else:
-                report["paths"]["ov-qdq"] = report["paths"].pop("ort-qdq")
+            else:  # the QDQ model failed: so does its OpenVINO path
+                failed = report["paths"]["ort-qdq"] if "ort-qdq" in paths else report["paths"].pop("ort-qdq")
+                report["paths"]["ov-qdq"] = dict(failed)
     if "torch-x86" in paths:
         try:
             built["torch-x86"] = torch_x86_int8(model, batches, cfg.observer)
