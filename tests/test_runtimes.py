@@ -68,5 +68,6 @@ def test_openvino_config_asks_for_the_precision_explicitly():
     from torchslim.openvino_export import openvino_config
 
     assert openvino_config(1, "fp32") == {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
-                                        "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1}
+                                        "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1,
+                                        "ENABLE_CPU_PINNING": False}
     assert openvino_config(None, "bf16")["INFERENCE_PRECISION_HINT"] == "bf16"
