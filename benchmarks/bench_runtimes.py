@@ -276,7 +276,8 @@ def markdown(res: dict) -> str:
           f"{'/'.join(f'{v:.1f}' for v in m['load_average_start'])}, at end "
           f"{'/'.join(f'{v:.1f}' for v in m['load_average_end'])}: the machine is shared, so absolute "
           "times are inflated; compare arms of one model, which were timed interleaved.", "",
-          "Batch 1, one thread in every runtime; 'alt.' = median of calls alternating between all arms "
+          "Batch 1, one thread in every runtime (OpenVINO: latency hint, one stream, CPU pinning off, "
+          "`torchslim.openvino_export.openvino_config`); 'alt.' = median of calls alternating between all arms "
           "(rotating order), 'block' = median of consecutive calls of one arm. 'torchslim int8' = the "
           "default `torchslim.quantize(model, \"int8-ptq\")` (MSE observer, 256 calibration images, one QDQ "
           "model) run in each runtime; 'NNCF' = `nncf.quantize` of the OpenVINO model (300 calibration "
