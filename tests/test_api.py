@@ -26,3 +26,9 @@ def test_save_load_export_round_trip_runs_in_onnxruntime(tmp_path):
     np.testing.assert_allclose(got, model(x).detach().numpy(), rtol=1e-4, atol=1e-4)
     with pytest.raises(InvalidInputError, match="input_size"):
         torchslim.export(torch.nn.Linear(2, 2), tmp_path / "l.onnx")
+    xml = torchslim.export(loaded, tmp_path / "m.xml", format="openvino")
+    from torchslim.openvino_export import verify_openvino
+
+    assert xml.suffix == ".xml" and verify_openvino(model, xml, x)["max_abs_diff"] < 1e-3
+    with pytest.raises(InvalidInputError, match="'tflite'"):
+        torchslim.export(loaded, tmp_path / "m.tflite", format="tflite")

@@ -41,9 +41,10 @@ def load(path: str | os.PathLike, *, code: str | None = None) -> nn.Module:
 
 def export(model: nn.Module, path: str | os.PathLike, example_input: torch.Tensor | None = None,
            input_size: tuple | None = None, format: str = "onnx") -> Path:
-    """Export to ONNX (the format ONNX Runtime runs); the input defaults to the recorded input size."""
-    if format != "onnx":
-        raise InvalidInputError(f"unknown export format {format!r}; torchslim exports 'onnx'")
+    """Export to ONNX (the format ONNX Runtime runs) or "openvino" (IR: path .xml + .bin); the input
+    defaults to the recorded input size."""
+    if format not in ("onnx", "openvino"):
+        raise InvalidInputError(f"unknown export format {format!r}; torchslim exports 'onnx' and 'openvino'")
     if example_input is None:
         from torchslim.io import ARCH_ATTR
 
@@ -51,6 +52,10 @@ def export(model: nn.Module, path: str | os.PathLike, example_input: torch.Tenso
         if not size:
             raise InvalidInputError("give example_input or input_size (C, H, W) to export this model")
         example_input = torch.randn(1, *size)
+    if format == "openvino":
+        from torchslim.openvino_export import to_openvino
+
+        return to_openvino(model, example_input, path)
     from torchslim.onnx_export import to_onnx
 
     return to_onnx(model, example_input, path)

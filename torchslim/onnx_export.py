@@ -1,4 +1,4 @@
-"""ONNX export that ONNX Runtime runs."""
+"""ONNX export that ONNX Runtime runs (and OpenVINO: `torchslim.openvino_export`)."""
 from __future__ import annotations
 
 import copy
@@ -58,19 +58,26 @@ def verify_onnx(model: nn.Module, path: str | os.PathLike, example_input: torch.
         >>> verify_onnx(model, path, x)["max_abs_diff"] < 1e-4
         True
     """
+    from torchslim.analysis.latency import onnx_session
+
+    sess = onnx_session(str(path))
+    got = sess.run(None, {sess.get_inputs()[0].name: example_input.cpu().numpy()})[0]
+    return compare_outputs(model, example_input, got, path, "ONNX Runtime", rtol=rtol, atol=atol)
+
+
+def compare_outputs(model: nn.Module, example_input: torch.Tensor, got, path, runtime: str, *,
+                    rtol: float = 1e-3, atol: float = 1e-4) -> dict:
+    """Compare a runtime's output `got` for `example_input` with the PyTorch model's (see `verify_onnx`)."""
     import numpy as np
 
-    from torchslim.analysis.latency import onnx_session
     from torchslim.errors import InvalidInputError
 
     model = model.eval()
     with torch.no_grad():
         ref = model(example_input)
     ref = (ref[0] if isinstance(ref, (tuple, list)) else ref).detach().cpu().numpy()
-    sess = onnx_session(str(path))
-    got = sess.run(None, {sess.get_inputs()[0].name: example_input.cpu().numpy()})[0]
     if got.shape != ref.shape:
-        raise InvalidInputError(f"{path}: ONNX Runtime output shape {got.shape} differs from PyTorch's {ref.shape}")
+        raise InvalidInputError(f"{path}: {runtime} output shape {got.shape} differs from PyTorch's {ref.shape}")
     diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))
     bound = atol + rtol * np.abs(ref)
     out = {"max_abs_diff": float(diff.max(initial=0.0)),
@@ -80,6 +87,6 @@ def verify_onnx(model: nn.Module, path: str | os.PathLike, example_input: torch.
         out["argmax_agreement"] = float((got.argmax(1) == ref.argmax(1)).mean())
     if (diff > bound).any():
         raise InvalidInputError(
-            f"{path}: ONNX Runtime outputs differ from PyTorch's: max |diff| {out['max_abs_diff']:.3g} "
+            f"{path}: {runtime} outputs differ from PyTorch's: max |diff| {out['max_abs_diff']:.3g} "
             f"exceeds atol {atol} + rtol {rtol} * |output|; pass larger tolerances for quantized models")
     return out

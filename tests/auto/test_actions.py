@@ -187,3 +187,32 @@ def test_cli_auto_writes_table_front_and_a_recipe_that_validates(tmp_path):
     recipe = parse_recipe((out / "recipe.yaml").read_text())
     assert recipe.stages[0].method == "prune" and recipe.stages[-1].finetune.max_steps_per_epoch == 2
     assert load_model(out / "model.safetensors")(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
+
+
+def test_cli_auto_measures_latency_on_the_fastest_runtime_with_its_int8_path(tmp_path, monkeypatch):
+    from torchslim import runtimes
+    from torchslim.cli.main import main
+
+    asked = []
+
+    def fastest(model, x, **kw):  # the choice is fixed here; tests/test_runtimes.py tests the measuring
+        asked.append(tuple(x.shape))
+        return "openvino", {"onnxruntime": 2.0, "openvino": 1.0}
+
+    monkeypatch.setattr(runtimes, "fastest_runtime", fastest)
+    out = tmp_path / "auto"
+    rc = main(["auto", "digits_cnn", "--data", "digits", "--target", "latency=0.9x", "--max-drop", "100",
+               "--actions", "quant", "--calib-images", "64", "--eval-images", "64", "--epochs", "1",
+               "--max-steps", "1", "--best-effort", "-o", str(out)])
+    assert rc == 0 and asked == [(1, 1, 8, 8)]
+    summary = json.loads((out / "auto.json").read_text())
+    assert summary["runtime"] == {"name": "openvino", "setting": "fastest",
+                                  "fp32_ms": {"onnxruntime": 2.0, "openvino": 1.0}}
+    assert [m["action"] for m in summary["measured"]] == ["int8 ov-qdq"]  # OpenVINO's int8 path, measured there
+    assert summary["measured"][0]["error"] is None
+
+
+def test_quant_actions_follow_the_runtime():
+    x = torch.zeros(1, 1, 8, 8)
+    assert [a.name for a in quant_actions(None, x, runtime="openvino")] == ["int8 ov-qdq"]
+    assert [a.name for a in quant_actions(None, x, runtime="onnxruntime")] == ["int8 ort-qdq", "int8 ort-qoperator"]

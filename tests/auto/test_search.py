@@ -120,7 +120,7 @@ def test_auto_never_bisects_past_the_drop_and_judges_the_final_model(monkeypatch
     actions = [Action(k, "x", _mark(k), kind="prune", touches=frozenset({k})) for k in "abc"]
     actions.append(Action("model", "int8", _mark("int8"), kind="quant"))
     result = auto_compress(_Marked(), actions, evaluate=evaluate, example_input=torch.zeros(1, 1),
-                           target="latency=0.5x", max_drop=1.0)
+                           target="latency=0.5x", max_drop=1.0, runtime="torch")  # fake measurements: any runtime
     assert {a.layer for a in result.chosen.actions} == {"a", "model"}  # never b or c: predicted 10+ points
     assert result.base.accuracy - result.accuracy <= 1.0
     assert not result.target_met  # 0.52x measured on the final model
@@ -139,7 +139,7 @@ def test_target_met_needs_the_accuracy_after_finetuning(monkeypatch):
 
     evaluate = lambda m: 85.0 if any(m is d for d in damaged) else scores[m.applied]  # noqa: E731
     result = auto_compress(_Marked(), actions, evaluate=evaluate, example_input=torch.zeros(1, 1),
-                           target="latency=0.6x", max_drop=1.0, finetune=finetune)
+                           target="latency=0.6x", max_drop=1.0, finetune=finetune, runtime="torch")
     assert result.metric == 50.0 and result.accuracy == 85.0
     assert not result.target_met and "more than 1.0 points" in result.verdict
 
@@ -151,4 +151,4 @@ def test_out_of_reach_error_names_the_nearest_point_within_the_drop(monkeypatch)
     evaluate = lambda m: {frozenset(): 90.0, frozenset("a"): 89.8, frozenset("b"): 50.0}[m.applied]  # noqa: E731
     with pytest.raises(InvalidInputError, match=r"nearest point within the drop is 0\.900x at 0\.20 points"):
         auto_compress(_Marked(), actions, evaluate=evaluate, example_input=torch.zeros(1, 1),
-                      target="latency=0.5x", max_drop=1.0)
+                      target="latency=0.5x", max_drop=1.0, runtime="torch")

@@ -19,6 +19,18 @@ def test_analyze_json(capsys):
     assert totals["params"] == 269_722 and 40e6 < totals["macs"] < 42e6  # He et al.: 41 M MACs
 
 
+def test_analyze_latency_measures_every_installed_runtime(capsys):
+    from torchslim.runtimes import installed_runtimes
+
+    code, out, _ = run(capsys, "analyze", "digits_cnn", "--latency", "--precision", "bf16", "--json")
+    assert code == 0
+    lat = json.loads(out)["latency"]
+    assert [r["runtime"] for r in lat] == list(installed_runtimes()) and "openvino" in installed_runtimes()
+    onnx = next(r for r in lat if r["runtime"] == "onnxruntime")
+    assert onnx["precision"] == "fp32" and "bf16" in onnx["note"]  # never reported as bf16 when it was not
+    assert all(r["median_ms"] > 0 and r["precision"] in ("fp32", "bf16") for r in lat)
+
+
 def test_analyze_table_and_input_size(capsys):
     code, out, _ = run(capsys, "analyze", "torchvision:mobilenet_v2", "--input-size", "3,96,96", "--max-rows", "5")
     assert code == 0 and "total" in out and "more" in out

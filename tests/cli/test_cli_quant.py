@@ -57,6 +57,22 @@ def test_quantize_int8_writes_runnable_model(tmp_path, method):
     assert load_model(out / "model.safetensors")(torch.randn(3, 1, 8, 8)).shape == (3, 10)
 
 
+def test_quantize_int8_default_is_quick_and_compare_tries_every_path(tmp_path):
+    from torchslim.io import load_model
+
+    out = tmp_path / "q"
+    assert main(["quantize", "digits_cnn", "--method", "int8-ptq", "--data", "digits", "--calib-images", "32",
+                 "-o", str(out)]) == 0
+    rep = json.loads((out / "quantize.json").read_text())["int8"]
+    assert set(rep["paths"]) == {"fp32-torch", "fp32-ort", "fp32-ov", "ort-qdq", "ov-qdq"} and not rep["compare"]
+    assert load_model(out / "model.safetensors")(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    out = tmp_path / "c"
+    assert main(["quantize", "digits_cnn", "--method", "int8-ptq", "--data", "digits", "--calib-images", "32",
+                 "--compare", "-o", str(out)]) == 0
+    rep = json.loads((out / "quantize.json").read_text())["int8"]
+    assert {"ort-qoperator", "torch-x86", "ov-qdq", "fake-quant"} <= set(rep["paths"]) and rep["compare"]
+
+
 def test_deep_compression_pipeline(tmp_path):
     out = tmp_path / "dc"
     rc = main(["deep-compression", "digits_cnn", "--data", "digits", "--sparsity", "0.5", "--rounds", "1",

@@ -66,6 +66,67 @@ def test_export_by_model_name(tmp_path, capsys):
     assert "ONNX Runtime matches PyTorch" in capsys.readouterr().out and (tmp_path / "r.onnx").stat().st_size > 1e6
 
 
+@pytest.mark.parametrize("build", [pruned_shaped, decomposed_shaped])
+def test_openvino_export_of_compressed_shapes_matches_pytorch(build, tmp_path, capsys):
+    torch.manual_seed(0)
+    model = _randomise_bn(build())
+    path = save_model(model, tmp_path / "m.safetensors", input_size=(1, 8, 8))
+    xml = tmp_path / "m.xml"
+    assert main(["export", str(path), "--format", "openvino", "-o", str(xml), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["format"] == "openvino" and out["check"]["max_abs_diff"] < 1e-4 and out["check"]["batch"] == 4
+    assert xml.exists() and xml.with_suffix(".bin").stat().st_size > 0 and not list(tmp_path.glob("tmp*"))
+    # independently of the command: the IR in OpenVINO, another batch size, agrees with PyTorch
+    import openvino as ov
+
+    x = torch.randn(3, 1, 8, 8)
+    got = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x.numpy())[0]
+    np.testing.assert_allclose(got, model(x).detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_openvino_export_of_an_int8_model_runs_it_in_int8(tmp_path, capsys):
+    from torchslim.quant import quantize
+
+    torch.manual_seed(0)
+    model = _randomise_bn(pruned_shaped())
+    q = quantize(model, "int8-ptq", calib=torch.rand(64, 1, 8, 8), path="ort-qdq", repeats=2, min_time_s=0.0)
+    path = save_model(q, tmp_path / "q.safetensors", input_size=(1, 8, 8))
+    xml = tmp_path / "q.xml"
+    assert main(["export", str(path), "--format", "openvino", "-o", str(xml), "--atol", "0.05", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["check"]["max_abs_diff"] < 0.05
+    import openvino as ov
+
+    # OpenVINO's compiled graph runs every convolution and the linear layer on int8 data (u8 activations)
+    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    layers = [(op.get_rt_info()["layerType"].astype(str), op.get_rt_info()["runtimePrecision"].astype(str))
+              for op in compiled.get_runtime_model().get_ops()]
+    assert {p for t, p in layers if t in ("Convolution", "FullyConnected")} <= {"u8", "i8"}
+    assert sum(t == "Convolution" for t, _ in layers) == 3
+    # the IR is smaller than the fp32 model's: its weights are int8
+    fp32 = to_openvino_bytes(model, tmp_path)
+    assert xml.with_suffix(".bin").stat().st_size < 0.5 * fp32
+
+
+def to_openvino_bytes(model, tmp_path) -> int:
+    from torchslim.openvino_export import to_openvino
+
+    return to_openvino(model, torch.randn(1, 1, 8, 8), tmp_path / "fp32.xml").with_suffix(".bin").stat().st_size
+
+
+def test_verify_openvino_fails_when_outputs_differ(tmp_path):
+    from torchslim.openvino_export import to_openvino, verify_openvino
+
+    model = create_model("digits_cnn", width=4).eval()
+    x = torch.randn(2, 1, 8, 8)
+    path = to_openvino(model, x[:1], tmp_path / "d.xml")
+    assert verify_openvino(model, path, x)["argmax_agreement"] == 1.0
+    with torch.no_grad():
+        model[-1].bias.add_(1.0)
+    with pytest.raises(InvalidInputError, match="OpenVINO outputs differ from PyTorch"):
+        verify_openvino(model, path, x)
+
+
 def test_verify_fails_when_outputs_differ(tmp_path):
     model = create_model("digits_cnn", width=4).eval()
     x = torch.randn(2, 1, 8, 8)

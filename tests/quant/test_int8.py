@@ -34,11 +34,12 @@ def test_weight_fake_quant_is_symmetric_per_channel_int8():
 
 def test_int8_ptq_builds_measures_and_returns_a_correct_fast_path(trained_cnn, digits):
     q = quantize(trained_cnn, "int8-ptq", calib=digits.train, eval_loader=digits.test, calib_images=128,
-                 repeats=3, min_time_s=0.0)
+                 repeats=3, min_time_s=0.0, compare=True)
     rep = q.quant_report
-    for name in ("fp32-torch", "fp32-ort", "ort-qdq", "ort-qoperator", "torch-x86", "fake-quant"):
+    for name in ("fp32-torch", "fp32-ort", "fp32-ov", "ort-qdq", "ort-qoperator", "torch-x86", "ov-qdq", "fake-quant"):
         assert name in rep["paths"], name
-    assert rep["chosen"] in ("ort-qdq", "ort-qoperator", "torch-x86")
+        assert "top1" in rep["paths"][name]
+    assert rep["chosen"] in ("ort-qdq", "ort-qoperator", "torch-x86", "ov-qdq")
     row = rep["paths"][rep["chosen"]]
     assert row["correct"] and row["median_ms"] > 0
     assert rep["paths"]["fp32-torch"]["top1"] - row["top1"] < 3.0
@@ -50,12 +51,26 @@ def test_int8_ptq_builds_measures_and_returns_a_correct_fast_path(trained_cnn, d
         assert (q.reference(x).argmax(1) == q.fp32(x).argmax(1)).float().mean() > 0.9
 
 
-def test_ort_module_roundtrips_through_model_files(trained_cnn, digits, tmp_path):
-    from torchslim.io import load_model, save_model
-
-    q = quantize(trained_cnn, "int8-ptq", calib=digits.train, paths=("ort-qdq",), calib_images=64,
+def test_int8_default_is_quick_one_qdq_model_in_openvino_and_onnx_runtime(trained_cnn, digits):
+    q = quantize(trained_cnn, "int8-ptq", calib=digits.train, eval_loader=digits.test, calib_images=64,
                  repeats=2, min_time_s=0.0)
-    assert isinstance(q, OnnxRuntimeModule)
+    rep = q.quant_report
+    assert set(rep["paths"]) == {"fp32-torch", "fp32-ort", "fp32-ov", "ort-qdq", "ov-qdq"}
+    assert rep["chosen"] in ("ort-qdq", "ov-qdq") and q.reference is None
+    # only fp32 and the chosen path are evaluated: that is what makes the default quick
+    assert {n for n, r in rep["paths"].items() if "top1" in r} == {"fp32-torch", rep["chosen"]}
+    assert rep["paths"]["ov-qdq"]["correct"] and rep["paths"]["ov-qdq"]["size_bytes"] == rep["paths"]["ort-qdq"]["size_bytes"]
+
+
+@pytest.mark.parametrize("path", ["ort-qdq", "ov-qdq"])
+def test_ort_module_roundtrips_through_model_files(trained_cnn, digits, tmp_path, path):
+    from torchslim.io import load_model, save_model
+    from torchslim.openvino_export import OpenVinoModule
+
+    q = quantize(trained_cnn, "int8-ptq", calib=digits.train, path=path, calib_images=64,
+                 repeats=2, min_time_s=0.0)
+    assert set(q.quant_report["paths"]) == {"fp32-torch", "fp32-ort", path} | ({"fp32-ov"} if path == "ov-qdq" else set())
+    assert type(q) is (OpenVinoModule if path == "ov-qdq" else OnnxRuntimeModule)
     save_model(q, tmp_path / "q.safetensors")
     r = load_model(tmp_path / "q.safetensors")
     x = torch.randn(5, 1, 8, 8)
@@ -65,6 +80,22 @@ def test_ort_module_roundtrips_through_model_files(trained_cnn, digits, tmp_path
 
     encode.save(q, tmp_path / "q.slim")  # the int8 ONNX bytes travel raw inside a .slim file too
     assert torch.equal(encode.load(tmp_path / "q.slim")(x), q(x))
+
+
+def test_a_failed_qdq_model_fails_its_openvino_path_too(trained_cnn, digits, monkeypatch):
+    import torchslim.quant.int8_ptq as int8_ptq
+    from torchslim.errors import UnsupportedModelError
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("quantize_static failed")
+
+    monkeypatch.setattr(int8_ptq, "_ort_quantize", broken)
+    with pytest.raises(UnsupportedModelError, match="no int8 path is correct") as e:
+        quantize(trained_cnn, "int8-ptq", calib=digits.train, calib_images=32, repeats=2, min_time_s=0.0)
+    assert str(e.value).count("quantize_static failed") == 2  # ort-qdq and ov-qdq each say why
+    with pytest.raises(UnsupportedModelError, match="int8 path 'ov-qdq' failed: RuntimeError"):
+        quantize(trained_cnn, "int8-ptq", calib=digits.train, path="ov-qdq", calib_images=32, repeats=2,
+                 min_time_s=0.0)
 
 
 def test_int8_without_calibration_data_is_a_clear_error(trained_cnn):

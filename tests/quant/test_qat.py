@@ -36,7 +36,7 @@ def test_int8_conversion_uses_the_ranges_qat_learned(trained_cnn, digits):
     from torchslim.quant import Int8Config
     from torchslim.train import FitConfig
 
-    cfg = Int8Config(paths=("ort-qdq",), calib_images=64, repeats=2, min_time_s=0.0)
+    cfg = Int8Config(paths=("ort-qdq",), calib_images=64, repeats=2, min_time_s=0.0, compare=True)  # builds the reference
     fit = FitConfig(lr=1e-3, progress=False, max_steps_per_epoch=4)
     q = quantize(trained_cnn, "int8-qat", data=digits, fit=fit, int8=cfg)
     layers = [m for m in q.qat_reference.modules() if isinstance(m, FakeQuantLayer)]

@@ -1,11 +1,14 @@
-"""Latency measurement: warm-up, repeats, median and spread, on PyTorch eager or ONNX Runtime.
+"""Latency measurement: warm-up, repeats, median and spread, on PyTorch eager, ONNX Runtime or OpenVINO,
+in fp32 or (where the CPU has bf16 units) bf16.
 
 Machines are shared and noisy: compare medians measured side by side in one run, never across runs.
 Every result carries the machine's description and this machine's measured peak GEMM rate, so a
-model's achieved MAC/s can be read as a fraction of the physical limit.
+model's achieved MAC/s can be read as a fraction of the physical limit, and the CPU flags that decide
+int8 and bf16 speed (`torchslim.runtimes.cpu_features`).
 """
 from __future__ import annotations
 
+import copy
 import functools
 import os
 import platform
@@ -18,8 +21,7 @@ import torch
 from torch import nn
 
 from torchslim.errors import InvalidInputError
-
-RUNTIMES = ("torch", "onnxruntime")
+from torchslim.runtimes import RUNTIMES, check_runtime, cpu_features, resolve_precision  # noqa: F401 (re-export)
 
 
 @dataclass
@@ -34,6 +36,8 @@ class LatencyResult:
     repeats: int
     macs_per_image: int | None = None
     machine: dict = field(default_factory=dict)
+    precision: str = "fp32"  # what ran: a bf16 request falls back to fp32 where it cannot run (see note)
+    note: str | None = None
 
     @property
     def spread_ms(self) -> float:
@@ -99,6 +103,13 @@ def machine_info(threads: int | None = None, with_peak: bool = True) -> dict:
         info["onnxruntime"] = onnxruntime.__version__
     except ImportError:
         pass
+    try:
+        import openvino
+
+        info["openvino"] = openvino.__version__
+    except ImportError:
+        pass
+    info["cpu_flags"] = [f for f, present in cpu_features().items() if present]
     if with_peak:
         info["peak_gemm_gflops"] = round(peak_gemm_flops(threads) / 1e9, 2)
     return info
@@ -148,6 +159,7 @@ def measure_latency(
     input_size: tuple | None = None,
     batch_size: int = 1,
     runtime: str = "torch",
+    precision: str = "fp32",
     threads: int | None = None,
     warmup: int = 5,
     repeats: int = 30,
@@ -157,14 +169,17 @@ def measure_latency(
     """Median latency of one forward pass.
 
     Args:
-        model: a module, or (runtime "onnxruntime") a path to an .onnx file.
+        model: a module, or (runtime "onnxruntime" / "openvino") a path to an .onnx (or OpenVINO .xml) file.
         example_input: a batch; or `input_size` (C, H, W) with `batch_size`.
-        runtime: "torch" (eager, no grad, eval mode) or "onnxruntime" (the model is exported first).
+        runtime: "torch" (eager, no grad, eval mode), "onnxruntime" or "openvino" (the model is exported
+            to ONNX first; OpenVINO compiles it for this input shape).
+        precision: "fp32" or "bf16"; bf16 falls back to fp32 where the runtime or the CPU cannot run it
+            (`torchslim.runtimes.resolve_precision`): the result's `precision` and `note` say what ran.
         threads: intra-op threads (default: torch's current setting).
         warmup / repeats / min_time_s: at least `repeats` timed runs and at least `min_time_s` seconds.
     """
-    if runtime not in RUNTIMES:
-        raise InvalidInputError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+    check_runtime(runtime)
+    precision, note = resolve_precision(precision, runtime)
     if example_input is None:
         if input_size is None:
             raise InvalidInputError("give example_input or input_size")
@@ -180,8 +195,26 @@ def measure_latency(
         if not isinstance(model, nn.Module):
             raise InvalidInputError("runtime 'torch' needs an nn.Module")
         model.eval()
+        x = example_input
+        if precision == "bf16":  # oneDNN's bf16 kernels; non-float buffers (int8 bytes) stay as they are
+            model, x = copy.deepcopy(model).to(torch.bfloat16), x.to(torch.bfloat16)
+            if x.ndim == 4:  # the layout oneDNN's bf16 convolutions run in
+                model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
         with _threads(threads), torch.inference_mode():
-            times = _time(lambda: model(example_input), warmup, repeats, min_time_s)
+            times = _time(lambda: model(x), warmup, repeats, min_time_s)
+    elif runtime == "openvino":
+        from torchslim.openvino_export import compile_openvino
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = model
+            if isinstance(model, nn.Module):
+                from torchslim.onnx_export import to_onnx
+
+                path = to_onnx(model, example_input, os.path.join(tmp, "model.onnx"))
+            request = compile_openvino(path, threads=threads, precision=precision,
+                                       input_shape=tuple(example_input.shape)).create_infer_request()
+            feed = {0: example_input.numpy()}
+            times = _time(lambda: request.infer(feed, share_inputs=True), warmup, repeats, min_time_s)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             path = model
@@ -195,4 +228,4 @@ def measure_latency(
             times = _time(lambda: sess.run(None, feed), warmup, repeats, min_time_s)
     q = statistics.quantiles(times, n=10)
     return LatencyResult(runtime, batch_size, threads, statistics.median(times), q[0], q[-1],
-                         statistics.fmean(times), len(times), macs, machine_info(threads, with_peak))
+                         statistics.fmean(times), len(times), macs, machine_info(threads, with_peak), precision, note)

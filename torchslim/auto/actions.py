@@ -164,18 +164,24 @@ def lowrank_actions(model: nn.Module, input_size, compressions=(2.0, 4.0), metho
     return out
 
 
-def quant_actions(calib, example_input: torch.Tensor, runtime: str = "onnxruntime", calib_images: int = 256,
-                  observer: str = "mse", paths: Sequence[str] = ("ort-qdq", "ort-qoperator")) -> list[Action]:
-    """int8 post-training quantization of the whole model, executed in ONNX Runtime, one action per
-    execution path (QDQ pairs fused by ORT, or explicit QLinear operators: their speed and size differ).
+# the int8 execution paths (torchslim.quant.PATHS) that run in each runtime
+INT8_PATHS = {"onnxruntime": ("ort-qdq", "ort-qoperator"), "openvino": ("ov-qdq",)}
 
-    Its latency is the int8 graph's in ONNX Runtime (one thread), so it is a candidate only for
-    targets measured there (latency on onnxruntime) or on disk (size); int8 changes neither MACs nor
-    parameters, and the energy estimate counts 32-bit data.
+
+def quant_actions(calib, example_input: torch.Tensor, runtime: str = "onnxruntime", calib_images: int = 256,
+                  observer: str = "mse", paths: Sequence[str] | None = None) -> list[Action]:
+    """int8 post-training quantization of the whole model, one action per execution path of `runtime`:
+    ONNX Runtime (QDQ pairs fused by ORT, or explicit QLinear operators: their speed and size differ)
+    or OpenVINO (the QDQ model compiled to its int8 kernels).
+
+    Its latency is the int8 graph's in that runtime (one thread), so it is a candidate only for latency
+    targets measured there or for size targets; int8 changes neither MACs nor parameters, and the
+    energy estimate counts 32-bit data.
     """
-    if runtime != "onnxruntime":
-        raise InvalidInputError("int8 runs in ONNX Runtime: a latency target with quant actions needs "
-                                "--runtime onnxruntime")
+    if runtime not in INT8_PATHS:
+        raise InvalidInputError("int8 runs in ONNX Runtime or OpenVINO: a latency target with quant actions needs "
+                                "--runtime onnxruntime or openvino")
+    paths = INT8_PATHS[runtime] if paths is None else paths
     out = []
     for path in paths:  # one action per execution path: each is measured on the target's own metric
         stage = {"method": "quantize", "params": {"method": "int8-ptq", "calib_images": calib_images,

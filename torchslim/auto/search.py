@@ -240,7 +240,7 @@ def measure_actions(model: nn.Module, actions: list[Action], *, evaluate: Callab
 
 def auto_compress(model: nn.Module, actions: list[Action], *, evaluate: Callable[[nn.Module], float],
                   example_input: torch.Tensor, target: Target | str, max_drop: float = 1.0,
-                  runtime: str = "onnxruntime", finetune: Callable[[nn.Module], list] | None = None,
+                  runtime: str = "fastest", finetune: Callable[[nn.Module], list] | None = None,
                   calib=None, table: tuple[Measured, list[Measured]] | None = None, best_effort: bool = False,
                   log: Callable[[str], None] = lambda s: None) -> AutoResult:
     """Search the actions for the most accurate model predicted to meet `target`, build it, fine-tune it.
@@ -250,7 +250,8 @@ def auto_compress(model: nn.Module, actions: list[Action], *, evaluate: Callable
             `torchslim.auto.actions.compatible` allows.
         evaluate: model -> accuracy (%) on validation data.
         target: e.g. "latency=0.5x"; latency is measured on `runtime` with one thread at the
-            example input's batch size.
+            example input's batch size ("fastest": the installed runtime that runs the input model
+            fastest, `torchslim.runtimes.fastest_runtime`).
         max_drop: accuracy points the prediction may lose; the result reports the real drop.
         finetune: model -> history; the recovery after the per-layer actions (before int8).
         calib: calibration images for int8 actions (e.g. `data.calibration_batches(256)`).
@@ -262,8 +263,12 @@ def auto_compress(model: nn.Module, actions: list[Action], *, evaluate: Callable
     target = Target.parse(target) if isinstance(target, str) else target
     if not actions and table is None:
         raise InvalidInputError("no candidate actions: this model has no layer the actions can change")
-    measure = metric_fn(target.metric, example_input, runtime)
     model = model.eval()
+    if runtime == "fastest":
+        from torchslim.runtimes import fastest_runtime
+
+        runtime = fastest_runtime(model, example_input)[0] if target.metric == "latency" else "onnxruntime"
+    measure = metric_fn(target.metric, example_input, runtime)
     if table is None:
         table = measure_actions(model, actions, evaluate=evaluate, measure=measure, log=log)
     base, measured = table

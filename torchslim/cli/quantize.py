@@ -1,8 +1,9 @@
 """`torchslim quantize MODEL --method kmeans --bits conv=8,fc=5 --data mnist -o DIR`.
 
-Methods: int8-ptq (calibration; builds and measures ONNX Runtime QDQ/QOperator and torch x86 int8
-paths against fp32, keeps the fastest correct one), int8-qat, int8-pt2e (a torch.export int8 program,
-DIR/model.pt2, for torch.compile; needs torchao), kmeans, binary, ternary. Writes
+Methods: int8-ptq (calibration; by default one QDQ model run in OpenVINO and ONNX Runtime, the faster
+kept, in seconds; --compare also builds the ONNX Runtime QOperator and torch x86 int8 paths and evaluates
+every path), int8-qat, int8-pt2e (a torch.export int8 program, DIR/model.pt2, for torch.compile; needs
+torchao), kmeans, binary, ternary. Writes
 DIR/model.safetensors (int8: the chosen path's model; ORT models carry their ONNX bytes), for kmeans,
 binary and ternary also DIR/model.slim, and DIR/quantize.json with the figures.
 """
@@ -44,6 +45,9 @@ def register(sub) -> None:
     p.add_argument("--bits", help="kmeans bits per kind or layer, e.g. conv=8,fc=5 (default)")
     p.add_argument("--observer", default="mse", choices=OBSERVERS.names(), help="int8 activation range observer")
     p.add_argument("--path", default="auto", choices=["auto", *PATHS], help="int8 execution path (auto: fastest correct)")
+    p.add_argument("--compare", action="store_true",
+                   help="int8: build and evaluate every execution path and the fake-quant reference (minutes; "
+                        "default: the QDQ model in OpenVINO and ONNX Runtime, only the faster one evaluated)")
     p.add_argument("--calib-images", type=int, default=256)
     p.add_argument("--threads", type=int, help="intra-op threads for latency measurements")
     p.add_argument("-o", "--output", required=True, help="output directory")
@@ -63,7 +67,8 @@ def run(args) -> int:
     m = METHODS.canonical(args.method)  # an alias (int8) runs as the method it names (int8-ptq)
     figures: dict = {"model": args.model, "data": args.data, "method": m}
     if m in ("int8-ptq", "int8-qat"):
-        i8 = Int8Config(observer=args.observer, path=args.path, calib_images=args.calib_images, threads=args.threads)
+        i8 = Int8Config(observer=args.observer, path=args.path, calib_images=args.calib_images, threads=args.threads,
+                        compare=args.compare)
         if m == "int8-ptq":
             q = quantize(model, m, calib=data.train, config=i8, eval_loader=data.test)
         else:
@@ -81,9 +86,11 @@ def run(args) -> int:
                       f"{r.get('top1', float('nan')):.2f}", f"{r.get('rel_l2_error', float('nan')):.3f}",
                       str(r.get("correct", r.get("error", ""))))
         console.print(t)
-        console.print(f"chosen: {rep['chosen']} ({rep['speedup_vs_fp32_torch']:.2f}x vs fp32 torch, "
-                      f"{rep['speedup_vs_fp32_ort']:.2f}x vs fp32 ONNX Runtime); fastest overall: {rep['fastest_overall']}")
-        if rep["chosen"].startswith("ort"):
+        vs = {"torch": "torch", "ort": "ONNX Runtime", "ov": "OpenVINO"}
+        console.print(f"chosen: {rep['chosen']} (" + ", ".join(f"{rep[f'speedup_vs_fp32_{k}']:.2f}x vs fp32 {v}" for k, v
+                                                              in vs.items() if f"speedup_vs_fp32_{k}" in rep)
+                      + f"); fastest overall: {rep['fastest_overall']}")
+        if rep["chosen"].startswith(("ort", "ov")):
             save_model(q, out / "model.safetensors", input_size=size, metadata={"int8": rep["chosen"]})
         else:
             console.print("torch x86 int8 modules are not saved by torchslim.io; use --path ort-qdq to save")
@@ -93,6 +100,7 @@ def run(args) -> int:
         q = quantize(model, m, calib=data, calib_images=args.calib_images)
         figures["test"], figures["test_before"] = evaluate(q, data.test), evaluate(model, data.test)
         x = torch.zeros(2, *size)
+        out.mkdir(parents=True, exist_ok=True)
         torch.export.save(torch.export.export(q, (x,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},)),
                           out / "model.pt2")
         console.print(f"top-1 {figures['test_before']['top1']:.2f} % -> {figures['test']['top1']:.2f} % (eager "

@@ -10,12 +10,17 @@ Execution paths (all built from the same BN-folded fp32 model and the same calib
 - `ort-qoperator`: ONNX Runtime with explicit QLinearConv / QLinearMatMul / QLinearAdd operators.
 - `torch-x86`: PyTorch eager int8 modules (FX graph mode, `torch.ao.quantization.quantize_fx`,
   x86 = fbgemm/oneDNN engine). PT2E moved to torchao, which torch 2.14 does not ship.
+- `ov-qdq`: the `ort-qdq` model compiled by OpenVINO, which turns each Q/DQ pair into a FakeQuantize and
+  runs the convolutions around it with its int8 kernels (VNNI / AMX where the CPU has them), as it runs
+  NNCF's models (`torchslim.openvino_export.OpenVinoModule`).
 Every path gets `quant_pre_process` (ORT) or FX fusion (torch); the ONNX activation ranges are
 computed by our observers and handed to `onnxruntime.quantization.quantize_static` as its
 calibration cache, so all paths quantize the same tensors to the same ranges.
 
 `quantize_int8` measures each path's latency and its agreement with fp32 in one run and returns the
-fastest correct one; `model.quant_report` holds the table.
+fastest correct one; `model.quant_report` holds the table. By default it is quick: one calibration, one
+QDQ model, run in OpenVINO (where installed) and ONNX Runtime, the faster kept, only that one evaluated;
+`compare=True` builds and evaluates every path of `PATHS` and the fake-quant torch reference.
 """
 from __future__ import annotations
 
@@ -36,7 +41,14 @@ from torchslim.quant.bn_fold import fold_bn
 from torchslim.quant.fakequant import wrap_layers
 from torchslim.quant.observers import OBSERVERS, Histogram
 
-PATHS = ("ort-qdq", "ort-qoperator", "torch-x86")
+PATHS = ("ort-qdq", "ort-qoperator", "torch-x86", "ov-qdq")
+
+
+def quick_paths() -> tuple[str, ...]:
+    """The default paths: one QDQ model, in OpenVINO where it is installed and in ONNX Runtime."""
+    from torchslim.runtimes import installed_runtimes
+
+    return ("ov-qdq", "ort-qdq") if "openvino" in installed_runtimes() else ("ort-qdq",)
 
 
 @dataclass
@@ -44,15 +56,19 @@ class Int8Config:
     """Settings of int8 post-training quantization.
 
     observer: activation range observer (minmax | percentile | mse | kl). paths: execution paths to build
-    and measure. path: "auto" returns the fastest correct path, or one name of `paths`.
+    and measure (default: `quick_paths()`, or all of `PATHS` with compare). path: "auto" returns the
+    fastest correct path, or one name of `PATHS` (then only that one is built unless `paths` says more).
+    compare: build every path, evaluate each on `eval_loader`, and build the fake-quant reference
+    (minutes on a ResNet-56 with its test set); otherwise only fp32 and the chosen path are evaluated.
     calib_images: calibration images taken from `calib`. tolerance: a path is correct when the
     relative L2 error of its logits vs fp32 is at most this (and its argmax agreement >= 0.9 when
     the fp32 logits are confident). threads / batch_size: for latency.
     """
 
     observer: str = "mse"
-    paths: tuple = PATHS
+    paths: tuple | None = None
     path: str = "auto"
+    compare: bool = False
     calib_images: int = 256
     per_channel: bool = True
     preprocess: bool = True
@@ -344,12 +360,14 @@ def quantize_int8(model: nn.Module, calib, config: Int8Config | None = None, *, 
     """
     cfg = config or Int8Config()
     OBSERVERS.get(cfg.observer)
-    unknown = set(cfg.paths) - set(PATHS)
-    if unknown or (cfg.path != "auto" and cfg.path not in cfg.paths):
+    paths = tuple(cfg.paths or (PATHS if cfg.compare else (quick_paths() if cfg.path == "auto" else (cfg.path,))))
+    unknown = set(paths) - set(PATHS)
+    if unknown or (cfg.path != "auto" and cfg.path not in paths):
         raise InvalidInputError(f"unknown int8 path(s) {sorted(unknown) or cfg.path!r}; use {', '.join(PATHS)} or auto")
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from torchslim.onnx_export import to_onnx
+    from torchslim.openvino_export import OpenVinoModule
 
     batches = calibration_batches(calib, cfg.calib_images)
     model = model.eval()
@@ -377,13 +395,17 @@ def quantize_int8(model: nn.Module, calib, config: Int8Config | None = None, *, 
         prof = profile(fp32, example_input=batches[0][:1])
         cost = dict(macs=prof.macs, params=prof.params)
         built["fp32-ort"] = OnnxRuntimeModule.from_bytes(Path(src).read_bytes(), threads, "fp32-ort", **cost)
+        if "ov-qdq" in paths:
+            built["fp32-ov"] = OpenVinoModule.from_bytes(Path(src).read_bytes(), threads, "fp32-ov", **cost)
         ranges = onnx_activation_ranges(src, batches, cfg.observer)
         if input_ranges:
             tensors = onnx_layer_inputs(src)
             used = {tensors[n]: (float(lo), float(hi)) for n, (lo, hi) in input_ranges.items() if n in tensors}
             ranges.update(used)
             report["given_input_ranges"] = {"given": len(input_ranges), "used": len(used)}
-        ort_paths = {p: dict(fmt=p.split("-")[1][:3] if p == "ort-qdq" else "qop") for p in cfg.paths if p.startswith("ort")}
+        ort_paths = {p: dict(fmt="qdq" if p == "ort-qdq" else "qop") for p in paths if p.startswith("ort")}
+        if "ov-qdq" in paths:  # OpenVINO runs the QDQ model
+            ort_paths.setdefault("ort-qdq", dict(fmt="qdq"))
         ort_paths.update(cfg.extra_paths)
         for name, kw in ort_paths.items():
             kw = dict(kw)
@@ -395,13 +417,26 @@ def quantize_int8(model: nn.Module, calib, config: Int8Config | None = None, *, 
                 built[name] = OnnxRuntimeModule.from_bytes(Path(dst).read_bytes(), threads, name, **cost)
             except Exception as e:  # noqa: BLE001
                 report["paths"][name] = {"error": f"{type(e).__name__}: {e}"}
-    if "torch-x86" in cfg.paths:
+        if "ov-qdq" in paths:
+            qdq = built.get("ort-qdq") if "ort-qdq" in paths else built.pop("ort-qdq", None)
+            if qdq is not None:
+                built["ov-qdq"] = OpenVinoModule.from_bytes(qdq.onnx_bytes(), threads, "ov-qdq", **cost)
+            else:  # the QDQ model failed: so does its OpenVINO path
+                failed = report["paths"]["ort-qdq"] if "ort-qdq" in paths else report["paths"].pop("ort-qdq")
+                report["paths"]["ov-qdq"] = dict(failed)
+    if "torch-x86" in paths:
         try:
             built["torch-x86"] = torch_x86_int8(model, batches, cfg.observer)
         except Exception as e:  # noqa: BLE001
             report["paths"]["torch-x86"] = {"error": f"{type(e).__name__}: {e}"}
-    reference = fake_quant_reference(fp32, batches, cfg.observer, input_ranges)
-    built_ref = {"fake-quant": reference}
+    reference = fake_quant_reference(fp32, batches, cfg.observer, input_ranges) if cfg.compare else None
+    built_ref = {"fake-quant": reference} if cfg.compare else {}
+
+    def top1(m, label="int8: top-1"):
+        from torchslim.train import evaluate
+
+        return evaluate(m, eval_loader, device="cpu", max_batches=eval_batches, progress=label)["top1"]
+
     for name, m in {**built, **built_ref}.items():
         note(f"int8: measuring {name}")  # each path's check, latency and accuracy takes seconds
         row: dict = {}
@@ -410,17 +445,14 @@ def quantize_int8(model: nn.Module, calib, config: Int8Config | None = None, *, 
                 row.update(_agreement(ref_logits, m(x_chk)))
             if name != "fake-quant":
                 row.update(_latency_ms(m, x_lat, threads, cfg.repeats, cfg.min_time_s))
-            if name.startswith("ort") or name == "fp32-ort":
+            if isinstance(m, OnnxRuntimeModule):
                 row["size_bytes"] = m.nbytes
             elif name == "torch-x86":
                 row["size_bytes"] = _torch_state_bytes(m)
             elif name == "fp32-torch":
                 row["size_bytes"] = _torch_state_bytes(model)
-            if eval_loader is not None:
-                from torchslim.train import evaluate
-
-                row["top1"] = evaluate(m, eval_loader, device="cpu", max_batches=eval_batches,
-                                       progress=f"int8: {name} top-1")["top1"]
+            if eval_loader is not None and (cfg.compare or name == "fp32-torch"):
+                row["top1"] = top1(m, f"int8: {name} top-1")
         except Exception as e:  # noqa: BLE001
             row = {"error": f"{type(e).__name__}: {e}"}
         report["paths"][name] = row
@@ -429,7 +461,7 @@ def quantize_int8(model: nn.Module, calib, config: Int8Config | None = None, *, 
         if "error" in row or name.startswith("fp32") or name == "fake-quant":
             continue
         row["correct"] = row["rel_l2_error"] <= cfg.tolerance and (not confident or row["argmax_agreement"] >= 0.9)
-    candidates = [n for n in cfg.paths if report["paths"].get(n, {}).get("correct")]
+    candidates = [n for n in paths if report["paths"].get(n, {}).get("correct")]
     if cfg.path != "auto":
         chosen = cfg.path
         if chosen not in built:
@@ -441,9 +473,13 @@ def quantize_int8(model: nn.Module, calib, config: Int8Config | None = None, *, 
                                     f"{cfg.tolerance}): {({n: r for n, r in report['paths'].items()})}")
     fastest = min((n for n, r in report["paths"].items() if "median_ms" in r and (n.startswith("fp32") or n in candidates)),
                   key=lambda n: report["paths"][n]["median_ms"])
-    report.update(chosen=chosen, fastest_overall=fastest,
-                  speedup_vs_fp32_torch=report["paths"]["fp32-torch"]["median_ms"] / report["paths"][chosen]["median_ms"],
-                  speedup_vs_fp32_ort=report["paths"]["fp32-ort"]["median_ms"] / report["paths"][chosen]["median_ms"])
+    if eval_loader is not None and "top1" not in report["paths"][chosen]:
+        report["paths"][chosen]["top1"] = top1(built[chosen])
+    report.update(chosen=chosen, fastest_overall=fastest, compare=cfg.compare)
+    for base in ("torch", "ort", "ov"):
+        if "median_ms" in report["paths"].get(f"fp32-{base}", {}):
+            report[f"speedup_vs_fp32_{base}"] = (report["paths"][f"fp32-{base}"]["median_ms"]
+                                                 / report["paths"][chosen]["median_ms"])
     out = built[chosen]
     for k, v in (("quant_report", report), ("reference", reference), ("fp32", fp32)):
         object.__setattr__(out, k, v)

@@ -166,7 +166,8 @@ def measure(model: nn.Module, data, recipe: Recipe, input_size, model_path: Path
         for runtime in m.runtimes:
             try:
                 r = measure_latency(cpu_model, input_size=input_size, batch_size=m.batch_size, runtime=runtime,
-                                    threads=m.threads, repeats=m.repeats, min_time_s=m.min_time_s)
+                                    precision=m.precision, threads=m.threads, repeats=m.repeats,
+                                    min_time_s=m.min_time_s)
                 out["latency"][runtime] = {k: v for k, v in r.to_dict().items() if k != "machine"}
                 out.setdefault("machine", r.machine)
             except Exception as e:  # e.g. an op ONNX cannot export: recorded, the run goes on

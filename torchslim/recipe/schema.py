@@ -208,7 +208,8 @@ class Measure(_Strict):
     """What is measured after every stage (for the report)."""
 
     latency: bool = True
-    runtimes: list[Literal["torch", "onnxruntime"]] = ["torch", "onnxruntime"]
+    runtimes: list[Literal["torch", "onnxruntime", "openvino"]] = ["torch", "onnxruntime", "openvino"]
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 where the runtime and the CPU run it, else fp32 (noted)
     batch_size: int = Field(default=1, gt=0)
     threads: int | None = Field(default=1, gt=0)
     repeats: int = Field(default=30, gt=0)

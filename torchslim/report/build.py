@@ -14,6 +14,7 @@ from pathlib import Path
 
 from torchslim.errors import InvalidInputError
 from torchslim.report.format import human
+from torchslim.runtimes import RUNTIMES
 
 
 def _write(path: Path, data: bytes | str) -> None:
@@ -84,7 +85,7 @@ def _rows(run: dict) -> list[list[str]]:
             return f" ({base[key] / s[key]:.1f}x)" if s.get(key) and base.get(key) and s is not base else ""
 
         lat = []
-        for rt in ("torch", "onnxruntime"):
+        for rt in RUNTIMES:
             v = _lat(s, rt)
             err = (s["latency"].get(rt) or {}).get("error")
             lat.append(f"{v:.3f}" if v is not None else ("error" if err else "-"))
@@ -103,7 +104,7 @@ def _rows(run: dict) -> list[list[str]]:
 
 
 HEADER = ["stage", "method", "top-1 %", "top-1 before recovery", "params", "nonzero", "MACs", "file size",
-          "torch ms", "onnxruntime ms"]
+          *[f"{rt} ms" for rt in RUNTIMES]]
 
 
 def _plots(run: dict) -> dict[str, bytes]:
@@ -112,7 +113,7 @@ def _plots(run: dict) -> dict[str, bytes]:
     st = run["stages"]
     labels = [s["stage"] for s in st]
     out = {}
-    for rt in ("torch", "onnxruntime"):
+    for rt in RUNTIMES:
         pts = [(s["stage"].split("-", 1)[-1], _lat(s, rt), _top1(s)) for s in st]
         if any(p[1] is not None for p in pts):
             out[f"accuracy_vs_latency_{rt}.png"] = plots.tradeoff(
@@ -168,7 +169,8 @@ def _machine_line(machine: dict) -> str:
     if not machine:
         return "latency not measured"
     return (f"{machine.get('cpu', '?')}, {machine.get('threads', '?')} thread(s), torch {machine.get('torch', '?')}, "
-            f"onnxruntime {machine.get('onnxruntime', '-')}; peak GEMM {machine.get('peak_gemm_gflops', '?')} GFLOP/s")
+            f"onnxruntime {machine.get('onnxruntime', '-')}, openvino {machine.get('openvino', '-')}; "
+            f"CPU flags {' '.join(machine.get('cpu_flags', [])) or '-'}; peak GEMM {machine.get('peak_gemm_gflops', '?')} GFLOP/s")
 
 
 def _smoke_line(run: dict) -> str | None:
@@ -295,7 +297,7 @@ def write_report(run_dir: str | os.PathLike) -> dict:
     return run
 
 
-COMPARE_HEADER = ["run", "final stage", "top-1 %", "params", "MACs", "file size", "torch ms", "onnxruntime ms"]
+COMPARE_HEADER = ["run", "final stage", "top-1 %", "params", "MACs", "file size", *[f"{rt} ms" for rt in RUNTIMES]]
 
 
 def compare_runs(run_dirs: list[str | os.PathLike], out: str | os.PathLike | None = None) -> dict:
@@ -312,7 +314,7 @@ def compare_runs(run_dirs: list[str | os.PathLike], out: str | os.PathLike | Non
         rows.append([r["name"] + ("" if r["complete"] else " (unfinished)"), s["stage"],
                      f"{_top1(s):.2f}" if _top1(s) is not None else "-", human(s["params_count"]), human(s["macs"]),
                      human(s["size_bytes"], "B"),
-                     *[f"{_lat(s, rt):.3f}" if _lat(s, rt) is not None else "-" for rt in ("torch", "onnxruntime")]])
+                     *[f"{_lat(s, rt):.3f}" if _lat(s, rt) is not None else "-" for rt in RUNTIMES]])
     result = {"header": COMPARE_HEADER, "rows": rows, "runs": runs}
     if out is not None:
         out = Path(out)
