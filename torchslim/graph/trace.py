@@ -28,6 +28,9 @@ from torch import nn
 from torchslim.errors import UnsupportedModelError
 
 PINNED = 0
+# A value that carries no channel (a sum or norm over the channels): it joins nothing, and a layer reading
+# it along its channel dim treats it as PINNED.
+NEUTRAL = -1
 
 # Functions/methods that only move elements around: run them on the label tensor.
 _SHAPE_OPS = {
@@ -42,7 +45,10 @@ _CHANNELWISE_OPS = {
     "adaptive_max_pool2d", "adaptive_max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool1d",
     "max_pool2d", "max_pool3d", "interpolate", "upsample", "lp_pool2d", "pixel_unshuffle_",
 }
-_REDUCE_OPS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "logsumexp", "norm", "prod"}
+# Reductions over the channels that a zeroed channel does not change: pruning it is exact, the result
+# is NEUTRAL (x / x.norm(dim=1, keepdim=True) leaves the channels of x free).
+_CHANNEL_SAFE_REDUCE = {"sum", "norm", "linalg_vector_norm", "vector_norm"}
+_REDUCE_OPS = {"linalg_vector_norm", "vector_norm", "mean", "sum", "amax", "amin", "max", "min", "std", "var", "logsumexp", "norm", "prod"}
 ACTIVATIONS = {"relu", "relu_", "relu6", "hardtanh", "silu", "hardswish", "gelu", "leaky_relu", "elu",
                "mish", "ReLU", "ReLU6", "SiLU", "Hardswish", "GELU", "LeakyReLU", "ELU", "Mish", "Hardtanh"}
 _MODULE_SHAPE_OPS = {nn.Flatten: "flatten", nn.Unflatten: "unflatten"}
@@ -177,14 +183,14 @@ class _Labeler:
         # dims along which both sides are expanded (stride 0) repeat the same pairs: compare one slice
         one = tuple(0 if a.stride(d) == 0 and b.stride(d) == 0 else slice(None) for d in range(a.dim()))
         a, b = a[one], b[one]
-        m = a != b
+        m = (a != b) & (a != NEUTRAL) & (b != NEUTRAL)
         if m.any():
             key = torch.unique(a[m] * (1 << 31) + b[m])  # 1-D unique is much faster than unique(dim=1)
             self.edges.append(torch.stack([key >> 31, key & ((1 << 31) - 1)]))
 
     def pin(self, lab: torch.Tensor, why: str) -> None:
         u = torch.unique(lab)
-        u = u[u != PINNED]
+        u = u[u > PINNED]
         if len(u):
             self.edges.append(torch.stack([u, torch.zeros_like(u)]))
             self.notes.append(why)
@@ -193,12 +199,13 @@ class _Labeler:
         """Labels along `dim`, joining every element of a slice (a channel is pruned as a whole)."""
         if all(lab.stride(d) == 0 or lab.shape[d] == 1 for d in range(lab.dim()) if d != dim):
             # an expanded per-channel vector (most activations): every slice holds one label already
-            return lab[tuple(slice(None) if d == dim else 0 for d in range(lab.dim()))].clone()
+            rep = lab[tuple(slice(None) if d == dim else 0 for d in range(lab.dim()))]
+            return rep.clamp(min=PINNED)  # a channel read from a NEUTRAL value is kept
         flat = lab.movedim(dim, 0).reshape(lab.shape[dim], -1)
         rep = flat[:, 0]
         if flat.shape[1] > 1:
             self.join(rep[:, None], flat)
-        return rep.clone()
+        return rep.clamp(min=PINNED)
 
     @staticmethod
     def expand(ch: torch.Tensor, shape, dim: int = 1) -> torch.Tensor:
@@ -211,11 +218,13 @@ class _Labeler:
         if key in self.uses:  # module called twice: its weights serve both calls
             self.join(self.uses[key].labels, labels)
         else:
-            self.uses[key] = ParamUse(module, name, dim, labels.clone(), kind)
+            self.uses[key] = ParamUse(module, name, dim, labels.clamp(min=PINNED), kind)
 
     # -- running ------------------------------------------------------------------------------
-    def run(self, example: torch.Tensor):
+    def run(self, args: tuple, kwargs: dict):
+        """Run on the model's positional `args` and keyword `kwargs` (model inputs are PINNED)."""
         env: dict[str, tuple] = {}
+        positional = list(args)
 
         def val(a):
             return _tree_map(a, lambda n: env[n.name][0] if isinstance(n, fx.Node) else n)
@@ -226,9 +235,7 @@ class _Labeler:
 
         for node in self.gm.graph.nodes:
             if node.op == "placeholder":
-                if node.name in env:
-                    continue
-                v = example if not env else None
+                v = _placeholder_value(node, positional, kwargs)
                 env[node.name] = (v, torch.zeros(v.shape, dtype=torch.long) if isinstance(v, torch.Tensor) else None)
                 continue
             if node.op == "output":
@@ -274,8 +281,10 @@ class _Labeler:
 
         fqn = node.target
         x, xl = (args[0], arg_labs[0]) if args else (None, None)
-        if isinstance(m, nn.modules.conv._ConvNd) and not m.transposed and isinstance(x, torch.Tensor):
+        if isinstance(m, nn.modules.conv._ConvNd) and isinstance(x, torch.Tensor):
             return self._conv(fqn, m, xl, out, node.name)
+        if isinstance(m, nn.GroupNorm):
+            return self._group_norm(fqn, m, xl)
         if isinstance(m, nn.Linear):
             return self._linear(fqn, m, xl, out)
         if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)):
@@ -283,6 +292,7 @@ class _Labeler:
             for name in ("weight", "bias", "running_mean", "running_var"):
                 if getattr(m, name, None) is not None:
                     self.use(fqn, name, 0, ch, "norm")
+            self.use(fqn, "_channels", 0, ch, "norm")  # num_features follows (InstanceNorm: no tensors)
             self.module_kind[fqn] = "norm"
             return xl
         if isinstance(m, nn.LayerNorm):
@@ -312,34 +322,65 @@ class _Labeler:
         return _pinned_like(out)
 
     def _conv(self, fqn, m, xl, out, node_name):
+        """1-D/2-D/3-D convolutions and their transposes, any groups. A plain conv's weight is
+        (out, in/g, k...), a transposed one's (in, out/g, k...): dim 0 always spans every channel of its
+        side, dim 1 one group's channels."""
         g = m.groups
         cin = self.along(xl, 1)
         in_pg, out_pg = m.in_channels // g, m.out_channels // g
-        self.macs_per_weight[fqn] = self.macs_per_weight.get(fqn, 0) + out[0].numel() / out.shape[1]
+        full_dim, group_dim = (1, 0) if m.transposed else (0, 1)  # the weight dims of all outputs / of a group's
+        # MACs per weight element: output positions (input positions for a transposed conv)
+        site = xl if m.transposed else out
+        self.macs_per_weight[fqn] = self.macs_per_weight.get(fqn, 0) + site[0].numel() / site.shape[1]
         if g == 1:
             outl = self.fresh(m.out_channels)
-            self.use(fqn, "weight", 1, cin, "in")
+            self.use(fqn, "weight", 1 - full_dim, cin, "in")
+            self.use(fqn, "weight", full_dim, outl, "out")
             self.module_kind[fqn] = "conv"
-        elif in_pg == 1 and out_pg == 1:  # depthwise: channel c in -> channel c out
-            outl = cin.clone()
+        elif in_pg == 1 or out_pg == 1:
+            # depthwise (with a channel multiplier) or many-to-one groups: prune whole groups, i.e. a
+            # group's inputs and outputs are one unit; the group count shrinks.
+            per = cin.view(g, in_pg)
+            self.join(per[:, :1], per)
+            outl = per[:, 0].repeat_interleave(out_pg)
+            if m.transposed:
+                self.use(fqn, "weight", 0, cin, "in")
+            else:
+                self.use(fqn, "weight", 0, outl, "out")
             self.module_kind[fqn] = "conv_dw"
-        elif in_pg == out_pg:  # grouped: keep the group count, prune the same positions in each group
+        else:
+            # grouped: keep the group count, prune the same positions in each group (inputs joined
+            # across groups; with as many outputs as inputs per group, output i follows input i)
             per = cin.view(g, in_pg)
             self.join(per[:1], per)
-            outl = cin.clone()
-            self.use(fqn, "weight", 1, per[0], "in")
+            one = per[0] if in_pg == out_pg else self.fresh(out_pg)
+            outl = one.repeat(g) if in_pg != out_pg else cin.clone()
+            if m.transposed:
+                self.use(fqn, "weight", 0, cin, "in")
+                self.use(fqn, "weight", 1, one, "out")
+            else:
+                self.use(fqn, "weight", 1, per[0], "in")
+                self.use(fqn, "weight", 0, outl, "out")
             self.module_kind[fqn] = "conv_group"
-        else:
-            self.pin(cin, f"grouped conv {fqn!r} with {in_pg} inputs and {out_pg} outputs per group is kept")
-            outl = torch.zeros(m.out_channels, dtype=torch.long)
-            self.module_kind[fqn] = "conv_fixed"
-        self.use(fqn, "weight", 0, outl, "out")
         if m.bias is not None:
             self.use(fqn, "bias", 0, outl, "out")
         ol = self.expand(outl, out.shape)
         self.node_channels[node_name] = outl
         self.node_kind.setdefault(node_name, "out")
         return ol
+
+    def _group_norm(self, fqn, m, xl):
+        """GroupNorm normalises each group of channels together: prune whole groups (exact: a removed
+        group's statistics never touch the others)."""
+        ch = self.along(xl, 1)
+        per = ch.view(m.num_groups, -1)
+        self.join(per[:, :1], per)
+        for name in ("weight", "bias"):
+            if getattr(m, name, None) is not None:
+                self.use(fqn, name, 0, ch, "norm")
+        self.use(fqn, "_channels", 0, ch, "norm")  # num_channels / num_groups follow, affine or not
+        self.module_kind[fqn] = "groupnorm"
+        return xl
 
     def _linear(self, fqn, m, xl, out):
         cin = self.along(xl, -1)
@@ -404,6 +445,8 @@ class _Labeler:
             for other in tlab:
                 if other is not base:
                     self.join(base, other)
+                    if bool((base == NEUTRAL).any()):  # take the channels of the other side
+                        base = torch.where(base == NEUTRAL, other, base)
             if name in ACTIVATIONS:
                 self._activation_site(node.name, base)
             return base
@@ -416,6 +459,9 @@ class _Labeler:
         a = arg_labs[1:] if node.op == "call_method" else arg_labs
         if name in ("to", "float", "half", "double", "type_as"):
             return arg_labs[0]
+        if name in ("view", "view_as") and node.op == "call_method":
+            # label tensors are broadcast views (stride 0) that `view` cannot reshape; reshape copies
+            fn = getattr(arg_labs[0], "reshape" if name == "view" else "reshape_as")
         res = fn(*a, **kw_labs)
         src = _tensors(arg_labs)
         if name in ("view", "reshape", "expand"):
@@ -545,6 +591,10 @@ class _Labeler:
 
     def _reduce(self, node, name, x, lab, args, kwargs, out):
         dims = kwargs.get("dim", args[1] if len(args) > 1 and not isinstance(args[1], bool) else None)
+        if name in ("norm", "linalg_vector_norm", "vector_norm"):  # (x, p, dim) / (x, ord, dim)
+            dims = kwargs.get("dim", args[2] if len(args) > 2 else None)
+        if name in _CHANNEL_SAFE_REDUCE and self._reads_channels_only(name, lab, dims, args, kwargs):
+            return torch.full(out.shape, NEUTRAL, dtype=torch.long)
         if dims is None or (name in ("max", "min") and isinstance(out, tuple)):
             self.pin(lab, f"{name} at {node.name} reduces over channels: they are kept")
             return _pinned_like(out)
@@ -557,6 +607,44 @@ class _Labeler:
         keep = kwargs.get("keepdim", args[2] if len(args) > 2 and isinstance(args[2], bool) else False)
         res = lab.amax(dim=dims, keepdim=bool(keep))
         return res.expand(out.shape) if res.shape != out.shape else res
+
+    def _reads_channels_only(self, name, lab, dims, args, kwargs) -> bool:
+        """A sum or non-negative p-norm that reduces every dim where channels vary: a zeroed channel adds
+        nothing to it, so removing that channel gives the same value."""
+        p = kwargs.get("p", kwargs.get("ord", args[1] if len(args) > 1 and name != "sum" else 2))
+        if name != "sum" and not (isinstance(p, (int, float)) and p >= 0 or p in ("fro",)):
+            return False
+        var = self._varying(lab)
+        if dims is None:
+            return True
+        dims = {d % lab.dim() for d in ([dims] if isinstance(dims, int) else dims)}
+        return bool(var) and set(var) <= dims
+
+
+def _placeholder_value(node: fx.Node, positional: list, kwargs: dict):
+    """The value of a forward() argument: next positional input, else by keyword, else its default."""
+    if positional:
+        return positional.pop(0)
+    if node.target in kwargs:
+        return kwargs[node.target]
+    return node.args[0] if node.args else None
+
+
+def model_inputs(example_input) -> tuple[tuple, dict]:
+    """(args, kwargs) of a model call: a tensor is one argument, a tuple/list several, a dict keywords."""
+    if isinstance(example_input, torch.Tensor):
+        return (example_input,), {}
+    if isinstance(example_input, (tuple, list)) and example_input:
+        return tuple(example_input), {}
+    if isinstance(example_input, dict) and example_input:
+        return (), dict(example_input)
+    raise UnsupportedModelError(f"example_input must be a tensor, a tuple of inputs or a dict of keyword inputs, "
+                                f"got {type(example_input).__name__}")
+
+
+def first_sample(example_input):
+    """The example cut to its first sample (every tensor's dim 0), same structure."""
+    return _tree_map(example_input, lambda v: v[:1].detach() if isinstance(v, torch.Tensor) and v.dim() else v)
 
 
 def _broadcasts(a, b) -> bool:
@@ -577,21 +665,21 @@ def _fetch_attr(gm, target: str):
     return obj
 
 
-def trace(model: nn.Module, example_input: torch.Tensor) -> TraceResult:
-    """Trace `model` (torch.fx) and label its channels on `example_input` (only the first sample is used).
+def trace(model: nn.Module, example_input) -> TraceResult:
+    """Trace `model` (torch.fx) and label its channels on `example_input` (only the first sample is used):
+    a tensor, a tuple of positional inputs (`model(a, b)`) or a dict of keyword inputs.
 
     Example:
         >>> tr = trace(torchvision.models.resnet18(), torch.randn(1, 3, 64, 64))
     """
-    if not isinstance(example_input, torch.Tensor):
-        raise UnsupportedModelError("example_input must be one tensor (models with several inputs are not supported)")
+    args, kwargs = model_inputs(first_sample(example_input))
     was_training = model.training
     model.eval()
     try:
         gm = symbolic_trace(model)
         lab = _Labeler(gm)
         with torch.no_grad():
-            lab.run(example_input[:1].detach())
+            lab.run(args, kwargs)
     finally:
         model.train(was_training)
     edges = torch.cat(lab.edges, 1) if lab.edges else torch.zeros(2, 0, dtype=torch.long)
