@@ -180,9 +180,18 @@ class SizeFromAnotherTensor(nn.Module):
         x = self.stem(x).flatten(2).transpose(1, 2)  # B, N, C
         B, N, C = x.shape
         q, k, v = self.qkv(x).chunk(3, dim=-1)
-        v = v.reshape(B, N, self.heads, self.dh) * torch.sigmoid(q.reshape(B, N, self.heads, self.dh))
+        heads, dh = self.sizes()
+        v = v.reshape(B, N, heads, dh) * torch.sigmoid(q.reshape(B, N, heads, dh))
         out = v.reshape(B, N, C)  # C of x, not of v
         return self.fc((x + self.merge(out)).mean(1))
+
+    def sizes(self):
+        return 2, 8  # literal head sizes
+
+
+class SizeFromAttributes(SizeFromAnotherTensor):
+    def sizes(self):
+        return self.heads, self.dh  # read from the model: they follow the pruning
 
 
 def test_a_size_read_from_another_tensor_couples_the_two():
@@ -193,6 +202,16 @@ def test_a_size_read_from_another_tensor_couples_the_two():
     # v's channels are pinned (literal head sizes) and C comes from x: x's channels must be kept too
     assert not any("stem" in grp.name for grp in g.groups)
     _check_exact(model, x)  # the pruned model runs (it failed with a shape error in reshape before)
+
+
+def test_head_sizes_read_from_the_model_follow_the_pruning():
+    torch.manual_seed(0)
+    model = SizeFromAttributes()
+    x = torch.randn(2, 3, 8, 8)
+    g = ChannelGraph(model, x)
+    assert any("stem" in grp.name for grp in g.groups)  # C, heads and dh are free now
+    _check_exact(model, x, ratio=0.5)
+    assert model.heads == 2 and model.dh < 8 and model.merge.in_features == 2 * model.dh
 
 
 class TokenMLP(nn.Module):

@@ -26,6 +26,7 @@ import torch.fx as fx
 from torch import nn
 
 from torchslim.errors import UnsupportedModelError
+from torchslim.graph.module_sizes import ModuleSize, SizeConstraint, resolve, tracked_sizes
 
 PINNED = 0
 # A value that carries no channel (a sum or norm over the channels): it joins nothing, and a layer reading
@@ -106,7 +107,8 @@ def symbolic_trace(model: nn.Module) -> fx.GraphModule:
     """torch.fx trace with norm/conv subclasses kept as leaves; failures name the module and op."""
     tracer = _Tracer(_leaf_types())
     try:
-        graph = tracer.trace(model)
+        with tracked_sizes(model):  # sizes read from modules stay recognisable in the graph
+            graph = tracer.trace(model)
     except Exception as e:  # fx raises many types; name what failed
         where = ""
         for frame in reversed(getattr(e, "__traceback__", None) and _frames(e) or []):
@@ -171,6 +173,8 @@ class _Labeler:
         # fx node -> where a size value came from: ("size", labels) for x.shape / x.size(),
         # ("dim", labels, k) for x.shape[k] / x.size(k)
         self.sizes: dict[str, tuple] = {}
+        self.size_constraints: list[SizeConstraint] = []  # literal sizes read from module attributes
+        self.layer_sides: dict[tuple[str, str], torch.Tensor] = {}  # (module, "in"|"out") -> channel labels
 
     # -- labels ------------------------------------------------------------------------------
     def fresh(self, n: int) -> torch.Tensor:
@@ -212,6 +216,11 @@ class _Labeler:
         view = [1] * len(shape)
         view[dim] = len(ch)
         return ch.view(view).expand(shape)
+
+    def sides(self, module: str, cin: torch.Tensor, cout: torch.Tensor) -> None:
+        """Remember a layer's input and output channels (what its in_channels / out_channels count)."""
+        self.layer_sides.setdefault((module, "in"), cin)
+        self.layer_sides.setdefault((module, "out"), cout)
 
     def use(self, module: str, name: str, dim: int, labels: torch.Tensor, kind: str) -> None:
         key = (module, name, dim)
@@ -293,6 +302,7 @@ class _Labeler:
                 if getattr(m, name, None) is not None:
                     self.use(fqn, name, 0, ch, "norm")
             self.use(fqn, "_channels", 0, ch, "norm")  # num_features follows (InstanceNorm: no tensors)
+            self.sides(fqn, ch, ch)
             self.module_kind[fqn] = "norm"
             return xl
         if isinstance(m, nn.LayerNorm):
@@ -300,6 +310,7 @@ class _Labeler:
         if isinstance(m, nn.PReLU) and m.num_parameters > 1:
             ch = self.along(xl, 1)
             self.use(fqn, "weight", 0, ch, "norm")
+            self.sides(fqn, ch, ch)
             self.module_kind[fqn] = "prelu"
             return xl
         if isinstance(m, ChannelPadShortcut):
@@ -364,6 +375,7 @@ class _Labeler:
             self.module_kind[fqn] = "conv_group"
         if m.bias is not None:
             self.use(fqn, "bias", 0, outl, "out")
+        self.sides(fqn, cin, outl)
         ol = self.expand(outl, out.shape)
         self.node_channels[node_name] = outl
         self.node_kind.setdefault(node_name, "out")
@@ -379,6 +391,7 @@ class _Labeler:
             if getattr(m, name, None) is not None:
                 self.use(fqn, name, 0, ch, "norm")
         self.use(fqn, "_channels", 0, ch, "norm")  # num_channels / num_groups follow, affine or not
+        self.sides(fqn, ch, ch)
         self.module_kind[fqn] = "groupnorm"
         return xl
 
@@ -390,6 +403,7 @@ class _Labeler:
         if m.bias is not None:
             self.use(fqn, "bias", 0, outl, "out")
         self.module_kind[fqn] = "linear"
+        self.sides(fqn, cin, outl)
         self.macs_per_weight[fqn] = self.macs_per_weight.get(fqn, 0) + out[0].numel() / out.shape[-1]
         return self.expand(outl, out.shape, dim=out.dim() - 1)
 
@@ -543,11 +557,12 @@ class _Labeler:
         if name == "unflatten":
             start = shape_args[0] % res.dim() if isinstance(shape_args[0], int) else None
             sizes = list(shape_args[1])
-            literal = {start + i: isinstance(s, int) and s != -1 for i, s in enumerate(sizes)} if start is not None else {}
+            given = {start + i: s for i, s in enumerate(sizes)} if start is not None else {}
         else:
             if len(shape_args) == 1 and isinstance(shape_args[0], (list, tuple)):
                 shape_args = list(shape_args[0])
-            literal = {i: isinstance(s, int) and s != -1 for i, s in enumerate(shape_args)}
+            given = dict(enumerate(shape_args))
+        literal = {d: isinstance(s, int) and not isinstance(s, ModuleSize) and s != -1 for d, s in given.items()}
         lit = [d for d in var if literal.get(d, False)]
         free = [d for d in var if not literal.get(d, False)]
         if not free:
@@ -557,6 +572,38 @@ class _Labeler:
         # (channel shuffle: the same channel of every group).
         for d in lit + free[:-1]:
             self.join(res.narrow(d, 0, 1), res)
+        for d, size in given.items():  # a size read from a module: it must count what the dim keeps
+            if isinstance(size, ModuleSize):
+                self.size_constraint(size, res, d, f"{name} at {node.name}", shrinks=d == free[-1])
+
+    def size_constraint(self, size: ModuleSize, lab: torch.Tensor, d: int, where: str, shrinks: bool) -> None:
+        """A size read from module attributes at dim `d` of `lab`: checked in `resolve_sizes`. A dim that
+        is kept whole (`shrinks` False) must keep its size: every layer the size is read from is kept."""
+        if shrinks:
+            self.size_constraints.append(SizeConstraint(size, lab.movedim(d, 0).reshape(lab.shape[d], -1), where))
+        else:
+            self.size_constraints.append(SizeConstraint(size, None, where))
+
+    def resolve_sizes(self, model: nn.Module) -> None:
+        """Once every channel is joined: sizes read from modules that follow the pruning are left free,
+        a model's own attribute becomes a virtual use `_int:<name>` (the surgery sets it to the kept count),
+        the rest pin their channels and the layers they were read from."""
+        if not self.size_constraints:
+            return
+        from torchslim.graph.groups import components
+
+        edges = torch.cat(self.edges, 1) if self.edges else torch.zeros(2, 0, dtype=torch.long)
+        comp = components(self.next, edges)
+        for action in resolve(self.size_constraints, comp, self.layer_sides, model):
+            if action[0] == "attr":
+                _, module, attr, labels = action
+                self.use(module, f"_int:{attr}", 0, labels, "norm")
+            else:
+                _, labels, layers, why = action
+                if labels is not None:
+                    self.pin(labels, why)
+                for ch in layers:
+                    self.pin(ch, why)
 
     def _check_split(self, node, name, src, res):
         parts = list(res)
@@ -567,7 +614,12 @@ class _Labeler:
         if dim not in self._varying(src):
             return
         sizes = {p.shape[dim] for p in parts}
-        size_arg = node.args[1] if len(node.args) > 1 else None
+        size_arg = node.args[1] if len(node.args) > 1 else node.kwargs.get("split_size_or_sections")
+        if name == "split" and isinstance(size_arg, (list, tuple)) and size_arg and \
+                all(isinstance(s, ModuleSize) for s in size_arg):
+            for p, size in zip(parts, size_arg):  # sizes read from modules: each must count what its part keeps
+                self.size_constraint(size, p, dim, f"{name} at {node.name}", shrinks=True)
+            return
         literal = name in ("split", "tensor_split") and (
             isinstance(size_arg, (list, tuple)) or isinstance(size_arg, int))
         if len(sizes) != 1 or literal:
@@ -680,6 +732,7 @@ def trace(model: nn.Module, example_input) -> TraceResult:
         lab = _Labeler(gm)
         with torch.no_grad():
             lab.run(args, kwargs)
+            lab.resolve_sizes(model)
     finally:
         model.train(was_training)
     edges = torch.cat(lab.edges, 1) if lab.edges else torch.zeros(2, 0, dtype=torch.long)

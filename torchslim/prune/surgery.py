@@ -97,5 +97,7 @@ def apply_plan(model: nn.Module, graph: ChannelGraph, plan: torch.Tensor) -> nn.
                     m._parameters[tname] = nn.Parameter(_slice(old.data, dims), requires_grad=old.requires_grad)
                 elif tname in m._buffers:
                     m._buffers[tname] = _slice(m._buffers[tname], dims)
+                elif tname.startswith("_int:"):  # a size the model reads from its own attribute
+                    setattr(m, tname[len("_int:"):], len(dims[0]))
             _fix_attributes(mname, m, kinds.get(mname), tensors)
     return model
