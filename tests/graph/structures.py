@@ -445,6 +445,44 @@ def _():
     return ChannelNormalize(), torch.randn(2, 3, 8, 8)
 
 
+class PatchAttention(nn.Module):
+    """Conv patches -> tokens by a size read from the model (`self.hidden_dim`) -> self-attention with
+    a residual -> token MLP -> mean. No LayerNorm, so pruning is exact."""
+
+    def __init__(self, hidden=32, heads=4, batch_first=True):
+        super().__init__()
+        self.hidden_dim, self.batch_first = hidden, batch_first
+        self.patch = nn.Conv2d(3, hidden, 4, stride=4)
+        self.attn = nn.MultiheadAttention(hidden, heads, batch_first=batch_first)
+        self.fc1, self.fc2 = nn.Linear(hidden, 2 * hidden), nn.Linear(2 * hidden, hidden)
+        self.head = nn.Linear(hidden, 5)
+
+    def forward(self, x):
+        n = x.shape[0]
+        t = self.patch(x).reshape(n, self.hidden_dim, -1).permute(0, 2, 1)
+        if not self.batch_first:
+            t = t.transpose(0, 1)
+        t = t + self.attn(t, t, t, need_weights=False)[0]
+        t = t + self.fc2(F.gelu(self.fc1(t)))
+        return self.head(t.mean(1 if self.batch_first else 0))
+
+
+@structure("multihead_attention")
+def _():
+    return PatchAttention(), torch.randn(2, 3, 16, 16)
+
+
+@structure("multihead_attention_seq_first")
+def _():
+    return PatchAttention(batch_first=False), torch.randn(2, 3, 16, 16)
+
+
+@structure("vision_transformer_small", exact=False)
+def _():
+    return torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4,
+                                                hidden_dim=32, mlp_dim=64, num_classes=10), torch.randn(2, 3, 32, 32)
+
+
 STRUCTURE_NAMES = list(STRUCTURES)
 
 

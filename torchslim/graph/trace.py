@@ -294,6 +294,8 @@ class _Labeler:
             return self._conv(fqn, m, xl, out, node.name)
         if isinstance(m, nn.GroupNorm):
             return self._group_norm(fqn, m, xl)
+        if isinstance(m, nn.MultiheadAttention) and _plain_self_attention(m, node):
+            return self._self_attention(fqn, m, xl, out)
         if isinstance(m, nn.Linear):
             return self._linear(fqn, m, xl, out)
         if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)):
@@ -380,6 +382,32 @@ class _Labeler:
         self.node_channels[node_name] = outl
         self.node_kind.setdefault(node_name, "out")
         return ol
+
+    def _self_attention(self, fqn, m, xl, out):
+        """nn.MultiheadAttention on one tensor (query = key = value): prune whole heads (exact: a head's
+        head_dim and softmax scale stay as they are; removing head dims would change the scale). torch
+        computes head_dim from the query width, so the q/k/v width follows the input channels position by
+        position, and the output (a residual in practice) keeps the input's channels."""
+        tokens = xl[..., 0].numel()
+        cin = self.along(xl, xl.dim() - 1)
+        per = cin.view(m.num_heads, m.head_dim)
+        self.join(per[:, :1], per)
+        self.use(fqn, "in_proj_weight", 1, cin, "in")
+        self.use(fqn, "in_proj_weight", 0, cin.repeat(3), "out")
+        if m.in_proj_bias is not None:
+            self.use(fqn, "in_proj_bias", 0, cin.repeat(3), "out")
+        proj = f"{fqn}.out_proj"
+        self.use(proj, "weight", 1, cin, "in")
+        self.use(proj, "weight", 0, cin, "out")
+        if m.out_proj.bias is not None:
+            self.use(proj, "bias", 0, cin, "out")
+        self.module_kind[fqn] = "attention"
+        self.module_kind[proj] = "linear"
+        self.sides(fqn, cin, cin)
+        # projection MACs per weight element: one per token (the L x L products are not counted)
+        self.macs_per_weight[f"{fqn}:in_proj_weight"] = self.macs_per_weight.get(f"{fqn}:in_proj_weight", 0) + tokens
+        self.macs_per_weight[proj] = self.macs_per_weight.get(proj, 0) + tokens
+        return (self.expand(cin, out[0].shape, dim=out[0].dim() - 1),) + tuple(_pinned_like(list(out[1:])))
 
     def _group_norm(self, fqn, m, xl):
         """GroupNorm normalises each group of channels together: prune whole groups (exact: a removed
@@ -671,6 +699,13 @@ class _Labeler:
             return True
         dims = {d % lab.dim() for d in ([dims] if isinstance(dims, int) else dims)}
         return bool(var) and set(var) <= dims
+
+
+def _plain_self_attention(m: nn.MultiheadAttention, node: fx.Node) -> bool:
+    """Self-attention whose q, k, v share one input and one projection matrix (ViT, most hybrids)."""
+    qkv = list(node.args[:3]) + [node.kwargs.get(k) for k in ("query", "key", "value") if k in node.kwargs]
+    return (m._qkv_same_embed_dim and m.bias_k is None and not m.add_zero_attn and len(qkv) == 3
+            and qkv[0] is qkv[1] is qkv[2])
 
 
 def _placeholder_value(node: fx.Node, positional: list, kwargs: dict):

@@ -32,6 +32,9 @@ def _fix_attributes(name: str, m: nn.Module, kind: str | None, tensors: dict) ->
             m.out_channels, m.in_channels = m.weight.shape[0], m.weight.shape[1] * m.groups
     elif isinstance(m, nn.Linear):
         m.out_features, m.in_features = m.weight.shape
+    elif isinstance(m, nn.MultiheadAttention):
+        m.embed_dim = m.kdim = m.vdim = m.in_proj_weight.shape[1]
+        m.num_heads = m.embed_dim // m.head_dim  # whole heads removed
     elif isinstance(m, nn.GroupNorm):
         if channels is not None:
             per_group = m.num_channels // m.num_groups
