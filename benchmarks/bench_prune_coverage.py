@@ -161,7 +161,13 @@ def write(rows, args):
                "torch": torch.__version__, "torchvision": torchvision.__version__}
     _atomic(RESULTS / "prune_coverage.json", json.dumps(payload, indent=2))
     _atomic(RESULTS / "prune_coverage.md", _md(rows, args))
-    _atomic(DOC, "# Structured pruning coverage of the torchvision zoo\n\n" + DOC_INTRO + _md(rows, args, heading=False))
+    # the per-structure table that bench_prune_structures.py appends is kept
+    tail = DOC.read_text().partition(STRUCTURES_MARKER) if DOC.exists() else ("", "", "")
+    _atomic(DOC, "# Structured pruning coverage of the torchvision zoo\n\n" + DOC_INTRO + _md(rows, args, heading=False)
+            + ("\n" + tail[1] + tail[2] if tail[1] else ""))
+
+
+STRUCTURES_MARKER = "<!-- structures: written by benchmarks/bench_prune_structures.py -->"
 
 
 DOC_INTRO = """Every classification model of `torchvision.models.list_models(module=torchvision.models)`,

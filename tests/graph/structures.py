@@ -15,11 +15,15 @@ import torchvision
 from torch import nn
 
 STRUCTURES: dict[str, tuple] = {}
+OUTPUT_LAYERS: dict[str, list[str]] = {}
 
 
-def structure(name: str, source: str = "torchslim", exact: bool = True):
+def structure(name: str, source: str = "torchslim", exact: bool = True, outputs: str = ""):
+    """Register `build`; `outputs`: the layers that write the model's outputs (comma-separated), which a
+    pruner that does not keep output shapes by itself (Torch-Pruning) must be told to leave alone."""
     def deco(build):
         STRUCTURES[name] = (build, source, exact)
+        OUTPUT_LAYERS[name] = [n for n in outputs.split(",") if n]
         return build
     return deco
 
@@ -30,6 +34,34 @@ def _cbr(cin, cout, k=1):
 
 def _cb(cin, cout):
     return nn.Sequential(nn.Conv2d(cin, cout, 1), nn.BatchNorm2d(cout))
+
+
+def random_plan(graph, ratio: float, gen: torch.Generator) -> torch.Tensor:
+    """Remove `ratio` of every group's units at random (each group keeps one)."""
+    plan = graph.empty_plan()
+    for g in graph.groups:
+        k = min(int(round(ratio * len(g))), len(g) - 1)
+        plan[g.units[torch.randperm(len(g), generator=gen)[:k]]] = True
+    return plan
+
+
+def mask_plan(model: nn.Module, graph, plan: torch.Tensor) -> None:
+    """Zero, in `model`, every value the plan removes from what writes a channel: filters and biases,
+    norm affines and running means, per-channel parameters (labelled per element)."""
+    with torch.no_grad():
+        for i, u in enumerate(graph.uses):
+            if u.kind == "in" or u.name.startswith("_") or u.name == "running_var":
+                continue
+            t = getattr(model.get_submodule(u.module), u.name)
+            gone = ~graph.keep_mask(i, plan)
+            if u.dim < 0:
+                t[gone] = 0.0
+            else:
+                t.index_fill_(u.dim, torch.nonzero(gone).flatten(), 0.0)
+
+
+def outputs(y) -> list:
+    return list(y) if isinstance(y, (tuple, list)) else [y]
 
 
 # -- Torch-Pruning's test structures --------------------------------------------------------------------
@@ -47,7 +79,7 @@ class CascadedConcat(nn.Module):  # tests/test_cascaded_concat.py
         return self.out(torch.cat([y, self.b4(x)], 1))
 
 
-@structure("cascaded_concat", "torch-pruning")
+@structure("cascaded_concat", "torch-pruning", outputs="out")
 def _():
     return CascadedConcat(), torch.randn(2, 6, 7, 7)
 
@@ -65,13 +97,13 @@ class WideDeep(nn.Module):  # tests/test_concat.py: an MLP and a linear branch c
         return torch.sigmoid(self.lin2(torch.concat([self.linear(x), self.mlp(x)], dim=-1)))
 
 
-@structure("concat_last_dim_mlp", "torch-pruning")
+@structure("concat_last_dim_mlp", "torch-pruning", outputs="lin2")
 def _():
     return WideDeep(), torch.randn(2, 32)
 
 
 class ConcatSplit(nn.Module):  # tests/test_concat_split.py: split sizes read from the layers
-    def __init__(self, c=6):
+    def __init__(self, c=10):
         super().__init__()
         self.block1 = nn.Sequential(*_cbr(c, c), *_cb(c, 2 * c))
         self.parallel_path = nn.Sequential(*_cbr(c, c), *_cb(c, c))
@@ -86,9 +118,9 @@ class ConcatSplit(nn.Module):  # tests/test_concat_split.py: split sizes read fr
         return self.block2(torch.cat([x1, x3], dim=1)) + x2
 
 
-@structure("concat_split_module_sizes", "torch-pruning")
+@structure("concat_split_module_sizes", "torch-pruning", outputs="block2.0")
 def _():
-    return ConcatSplit(), torch.randn(2, 6, 7, 7)
+    return ConcatSplit(), torch.randn(2, 10, 7, 7)
 
 
 class ChannelL2Norm(nn.Module):  # tests/test_customized_layer.py, test_unused_parameters.py
@@ -117,12 +149,12 @@ class L2NormNet(nn.Module):
         return self.fc2(self.customized_layer(F.relu(self.fc1(x))))
 
 
-@structure("l2_norm_over_channels", "torch-pruning")
+@structure("l2_norm_over_channels", "torch-pruning", outputs="fc2")
 def _():
     return L2NormNet(), torch.randn(2, 16)
 
 
-@structure("unused_parameter", "torch-pruning")
+@structure("unused_parameter", "torch-pruning", outputs="fc2")
 def _():
     return L2NormNet(unused=True), torch.randn(2, 16)
 
@@ -140,7 +172,7 @@ class LeNet(nn.Module):  # tests/test_dependency_lenet.py: x.view(x.shape[0], -1
         return F.relu(self.fc3(F.relu(self.fc2(F.relu(self.fc1(y))))))
 
 
-@structure("lenet_view", "torch-pruning")
+@structure("lenet_view", "torch-pruning", outputs="fc3")
 def _():
     return LeNet(), torch.randn(2, 1, 28, 28)
 
@@ -151,7 +183,7 @@ class ViewSize0(LeNet):  # the CIFAR idiom x.view(x.size(0), -1)
         return self.fc3(F.relu(self.fc2(F.relu(self.fc1(y.view(y.size(0), -1))))))
 
 
-@structure("view_size0")
+@structure("view_size0", outputs="fc3")
 def _():
     return ViewSize0(), torch.randn(2, 1, 28, 28)
 
@@ -166,7 +198,7 @@ class ResidualMLP(nn.Module):  # tests/test_fully_connected_layers.py
         return self.fc3(F.relu(self.fc2(x)) + x)
 
 
-@structure("residual_mlp", "torch-pruning")
+@structure("residual_mlp", "torch-pruning", outputs="fc3")
 def _():
     return ResidualMLP(), torch.randn(2, 16)
 
@@ -186,12 +218,12 @@ class TwoInputs(nn.Module):
         return self.head(x3), x3.sum(1)
 
 
-@structure("multi_input_keywords", "torch-pruning")
+@structure("multi_input_keywords", "torch-pruning", outputs="head")
 def _():
     return TwoInputs(), {"x1": torch.randn(2, 16), "x2": torch.randn(2, 8)}
 
 
-@structure("multi_input_tuple")
+@structure("multi_input_tuple", outputs="head")
 def _():
     return TwoInputs(), (torch.randn(2, 16), torch.randn(2, 8))
 
@@ -210,7 +242,7 @@ class SpatialCat(nn.Module):  # tests/test_non_feature_dim_cat.py: cat and split
         return self.conv2(x1)
 
 
-@structure("cat_split_spatial", "torch-pruning")
+@structure("cat_split_spatial", "torch-pruning", outputs="conv2")
 def _():
     return SpatialCat(), torch.randn(2, 8, 5, 5)
 
@@ -229,7 +261,7 @@ class LinearToTransposed(nn.Module):  # tests/test_reshape.py: view to (-1, self
         return self.final(torch.flatten(x, 1))
 
 
-@structure("reshape_module_size_transposed", "torch-pruning")
+@structure("reshape_module_size_transposed", "torch-pruning", outputs="final")
 def _():
     return LinearToTransposed(), torch.randn(2, 32)
 
@@ -246,7 +278,7 @@ class SingleChannelOutput(nn.Module):  # tests/test_single_channel_output.py
         return F.relu(self.bn3(self.conv3(F.relu(self.bn2(self.conv2(x))))))
 
 
-@structure("single_channel_output", "torch-pruning")
+@structure("single_channel_output", "torch-pruning", outputs="conv3")
 def _():
     return SingleChannelOutput(), torch.randn(2, 3, 16, 16)
 
@@ -265,7 +297,7 @@ class SplitByModules(nn.Module):  # tests/test_split.py: split sizes read from c
         return self.block2_1(x1), self.block2_1(x2), self.block2_2(x3)
 
 
-@structure("split_module_sizes", "torch-pruning")
+@structure("split_module_sizes", "torch-pruning", outputs="block2_1.0,block2_2.0")
 def _():
     return SplitByModules(), torch.randn(2, 8, 5, 5)
 
@@ -282,27 +314,27 @@ class TransposeModel(nn.Module):  # tests/test_pruner.py, test_isomorphic.py: te
         return F.relu(self.bn3(self.conv3(x)))
 
 
-@structure("conv_transpose2d", "torch-pruning")
+@structure("conv_transpose2d", "torch-pruning", outputs="conv3")
 def _():
     return TransposeModel(), torch.randn(2, 3, 8, 8)
 
 
-@structure("resnet18", "torch-pruning")  # tests/test_dependency_graph.py, test_group_prune.py
+@structure("resnet18", "torch-pruning", outputs="fc")  # tests/test_dependency_graph.py, test_group_prune.py
 def _():
     return torchvision.models.resnet18(num_classes=10), torch.randn(2, 3, 32, 32)
 
 
-@structure("resnet50", "torch-pruning")  # tests/test_pruner.py, test_isomorphic.py
+@structure("resnet50", "torch-pruning", outputs="fc")  # tests/test_pruner.py, test_isomorphic.py
 def _():
     return torchvision.models.resnet50(num_classes=10), torch.randn(2, 3, 32, 32)
 
 
-@structure("alexnet", "torch-pruning")  # tests/test_pruning_fn.py
+@structure("alexnet", "torch-pruning", outputs="classifier.6")  # tests/test_pruning_fn.py
 def _():
     return torchvision.models.alexnet(num_classes=10), torch.randn(2, 3, 64, 64)
 
 
-@structure("convnext_layer_scale", "torch-pruning", exact=False)  # tests/test_unwrapped_parameters.py
+@structure("convnext_layer_scale", "torch-pruning", exact=False, outputs="classifier.2")  # tests/test_unwrapped_parameters.py
 def _():
     return torchvision.models.convnext_tiny(num_classes=10), torch.randn(2, 3, 32, 32)
 
@@ -320,12 +352,12 @@ class ConvND(nn.Module):
         return self.fc(x.flatten(2).mean(-1))
 
 
-@structure("conv1d")
+@structure("conv1d", outputs="fc")
 def _():
     return ConvND(1), torch.randn(2, 3, 20)
 
 
-@structure("conv3d")
+@structure("conv3d", outputs="fc")
 def _():
     return ConvND(3), torch.randn(2, 3, 4, 6, 6)
 
@@ -347,17 +379,17 @@ class TransposedND(nn.Module):
         return self.head(F.relu(self.up(F.relu(self.down(e)))) + e)
 
 
-@structure("conv_transpose1d_skip")
+@structure("conv_transpose1d_skip", outputs="head")
 def _():
     return TransposedND(1), torch.randn(2, 3, 16)
 
 
-@structure("conv_transpose3d_skip")
+@structure("conv_transpose3d_skip", outputs="head")
 def _():
     return TransposedND(3), torch.randn(2, 3, 4, 8, 8)
 
 
-@structure("conv_transpose2d_grouped")
+@structure("conv_transpose2d_grouped", outputs="head")
 def _():
     return TransposedND(2, groups=2), torch.randn(2, 3, 8, 8)
 
@@ -381,7 +413,7 @@ class Grouped(nn.Module):
         return self.head(y).mean((2, 3))
 
 
-@structure("grouped_and_depthwise_multiplier")
+@structure("grouped_and_depthwise_multiplier", outputs="head")
 def _():
     return Grouped(), torch.randn(2, 3, 8, 8)
 
@@ -405,7 +437,7 @@ class Norms(nn.Module):
         return self.head(y)
 
 
-@structure("groupnorm_instancenorm_prelu")
+@structure("groupnorm_instancenorm_prelu", outputs="head")
 def _():
     return Norms(), torch.randn(2, 3, 8, 8)
 
@@ -421,7 +453,7 @@ class LayerNormChannels(nn.Module):
         return self.c2(F.gelu(y))
 
 
-@structure("layernorm_channels_last", exact=False)
+@structure("layernorm_channels_last", exact=False, outputs="c2")
 def _():
     return LayerNormChannels(), torch.randn(2, 3, 8, 8)
 
@@ -440,7 +472,7 @@ class ChannelNormalize(nn.Module):
         return self.head(y * att + y / torch.linalg.vector_norm(y, dim=1, keepdim=True).clamp(min=1e-6))
 
 
-@structure("channel_reductions")
+@structure("channel_reductions", outputs="head")
 def _():
     return ChannelNormalize(), torch.randn(2, 3, 8, 8)
 
@@ -467,20 +499,22 @@ class PatchAttention(nn.Module):
         return self.head(t.mean(1 if self.batch_first else 0))
 
 
-@structure("multihead_attention")
+@structure("multihead_attention", outputs="head")
 def _():
     return PatchAttention(), torch.randn(2, 3, 16, 16)
 
 
-@structure("multihead_attention_seq_first")
+@structure("multihead_attention_seq_first", outputs="head")
 def _():
     return PatchAttention(batch_first=False), torch.randn(2, 3, 16, 16)
 
 
-@structure("vision_transformer_small", exact=False)
+@structure("vision_transformer_small", exact=False, outputs="heads.head")
 def _():
-    return torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4,
-                                                hidden_dim=32, mlp_dim=64, num_classes=10), torch.randn(2, 3, 32, 32)
+    model = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4,
+                                                 hidden_dim=32, mlp_dim=64, num_classes=10)
+    nn.init.normal_(model.heads.head.weight)  # torchvision zero-inits the head: outputs would all be 0
+    return model, torch.randn(2, 3, 32, 32)
 
 
 STRUCTURE_NAMES = list(STRUCTURES)
