@@ -236,3 +236,31 @@ def test_channels_last_activations_keep_their_channels_apart():
     sizes = {grp.name: len(grp) for grp in g.groups}
     assert sizes["fc1"] == 24  # one unit per hidden channel, not one for the whole GELU output
     _check_exact(model, x)
+
+
+class SplitByAnUnrelatedLayer(nn.Module):
+    """A split size read from a layer whose channels are not the ones split: it would not follow."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.other = nn.Conv2d(3, 16, 1), nn.Conv2d(3, 8, 1)
+        self.b1, self.b2, self.c = nn.Conv2d(8, 4, 1), nn.Conv2d(8, 4, 1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        n = self.other.out_channels
+        y1, y2 = torch.split(self.a(x), [n, self.a.out_channels - n], dim=1)
+        return self.b1(y1) + self.b2(y2) + self.c(self.other(x))
+
+
+def test_a_module_size_that_does_not_follow_the_channels_pins_them():
+    model = SplitByAnUnrelatedLayer().eval()
+    x = torch.randn(2, 3, 4, 4)
+    g = ChannelGraph(model, x)
+    assert not any(grp.name in ("a", "other") for grp in g.groups)  # both kept: they decide the split
+    assert any("size read from other.out_channels" in n for n in g.trace.notes)
+    _check_exact(model, x)
+
+
+def test_example_input_of_another_type_is_refused_with_its_type():
+    with pytest.raises(UnsupportedModelError, match="got int"):
+        ChannelGraph(nn.Conv2d(3, 4, 1), 3)
