@@ -6,7 +6,7 @@ The structures are our own re-creations of the models in Torch-Pruning's test su
 v1.6.1) plus structures its tests lack (tests/graph/structures.py). Each is pruned at 30 % of the channels
 by L1 magnitude: `torchslim.prune(model, x, "l1", 0.3)` and Torch-Pruning's `MagnitudePruner(p=1,
 pruning_ratio=0.3)`, told to leave the layers that write the model outputs alone (torchslim keeps output
-shapes by itself). A case passes when the pruned model runs, keeps its output shapes and its MACs fall to
+shapes by itself) and given every nn.MultiheadAttention's head count (`num_heads`), as its docs ask. A case passes when the pruned model runs, keeps its output shapes and its MACs fall to
 at most 0.8x; MACs are counted by Torch-Pruning's `count_ops_and_params` for both sides. torchslim's
 exactness: a random plan removing 40 % of every group, the original with those channels zeroed vs the
 pruned model, max |difference| of the outputs (structures with a LayerNorm over channels are not exact by
@@ -102,8 +102,9 @@ def run_torch_pruning(name: str) -> dict:
     t0 = time.perf_counter()
     try:
         ignored = [model.get_submodule(n) for n in OUTPUT_LAYERS[name]]
+        heads = {m: m.num_heads for m in model.modules() if isinstance(m, torch.nn.MultiheadAttention)}
         pruner = tp.pruner.MagnitudePruner(model, x, importance=tp.importance.MagnitudeImportance(p=1),
-                                           pruning_ratio=0.3, ignored_layers=ignored)
+                                           pruning_ratio=0.3, ignored_layers=ignored, num_heads=heads)
         pruner.step()
         return {"time_s": round(time.perf_counter() - t0, 2), **_verdict(model, x, shapes, base)}
     except Exception as e:
@@ -124,7 +125,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
             f"Command: `{meta['command']}` ({meta['wall_s']:.0f} s wall, budget 15 min, one thread, "
             f"{meta['machine']}; torch {meta['torch']}, torch-pruning {meta['torch_pruning']}). Each structure "
             f"pruned at 30 % of the channels by L1 magnitude; pass = runs, keeps output shapes, MACs <= "
-            f"{MAX_MACS}x (Torch-Pruning's counter for both). Exactness: the original with a random 40 % plan's "
+            f"{MAX_MACS}x (Torch-Pruning's counter for both); Torch-Pruning is told which layers write the outputs and "
+            f"each attention's head count. Exactness (torchslim): the original with a random 40 % plan's "
             f"channels zeroed vs the pruned model (`not exact by nature`: a LayerNorm over channels).\n\n"
             f"**torchslim passes {passed('torchslim')}, Torch-Pruning {passed('torch_pruning')}**; on "
             f"Torch-Pruning's own test structures {passed('torchslim', 'torch-pruning')} vs "
