@@ -199,8 +199,9 @@ def _md(rows, args, heading=True):
               f"kept all their MACs (every channel pinned: the status names the op), {count['error']} refused "
               f"with a clear error, {count['BUG']} failed otherwise, {count['skipped']} skipped (limits). Whole "
               f"run: {sum(r.get('wall_s', 0) for r in rows) / 60:.1f} min wall on one core shared with other "
-              "jobs. Transformers (ViT, Swin, MaxViT) lose MACs in their MLP hidden widths only: attention and "
-              "the embedding width are pinned (the `pinned` notes in the JSON name the ops).\n",
+              "jobs. ViT loses whole attention heads, its embedding width (`hidden_dim` follows) and MLP widths; "
+              "Swin and MaxViT lose MACs in their MLP hidden widths only: their attention functions and the "
+              "embedding width are pinned (the `pinned` notes in the JSON name the ops).\n",
               "| model | input | MACs before | MACs after | ratio | params before | params after | status | "
               "prune (s) | wall (s) |",
               "|---|---|---|---|---|---|---|---|---|---|"]

@@ -58,7 +58,8 @@ class ChannelGraph:
 
     Args:
         model: the network; it is traced in eval mode and not modified.
-        example_input: a tensor the model accepts (one sample is enough).
+        example_input: a tensor the model accepts (one sample is enough), a tuple of positional inputs
+            or a dict of keyword inputs.
 
     Example:
         >>> g = ChannelGraph(model, torch.randn(1, 3, 32, 32))

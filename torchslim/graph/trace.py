@@ -12,6 +12,9 @@ carry a *label tensor* of the same shape whose entries name the channel each ele
   at the same position: those channels must be pruned together.
 * Anything whose channel arithmetic we cannot follow (an unknown op, a literal reshape size, an
   output) joins its labels with label 0, PINNED: such channels are never removed.
+* A sum or norm over the channels is NEUTRAL (-1): it joins nothing (a zeroed channel adds nothing).
+* Sizes read from module attributes (`self.conv.in_channels`, `self.hidden_dim`) are checked once all
+  labels are joined (module_sizes.py): they follow the pruning or pin what they cut.
 
 Joined labels form connected components (`ChannelGraph` in groups.py); each component is one
 prunable unit, and pruning keeps, at every tensor, the positions whose unit survives, in order.
@@ -78,8 +81,9 @@ class TraceResult:
     num_labels: int
     edges: torch.Tensor  # (2, E) label pairs that must be pruned together
     uses: list[ParamUse]
-    macs_per_weight: dict[str, float]  # module -> MACs per weight element (spatial positions x calls)
-    module_kind: dict[str, str]  # module -> "conv", "conv_dw", "conv_group", "linear", "norm", "pad_shortcut"
+    macs_per_weight: dict[str, float]  # "module" (its weight) or "module:tensor" -> MACs per weight element
+    module_kind: dict[str, str]  # module -> "conv", "conv_dw" (whole groups), "conv_group", "linear", "norm",
+    # "groupnorm", "layernorm", "prelu", "attention", "pad_shortcut"
     node_channels: dict[str, torch.Tensor]  # fx node name -> labels along dim 1 (activation sites)
     node_kind: dict[str, str]  # fx node name -> "act" (activation output) | "out" (producer output)
     notes: list[str] = field(default_factory=list)  # why some channels are pinned
