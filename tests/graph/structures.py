@@ -517,6 +517,33 @@ def _():
     return model, torch.randn(2, 3, 32, 32)
 
 
+class MatmulAttention(nn.Module):
+    """timm-style attention written with matmul: qkv reshaped by the module's num_heads / head_dim,
+    q @ k^T with a stored scale, softmax, @ v, heads merged by the size of the input. Head dims follow."""
+
+    def __init__(self, dim=32, heads=4):
+        super().__init__()
+        self.num_heads, self.head_dim = heads, dim // heads
+        self.scale = self.head_dim ** -0.5  # stored: removing head dims leaves it as it is (exact)
+        self.embed = nn.Conv2d(3, dim, 4, stride=4)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, 5)
+
+    def forward(self, x):
+        x = self.embed(x).flatten(2).transpose(1, 2)
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
+        y = (attn @ v).transpose(1, 2).reshape(B, N, C)
+        return self.head((x + self.proj(y)).mean(1))
+
+
+@structure("matmul_attention", outputs="head")
+def _():
+    return MatmulAttention(), torch.randn(2, 3, 16, 16)
+
+
 STRUCTURE_NAMES = list(STRUCTURES)
 
 

@@ -483,6 +483,10 @@ class _Labeler:
             return self.expand(self.along(tlab[0], 1), out.shape)
         if name == "pad":
             return self._pad(node, tlab[0], tin[0], args, kwargs, out)
+        if name in ("matmul", "bmm") and len(tin) == 2 and isinstance(out, torch.Tensor):
+            res = self._matmul(tlab[0], tlab[1], out)
+            if res is not None:
+                return res
         if name in _REDUCE_OPS and isinstance(out, torch.Tensor):
             return self._reduce(node, name, tin[0], tlab[0], args, kwargs, out)
         if isinstance(out, torch.Tensor) and all(_broadcasts(t.shape, out.shape) for t in tin):
@@ -659,6 +663,28 @@ class _Labeler:
             return
         for p in parts[1:]:
             self.join(parts[0], p)
+
+    def _matmul(self, la: torch.Tensor, lb: torch.Tensor, out: torch.Tensor) -> torch.Tensor | None:
+        """a @ b where each operand has channels along at most one of its two matrix dims (attention:
+        q @ k^T, attn @ v; x @ y with x's rows or y's columns as channels). The contracted positions
+        are the same channels on both sides (a zeroed one adds nothing: removing it is exact); the result
+        keeps a's row channels or b's column channels, or none (NEUTRAL). None: not understood."""
+        if la.dim() < 2 or lb.dim() < 2:
+            return None
+        va, vb = set(self._varying(la)), set(self._varying(lb))
+        a_rows, a_inner = la.dim() - 2, la.dim() - 1
+        b_inner, b_cols = lb.dim() - 2, lb.dim() - 1
+        if {a_rows, a_inner} <= va or {b_inner, b_cols} <= vb:
+            return None
+        rows, cols = a_rows in va, b_cols in vb
+        if rows and cols:
+            return None  # each result element would belong to two channels
+        self.join(la.select(a_rows, 0), lb.select(b_cols, 0))
+        if rows:
+            return torch.broadcast_to(la.narrow(a_inner, 0, 1), out.shape)
+        if cols:
+            return torch.broadcast_to(lb.narrow(b_inner, 0, 1), out.shape)
+        return torch.full(out.shape, NEUTRAL, dtype=torch.long)
 
     def _pad(self, node, lab, x, args, kwargs, out):
         pads = args[1] if len(args) > 1 else kwargs["pad"]
