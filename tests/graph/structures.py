@@ -334,7 +334,8 @@ def _():
     return torchvision.models.alexnet(num_classes=10), torch.randn(2, 3, 64, 64)
 
 
-@structure("convnext_layer_scale", "torch-pruning", exact=False, outputs="classifier.2")  # tests/test_unwrapped_parameters.py
+# tests/test_unwrapped_parameters.py
+@structure("convnext_layer_scale", "torch-pruning", exact=False, outputs="classifier.2")
 def _():
     return torchvision.models.convnext_tiny(num_classes=10), torch.randn(2, 3, 32, 32)
 
@@ -463,7 +464,8 @@ class ChannelNormalize(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.c1, self.c2, self.head = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1), nn.Conv2d(16, 4, 1)
+        self.c1, self.c2 = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1)
+        self.head = nn.Conv2d(16, 4, 1)
 
     def forward(self, x):
         y = F.normalize(F.relu(self.c1(x)), dim=1)

@@ -52,7 +52,8 @@ _CHANNELWISE_OPS = {
 # Reductions over the channels that a zeroed channel does not change: pruning it is exact, the result
 # is NEUTRAL (x / x.norm(dim=1, keepdim=True) leaves the channels of x free).
 _CHANNEL_SAFE_REDUCE = {"sum", "norm", "linalg_vector_norm", "vector_norm"}
-_REDUCE_OPS = {"linalg_vector_norm", "vector_norm", "mean", "sum", "amax", "amin", "max", "min", "std", "var", "logsumexp", "norm", "prod"}
+_REDUCE_OPS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "logsumexp", "norm", "prod",
+               "linalg_vector_norm", "vector_norm"}
 ACTIVATIONS = {"relu", "relu_", "relu6", "hardtanh", "silu", "hardswish", "gelu", "leaky_relu", "elu",
                "mish", "ReLU", "ReLU6", "SiLU", "Hardswish", "GELU", "LeakyReLU", "ELU", "Mish", "Hardtanh"}
 _MODULE_SHAPE_OPS = {nn.Flatten: "flatten", nn.Unflatten: "unflatten"}
