@@ -8,9 +8,10 @@ by L1 magnitude: `torchslim.prune(model, x, "l1", 0.3)` and Torch-Pruning's `Mag
 pruning_ratio=0.3)`, told to leave the layers that write the model outputs alone (torchslim keeps output
 shapes by itself) and given every nn.MultiheadAttention's head count (`num_heads`), as its docs ask. A
 case passes when the pruned model runs, keeps its output shapes and its MACs fall to at most 0.8x; MACs
-are counted by Torch-Pruning's `count_ops_and_params` for both sides. torchslim's exactness: a random plan removing 40 % of every group, the original with those channels zeroed vs the
-pruned model, max |difference| of the outputs (structures with a LayerNorm over channels are not exact by
-nature: removing a channel changes the statistics).
+are counted by Torch-Pruning's `count_ops_and_params` for both sides. torchslim's exactness: a random
+plan removing 40 % of every group, the original with those channels zeroed vs the pruned model, max
+|difference| of the outputs (structures with a LayerNorm over channels are not exact by nature: removing a
+channel changes the statistics).
 
 `torch-pruning` is needed only here (the `bench` extra). Writes results/prune_structures.{json,md} and the
 structures table of docs/prune_coverage.md.
