@@ -162,7 +162,13 @@ def write(rows, args):
                "torch": torch.__version__, "torchvision": torchvision.__version__}
     _atomic(RESULTS / "prune_coverage.json", json.dumps(payload, indent=2))
     _atomic(RESULTS / "prune_coverage.md", _md(rows, args))
-    _atomic(DOC, "# Structured pruning coverage of the torchvision zoo\n\n" + DOC_INTRO + _md(rows, args, heading=False))
+    # the per-structure table that bench_prune_structures.py appends is kept
+    tail = DOC.read_text().partition(STRUCTURES_MARKER) if DOC.exists() else ("", "", "")
+    _atomic(DOC, "# Structured pruning coverage of the torchvision zoo\n\n" + DOC_INTRO + _md(rows, args, heading=False)
+            + ("\n" + tail[1] + tail[2] if tail[1] else ""))
+
+
+STRUCTURES_MARKER = "<!-- structures: written by benchmarks/bench_prune_structures.py -->"
 
 
 DOC_INTRO = """Every classification model of `torchvision.models.list_models(module=torchvision.models)`,
@@ -194,8 +200,9 @@ def _md(rows, args, heading=True):
               f"kept all their MACs (every channel pinned: the status names the op), {count['error']} refused "
               f"with a clear error, {count['BUG']} failed otherwise, {count['skipped']} skipped (limits). Whole "
               f"run: {sum(r.get('wall_s', 0) for r in rows) / 60:.1f} min wall on one core shared with other "
-              "jobs. Transformers (ViT, Swin, MaxViT) lose MACs in their MLP hidden widths only: attention and "
-              "the embedding width are pinned (the `pinned` notes in the JSON name the ops).\n",
+              "jobs. ViT loses whole attention heads, its embedding width (`hidden_dim` follows) and MLP widths; "
+              "Swin and MaxViT lose MACs in their MLP hidden widths only: their attention functions and the "
+              "embedding width are pinned (the `pinned` notes in the JSON name the ops).\n",
               "| model | input | MACs before | MACs after | ratio | params before | params after | status | "
               "prune (s) | wall (s) |",
               "|---|---|---|---|---|---|---|---|---|---|"]

@@ -180,9 +180,18 @@ class SizeFromAnotherTensor(nn.Module):
         x = self.stem(x).flatten(2).transpose(1, 2)  # B, N, C
         B, N, C = x.shape
         q, k, v = self.qkv(x).chunk(3, dim=-1)
-        v = v.reshape(B, N, self.heads, self.dh) * torch.sigmoid(q.reshape(B, N, self.heads, self.dh))
+        heads, dh = self.sizes()
+        v = v.reshape(B, N, heads, dh) * torch.sigmoid(q.reshape(B, N, heads, dh))
         out = v.reshape(B, N, C)  # C of x, not of v
         return self.fc((x + self.merge(out)).mean(1))
+
+    def sizes(self):
+        return 2, 8  # literal head sizes
+
+
+class SizeFromAttributes(SizeFromAnotherTensor):
+    def sizes(self):
+        return self.heads, self.dh  # read from the model: they follow the pruning
 
 
 def test_a_size_read_from_another_tensor_couples_the_two():
@@ -193,6 +202,16 @@ def test_a_size_read_from_another_tensor_couples_the_two():
     # v's channels are pinned (literal head sizes) and C comes from x: x's channels must be kept too
     assert not any("stem" in grp.name for grp in g.groups)
     _check_exact(model, x)  # the pruned model runs (it failed with a shape error in reshape before)
+
+
+def test_head_sizes_read_from_the_model_follow_the_pruning():
+    torch.manual_seed(0)
+    model = SizeFromAttributes()
+    x = torch.randn(2, 3, 8, 8)
+    g = ChannelGraph(model, x)
+    assert any("stem" in grp.name for grp in g.groups)  # C, heads and dh are free now
+    _check_exact(model, x, ratio=0.5)
+    assert model.heads == 2 and model.dh < 8 and model.merge.in_features == 2 * model.dh
 
 
 class TokenMLP(nn.Module):
@@ -217,3 +236,31 @@ def test_channels_last_activations_keep_their_channels_apart():
     sizes = {grp.name: len(grp) for grp in g.groups}
     assert sizes["fc1"] == 24  # one unit per hidden channel, not one for the whole GELU output
     _check_exact(model, x)
+
+
+class SplitByAnUnrelatedLayer(nn.Module):
+    """A split size read from a layer whose channels are not the ones split: it would not follow."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.other = nn.Conv2d(3, 16, 1), nn.Conv2d(3, 8, 1)
+        self.b1, self.b2, self.c = nn.Conv2d(8, 4, 1), nn.Conv2d(8, 4, 1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        n = self.other.out_channels
+        y1, y2 = torch.split(self.a(x), [n, self.a.out_channels - n], dim=1)
+        return self.b1(y1) + self.b2(y2) + self.c(self.other(x))
+
+
+def test_a_module_size_that_does_not_follow_the_channels_pins_them():
+    model = SplitByAnUnrelatedLayer().eval()
+    x = torch.randn(2, 3, 4, 4)
+    g = ChannelGraph(model, x)
+    assert not any(grp.name in ("a", "other") for grp in g.groups)  # both kept: they decide the split
+    assert any("size read from other.out_channels" in n for n in g.trace.notes)
+    _check_exact(model, x)
+
+
+def test_example_input_of_another_type_is_refused_with_its_type():
+    with pytest.raises(UnsupportedModelError, match="got int"):
+        ChannelGraph(nn.Conv2d(3, 4, 1), 3)

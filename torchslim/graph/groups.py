@@ -34,6 +34,12 @@ def components(n: int, edges: torch.Tensor) -> torch.Tensor:
         comp = new
 
 
+def _macs_key(key: str) -> tuple[str, str]:
+    """macs_per_weight keys: "module" (its weight) or "module:tensor" (e.g. attention's in_proj_weight)."""
+    mname, _, tname = key.partition(":")
+    return mname, tname or "weight"
+
+
 @dataclass
 class Group:
     """Units that touch the same layers; `name` is the first layer whose filters they are."""
@@ -52,7 +58,8 @@ class ChannelGraph:
 
     Args:
         model: the network; it is traced in eval mode and not modified.
-        example_input: a tensor the model accepts (one sample is enough).
+        example_input: a tensor the model accepts (one sample is enough), a tuple of positional inputs
+            or a dict of keyword inputs.
 
     Example:
         >>> g = ChannelGraph(model, torch.randn(1, 3, 32, 32))
@@ -135,9 +142,10 @@ class ChannelGraph:
                     n *= len(dims[d]) if d in dims else s
                 params += n
         macs = 0.0
-        for mname, per_weight in self.trace.macs_per_weight.items():
-            w = self.model.get_submodule(mname).weight
-            dims = kept.get((mname, "weight"), {})
+        for key, per_weight in self.trace.macs_per_weight.items():
+            mname, tname = _macs_key(key)
+            w = getattr(self.model.get_submodule(mname), tname)
+            dims = kept.get((mname, tname), {})
             n = 1
             for d, s in enumerate(w.shape):
                 n *= len(dims[d]) if d in dims else s
@@ -158,10 +166,11 @@ class ChannelGraph:
         """MACs saved by removing each unit alone (for FLOPs-aware criteria)."""
         cost = torch.zeros(self.num_units)
         for i, u in enumerate(self.uses):
-            if u.name != "weight" or u.module not in self.trace.macs_per_weight or u.dim < 0:
+            key = u.module if u.name == "weight" else f"{u.module}:{u.name}"
+            if key not in self.trace.macs_per_weight or u.dim < 0:
                 continue
-            w = self.model.get_submodule(u.module).weight
-            per_index = self.trace.macs_per_weight[u.module] * w.numel() / w.shape[u.dim]
+            w = getattr(self.model.get_submodule(u.module), u.name)
+            per_index = self.trace.macs_per_weight[key] * w.numel() / w.shape[u.dim]
             uo = self.unit_of[i]
             cost.index_add_(0, uo[uo >= 0], torch.full(((uo >= 0).sum().item(),), float(per_index)))
         return cost

@@ -12,6 +12,9 @@ carry a *label tensor* of the same shape whose entries name the channel each ele
   at the same position: those channels must be pruned together.
 * Anything whose channel arithmetic we cannot follow (an unknown op, a literal reshape size, an
   output) joins its labels with label 0, PINNED: such channels are never removed.
+* A sum or norm over the channels is NEUTRAL (-1): it joins nothing (a zeroed channel adds nothing).
+* Sizes read from module attributes (`self.conv.in_channels`, `self.hidden_dim`) are checked once all
+  labels are joined (module_sizes.py): they follow the pruning or pin what they cut.
 
 Joined labels form connected components (`ChannelGraph` in groups.py); each component is one
 prunable unit, and pruning keeps, at every tensor, the positions whose unit survives, in order.
@@ -26,8 +29,12 @@ import torch.fx as fx
 from torch import nn
 
 from torchslim.errors import UnsupportedModelError
+from torchslim.graph.module_sizes import ModuleSize, SizeConstraint, resolve, tracked_sizes
 
 PINNED = 0
+# A value that carries no channel (a sum or norm over the channels): it joins nothing, and a layer reading
+# it along its channel dim treats it as PINNED.
+NEUTRAL = -1
 
 # Functions/methods that only move elements around: run them on the label tensor.
 _SHAPE_OPS = {
@@ -42,7 +49,11 @@ _CHANNELWISE_OPS = {
     "adaptive_max_pool2d", "adaptive_max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool1d",
     "max_pool2d", "max_pool3d", "interpolate", "upsample", "lp_pool2d", "pixel_unshuffle_",
 }
-_REDUCE_OPS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "logsumexp", "norm", "prod"}
+# Reductions over the channels that a zeroed channel does not change: pruning it is exact, the result
+# is NEUTRAL (x / x.norm(dim=1, keepdim=True) leaves the channels of x free).
+_CHANNEL_SAFE_REDUCE = {"sum", "norm", "linalg_vector_norm", "vector_norm"}
+_REDUCE_OPS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "logsumexp", "norm", "prod",
+               "linalg_vector_norm", "vector_norm"}
 ACTIVATIONS = {"relu", "relu_", "relu6", "hardtanh", "silu", "hardswish", "gelu", "leaky_relu", "elu",
                "mish", "ReLU", "ReLU6", "SiLU", "Hardswish", "GELU", "LeakyReLU", "ELU", "Mish", "Hardtanh"}
 _MODULE_SHAPE_OPS = {nn.Flatten: "flatten", nn.Unflatten: "unflatten"}
@@ -71,8 +82,9 @@ class TraceResult:
     num_labels: int
     edges: torch.Tensor  # (2, E) label pairs that must be pruned together
     uses: list[ParamUse]
-    macs_per_weight: dict[str, float]  # module -> MACs per weight element (spatial positions x calls)
-    module_kind: dict[str, str]  # module -> "conv", "conv_dw", "conv_group", "linear", "norm", "pad_shortcut"
+    macs_per_weight: dict[str, float]  # "module" (its weight) or "module:tensor" -> MACs per weight element
+    module_kind: dict[str, str]  # module -> "conv", "conv_dw" (whole groups), "conv_group", "linear", "norm",
+    # "groupnorm", "layernorm", "prelu", "attention", "pad_shortcut"
     node_channels: dict[str, torch.Tensor]  # fx node name -> labels along dim 1 (activation sites)
     node_kind: dict[str, str]  # fx node name -> "act" (activation output) | "out" (producer output)
     notes: list[str] = field(default_factory=list)  # why some channels are pinned
@@ -101,7 +113,8 @@ def symbolic_trace(model: nn.Module) -> fx.GraphModule:
     tracer = _Tracer(_leaf_types())
     own = set(model.__dict__)
     try:
-        graph = tracer.trace(model)
+        with tracked_sizes(model):  # sizes read from modules stay recognisable in the graph
+            graph = tracer.trace(model)
     except Exception as e:  # fx raises many types; name what failed
         where = ""
         for frame in reversed(getattr(e, "__traceback__", None) and _frames(e) or []):
@@ -169,6 +182,8 @@ class _Labeler:
         # fx node -> where a size value came from: ("size", labels) for x.shape / x.size(),
         # ("dim", labels, k) for x.shape[k] / x.size(k)
         self.sizes: dict[str, tuple] = {}
+        self.size_constraints: list[SizeConstraint] = []  # literal sizes read from module attributes
+        self.layer_sides: dict[tuple[str, str], torch.Tensor] = {}  # (module, "in"|"out") -> channel labels
 
     # -- labels ------------------------------------------------------------------------------
     def fresh(self, n: int) -> torch.Tensor:
@@ -181,14 +196,14 @@ class _Labeler:
         # dims along which both sides are expanded (stride 0) repeat the same pairs: compare one slice
         one = tuple(0 if a.stride(d) == 0 and b.stride(d) == 0 else slice(None) for d in range(a.dim()))
         a, b = a[one], b[one]
-        m = a != b
+        m = (a != b) & (a != NEUTRAL) & (b != NEUTRAL)
         if m.any():
             key = torch.unique(a[m] * (1 << 31) + b[m])  # 1-D unique is much faster than unique(dim=1)
             self.edges.append(torch.stack([key >> 31, key & ((1 << 31) - 1)]))
 
     def pin(self, lab: torch.Tensor, why: str) -> None:
         u = torch.unique(lab)
-        u = u[u != PINNED]
+        u = u[u > PINNED]
         if len(u):
             self.edges.append(torch.stack([u, torch.zeros_like(u)]))
             self.notes.append(why)
@@ -197,12 +212,13 @@ class _Labeler:
         """Labels along `dim`, joining every element of a slice (a channel is pruned as a whole)."""
         if all(lab.stride(d) == 0 or lab.shape[d] == 1 for d in range(lab.dim()) if d != dim):
             # an expanded per-channel vector (most activations): every slice holds one label already
-            return lab[tuple(slice(None) if d == dim else 0 for d in range(lab.dim()))].clone()
+            rep = lab[tuple(slice(None) if d == dim else 0 for d in range(lab.dim()))]
+            return rep.clamp(min=PINNED)  # a channel read from a NEUTRAL value is kept
         flat = lab.movedim(dim, 0).reshape(lab.shape[dim], -1)
         rep = flat[:, 0]
         if flat.shape[1] > 1:
             self.join(rep[:, None], flat)
-        return rep.clone()
+        return rep.clamp(min=PINNED)
 
     @staticmethod
     def expand(ch: torch.Tensor, shape, dim: int = 1) -> torch.Tensor:
@@ -210,16 +226,23 @@ class _Labeler:
         view[dim] = len(ch)
         return ch.view(view).expand(shape)
 
+    def sides(self, module: str, cin: torch.Tensor, cout: torch.Tensor) -> None:
+        """Remember a layer's input and output channels (what its in_channels / out_channels count)."""
+        self.layer_sides.setdefault((module, "in"), cin)
+        self.layer_sides.setdefault((module, "out"), cout)
+
     def use(self, module: str, name: str, dim: int, labels: torch.Tensor, kind: str) -> None:
         key = (module, name, dim)
         if key in self.uses:  # module called twice: its weights serve both calls
             self.join(self.uses[key].labels, labels)
         else:
-            self.uses[key] = ParamUse(module, name, dim, labels.clone(), kind)
+            self.uses[key] = ParamUse(module, name, dim, labels.clamp(min=PINNED), kind)
 
     # -- running ------------------------------------------------------------------------------
-    def run(self, example: torch.Tensor):
+    def run(self, args: tuple, kwargs: dict):
+        """Run on the model's positional `args` and keyword `kwargs` (model inputs are PINNED)."""
         env: dict[str, tuple] = {}
+        positional = list(args)
 
         def val(a):
             return _tree_map(a, lambda n: env[n.name][0] if isinstance(n, fx.Node) else n)
@@ -230,9 +253,7 @@ class _Labeler:
 
         for node in self.gm.graph.nodes:
             if node.op == "placeholder":
-                if node.name in env:
-                    continue
-                v = example if not env else None
+                v = _placeholder_value(node, positional, kwargs)
                 env[node.name] = (v, torch.zeros(v.shape, dtype=torch.long) if isinstance(v, torch.Tensor) else None)
                 continue
             if node.op == "output":
@@ -278,8 +299,12 @@ class _Labeler:
 
         fqn = node.target
         x, xl = (args[0], arg_labs[0]) if args else (None, None)
-        if isinstance(m, nn.modules.conv._ConvNd) and not m.transposed and isinstance(x, torch.Tensor):
+        if isinstance(m, nn.modules.conv._ConvNd) and isinstance(x, torch.Tensor):
             return self._conv(fqn, m, xl, out, node.name)
+        if isinstance(m, nn.GroupNorm):
+            return self._group_norm(fqn, m, xl)
+        if isinstance(m, nn.MultiheadAttention) and _plain_self_attention(m, node):
+            return self._self_attention(fqn, m, xl, out)
         if isinstance(m, nn.Linear):
             return self._linear(fqn, m, xl, out)
         if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)):
@@ -287,6 +312,8 @@ class _Labeler:
             for name in ("weight", "bias", "running_mean", "running_var"):
                 if getattr(m, name, None) is not None:
                     self.use(fqn, name, 0, ch, "norm")
+            self.use(fqn, "_channels", 0, ch, "norm")  # num_features follows (InstanceNorm: no tensors)
+            self.sides(fqn, ch, ch)
             self.module_kind[fqn] = "norm"
             return xl
         if isinstance(m, nn.LayerNorm):
@@ -294,6 +321,7 @@ class _Labeler:
         if isinstance(m, nn.PReLU) and m.num_parameters > 1:
             ch = self.along(xl, 1)
             self.use(fqn, "weight", 0, ch, "norm")
+            self.sides(fqn, ch, ch)
             self.module_kind[fqn] = "prelu"
             return xl
         if isinstance(m, ChannelPadShortcut):
@@ -316,34 +344,93 @@ class _Labeler:
         return _pinned_like(out)
 
     def _conv(self, fqn, m, xl, out, node_name):
+        """1-D/2-D/3-D convolutions and their transposes, any groups. A plain conv's weight is
+        (out, in/g, k...), a transposed one's (in, out/g, k...): dim 0 always spans every channel of its
+        side, dim 1 one group's channels."""
         g = m.groups
         cin = self.along(xl, 1)
         in_pg, out_pg = m.in_channels // g, m.out_channels // g
-        self.macs_per_weight[fqn] = self.macs_per_weight.get(fqn, 0) + out[0].numel() / out.shape[1]
+        full_dim, group_dim = (1, 0) if m.transposed else (0, 1)  # the weight dims of all outputs / of a group's
+        # MACs per weight element: output positions (input positions for a transposed conv)
+        site = xl if m.transposed else out
+        self.macs_per_weight[fqn] = self.macs_per_weight.get(fqn, 0) + site[0].numel() / site.shape[1]
         if g == 1:
             outl = self.fresh(m.out_channels)
-            self.use(fqn, "weight", 1, cin, "in")
+            self.use(fqn, "weight", 1 - full_dim, cin, "in")
+            self.use(fqn, "weight", full_dim, outl, "out")
             self.module_kind[fqn] = "conv"
-        elif in_pg == 1 and out_pg == 1:  # depthwise: channel c in -> channel c out
-            outl = cin.clone()
+        elif in_pg == 1 or out_pg == 1:
+            # depthwise (with a channel multiplier) or many-to-one groups: prune whole groups, i.e. a
+            # group's inputs and outputs are one unit; the group count shrinks.
+            per = cin.view(g, in_pg)
+            self.join(per[:, :1], per)
+            outl = per[:, 0].repeat_interleave(out_pg)
+            if m.transposed:
+                self.use(fqn, "weight", 0, cin, "in")
+            else:
+                self.use(fqn, "weight", 0, outl, "out")
             self.module_kind[fqn] = "conv_dw"
-        elif in_pg == out_pg:  # grouped: keep the group count, prune the same positions in each group
+        else:
+            # grouped: keep the group count, prune the same positions in each group (inputs joined
+            # across groups; with as many outputs as inputs per group, output i follows input i)
             per = cin.view(g, in_pg)
             self.join(per[:1], per)
-            outl = cin.clone()
-            self.use(fqn, "weight", 1, per[0], "in")
+            one = per[0] if in_pg == out_pg else self.fresh(out_pg)
+            outl = one.repeat(g) if in_pg != out_pg else cin.clone()
+            if m.transposed:
+                self.use(fqn, "weight", 0, cin, "in")
+                self.use(fqn, "weight", 1, one, "out")
+            else:
+                self.use(fqn, "weight", 1, per[0], "in")
+                self.use(fqn, "weight", 0, outl, "out")
             self.module_kind[fqn] = "conv_group"
-        else:
-            self.pin(cin, f"grouped conv {fqn!r} with {in_pg} inputs and {out_pg} outputs per group is kept")
-            outl = torch.zeros(m.out_channels, dtype=torch.long)
-            self.module_kind[fqn] = "conv_fixed"
-        self.use(fqn, "weight", 0, outl, "out")
         if m.bias is not None:
             self.use(fqn, "bias", 0, outl, "out")
+        self.sides(fqn, cin, outl)
         ol = self.expand(outl, out.shape)
         self.node_channels[node_name] = outl
         self.node_kind.setdefault(node_name, "out")
         return ol
+
+    def _self_attention(self, fqn, m, xl, out):
+        """nn.MultiheadAttention on one tensor (query = key = value): prune whole heads (exact: a head's
+        head_dim and softmax scale stay as they are; removing head dims would change the scale). torch
+        computes head_dim from the query width, so the q/k/v width follows the input channels position by
+        position, and the output (a residual in practice) keeps the input's channels."""
+        tokens = xl[..., 0].numel()
+        cin = self.along(xl, xl.dim() - 1)
+        per = cin.view(m.num_heads, m.head_dim)
+        self.join(per[:, :1], per)
+        self.use(fqn, "in_proj_weight", 1, cin, "in")
+        self.use(fqn, "in_proj_weight", 0, cin.repeat(3), "out")
+        if m.in_proj_bias is not None:
+            self.use(fqn, "in_proj_bias", 0, cin.repeat(3), "out")
+        proj = f"{fqn}.out_proj"
+        self.use(proj, "weight", 1, cin, "in")
+        self.use(proj, "weight", 0, cin, "out")
+        if m.out_proj.bias is not None:
+            self.use(proj, "bias", 0, cin, "out")
+        self.module_kind[fqn] = "attention"
+        self.module_kind[proj] = "linear"
+        self.sides(fqn, cin, cin)
+        # projection MACs per weight element: one per token (the L x L products are not counted)
+        self.macs_per_weight[f"{fqn}:in_proj_weight"] = self.macs_per_weight.get(f"{fqn}:in_proj_weight", 0) + tokens
+        self.macs_per_weight[proj] = self.macs_per_weight.get(proj, 0) + tokens
+        return (self.expand(cin, out[0].shape, dim=out[0].dim() - 1),) + tuple(_pinned_like(list(out[1:])))
+
+    def _group_norm(self, fqn, m, xl):
+        """GroupNorm normalises each group of channels together: prune whole groups (exact: a removed
+        group's statistics never touch the others)."""
+        ch = self.along(xl, 1)
+        per = ch.view(m.num_groups, -1)
+        self.join(per[:, :1], per)
+        for name in ("weight", "bias"):
+            if getattr(m, name, None) is not None:
+                self.use(fqn, name, 0, ch, "norm")
+        self.use(fqn, "_channels", 0, ch, "norm")  # num_channels / num_groups follow, affine or not
+        self.sides(fqn, ch, ch)
+        self.module_kind[fqn] = "groupnorm"
+        return xl
 
     def _linear(self, fqn, m, xl, out):
         cin = self.along(xl, -1)
@@ -353,6 +440,7 @@ class _Labeler:
         if m.bias is not None:
             self.use(fqn, "bias", 0, outl, "out")
         self.module_kind[fqn] = "linear"
+        self.sides(fqn, cin, outl)
         self.macs_per_weight[fqn] = self.macs_per_weight.get(fqn, 0) + out[0].numel() / out.shape[-1]
         return self.expand(outl, out.shape, dim=out.dim() - 1)
 
@@ -400,6 +488,10 @@ class _Labeler:
             return self.expand(self.along(tlab[0], 1), out.shape)
         if name == "pad":
             return self._pad(node, tlab[0], tin[0], args, kwargs, out)
+        if name in ("matmul", "bmm") and len(tin) == 2 and isinstance(out, torch.Tensor):
+            res = self._matmul(tlab[0], tlab[1], out)
+            if res is not None:
+                return res
         if name in _REDUCE_OPS and isinstance(out, torch.Tensor):
             return self._reduce(node, name, tin[0], tlab[0], args, kwargs, out)
         if isinstance(out, torch.Tensor) and all(_broadcasts(t.shape, out.shape) for t in tin):
@@ -408,6 +500,8 @@ class _Labeler:
             for other in tlab:
                 if other is not base:
                     self.join(base, other)
+                    if bool((base == NEUTRAL).any()):  # take the channels of the other side
+                        base = torch.where(base == NEUTRAL, other, base)
             if name in ACTIVATIONS:
                 self._activation_site(node.name, base)
             return base
@@ -420,6 +514,9 @@ class _Labeler:
         a = arg_labs[1:] if node.op == "call_method" else arg_labs
         if name in ("to", "float", "half", "double", "type_as"):
             return arg_labs[0]
+        if name in ("view", "view_as") and node.op == "call_method":
+            # label tensors are broadcast views (stride 0) that `view` cannot reshape; reshape copies
+            fn = getattr(arg_labs[0], "reshape" if name == "view" else "reshape_as")
         res = fn(*a, **kw_labs)
         src = _tensors(arg_labs)
         if name in ("view", "reshape", "expand"):
@@ -501,11 +598,12 @@ class _Labeler:
         if name == "unflatten":
             start = shape_args[0] % res.dim() if isinstance(shape_args[0], int) else None
             sizes = list(shape_args[1])
-            literal = {start + i: isinstance(s, int) and s != -1 for i, s in enumerate(sizes)} if start is not None else {}
+            given = {start + i: s for i, s in enumerate(sizes)} if start is not None else {}
         else:
             if len(shape_args) == 1 and isinstance(shape_args[0], (list, tuple)):
                 shape_args = list(shape_args[0])
-            literal = {i: isinstance(s, int) and s != -1 for i, s in enumerate(shape_args)}
+            given = dict(enumerate(shape_args))
+        literal = {d: isinstance(s, int) and not isinstance(s, ModuleSize) and s != -1 for d, s in given.items()}
         lit = [d for d in var if literal.get(d, False)]
         free = [d for d in var if not literal.get(d, False)]
         if not free:
@@ -515,6 +613,38 @@ class _Labeler:
         # (channel shuffle: the same channel of every group).
         for d in lit + free[:-1]:
             self.join(res.narrow(d, 0, 1), res)
+        for d, size in given.items():  # a size read from a module: it must count what the dim keeps
+            if isinstance(size, ModuleSize):
+                self.size_constraint(size, res, d, f"{name} at {node.name}", shrinks=d == free[-1])
+
+    def size_constraint(self, size: ModuleSize, lab: torch.Tensor, d: int, where: str, shrinks: bool) -> None:
+        """A size read from module attributes at dim `d` of `lab`: checked in `resolve_sizes`. A dim that
+        is kept whole (`shrinks` False) must keep its size: every layer the size is read from is kept."""
+        if shrinks:
+            self.size_constraints.append(SizeConstraint(size, lab.movedim(d, 0).reshape(lab.shape[d], -1), where))
+        else:
+            self.size_constraints.append(SizeConstraint(size, None, where))
+
+    def resolve_sizes(self, model: nn.Module) -> None:
+        """Once every channel is joined: sizes read from modules that follow the pruning are left free,
+        a model's own attribute becomes a virtual use `_int:<name>` (the surgery sets it to the kept count),
+        the rest pin their channels and the layers they were read from."""
+        if not self.size_constraints:
+            return
+        from torchslim.graph.groups import components
+
+        edges = torch.cat(self.edges, 1) if self.edges else torch.zeros(2, 0, dtype=torch.long)
+        comp = components(self.next, edges)
+        for action in resolve(self.size_constraints, comp, self.layer_sides, model):
+            if action[0] == "attr":
+                _, module, attr, labels = action
+                self.use(module, f"_int:{attr}", 0, labels, "norm")
+            else:
+                _, labels, layers, why = action
+                if labels is not None:
+                    self.pin(labels, why)
+                for ch in layers:
+                    self.pin(ch, why)
 
     def _check_split(self, node, name, src, res):
         parts = list(res)
@@ -525,7 +655,12 @@ class _Labeler:
         if dim not in self._varying(src):
             return
         sizes = {p.shape[dim] for p in parts}
-        size_arg = node.args[1] if len(node.args) > 1 else None
+        size_arg = node.args[1] if len(node.args) > 1 else node.kwargs.get("split_size_or_sections")
+        if name == "split" and isinstance(size_arg, (list, tuple)) and size_arg and \
+                all(isinstance(s, ModuleSize) for s in size_arg):
+            for p, size in zip(parts, size_arg):  # sizes read from modules: each must count what its part keeps
+                self.size_constraint(size, p, dim, f"{name} at {node.name}", shrinks=True)
+            return
         literal = name in ("split", "tensor_split") and (
             isinstance(size_arg, (list, tuple)) or isinstance(size_arg, int))
         if len(sizes) != 1 or literal:
@@ -533,6 +668,28 @@ class _Labeler:
             return
         for p in parts[1:]:
             self.join(parts[0], p)
+
+    def _matmul(self, la: torch.Tensor, lb: torch.Tensor, out: torch.Tensor) -> torch.Tensor | None:
+        """a @ b where each operand has channels along at most one of its two matrix dims (attention:
+        q @ k^T, attn @ v; x @ y with x's rows or y's columns as channels). The contracted positions
+        are the same channels on both sides (a zeroed one adds nothing: removing it is exact); the result
+        keeps a's row channels or b's column channels, or none (NEUTRAL). None: not understood."""
+        if la.dim() < 2 or lb.dim() < 2:
+            return None
+        va, vb = set(self._varying(la)), set(self._varying(lb))
+        a_rows, a_inner = la.dim() - 2, la.dim() - 1
+        b_inner, b_cols = lb.dim() - 2, lb.dim() - 1
+        if {a_rows, a_inner} <= va or {b_inner, b_cols} <= vb:
+            return None
+        rows, cols = a_rows in va, b_cols in vb
+        if rows and cols:
+            return None  # each result element would belong to two channels
+        self.join(la.select(a_rows, 0), lb.select(b_cols, 0))
+        if rows:
+            return torch.broadcast_to(la.narrow(a_inner, 0, 1), out.shape)
+        if cols:
+            return torch.broadcast_to(lb.narrow(b_inner, 0, 1), out.shape)
+        return torch.full(out.shape, NEUTRAL, dtype=torch.long)
 
     def _pad(self, node, lab, x, args, kwargs, out):
         pads = args[1] if len(args) > 1 else kwargs["pad"]
@@ -549,6 +706,10 @@ class _Labeler:
 
     def _reduce(self, node, name, x, lab, args, kwargs, out):
         dims = kwargs.get("dim", args[1] if len(args) > 1 and not isinstance(args[1], bool) else None)
+        if name in ("norm", "linalg_vector_norm", "vector_norm"):  # (x, p, dim) / (x, ord, dim)
+            dims = kwargs.get("dim", args[2] if len(args) > 2 else None)
+        if name in _CHANNEL_SAFE_REDUCE and self._reads_channels_only(name, lab, dims, args, kwargs):
+            return torch.full(out.shape, NEUTRAL, dtype=torch.long)
         if dims is None or (name in ("max", "min") and isinstance(out, tuple)):
             self.pin(lab, f"{name} at {node.name} reduces over channels: they are kept")
             return _pinned_like(out)
@@ -561,6 +722,51 @@ class _Labeler:
         keep = kwargs.get("keepdim", args[2] if len(args) > 2 and isinstance(args[2], bool) else False)
         res = lab.amax(dim=dims, keepdim=bool(keep))
         return res.expand(out.shape) if res.shape != out.shape else res
+
+    def _reads_channels_only(self, name, lab, dims, args, kwargs) -> bool:
+        """A sum or non-negative p-norm that reduces every dim where channels vary: a zeroed channel adds
+        nothing to it, so removing that channel gives the same value."""
+        p = kwargs.get("p", kwargs.get("ord", args[1] if len(args) > 1 and name != "sum" else 2))
+        if name != "sum" and not (isinstance(p, (int, float)) and p >= 0 or p in ("fro",)):
+            return False
+        var = self._varying(lab)
+        if dims is None:
+            return True
+        dims = {d % lab.dim() for d in ([dims] if isinstance(dims, int) else dims)}
+        return bool(var) and set(var) <= dims
+
+
+def _plain_self_attention(m: nn.MultiheadAttention, node: fx.Node) -> bool:
+    """Self-attention whose q, k, v share one input and one projection matrix (ViT, most hybrids)."""
+    qkv = list(node.args[:3]) + [node.kwargs.get(k) for k in ("query", "key", "value") if k in node.kwargs]
+    return (m._qkv_same_embed_dim and m.bias_k is None and not m.add_zero_attn and len(qkv) == 3
+            and qkv[0] is qkv[1] is qkv[2])
+
+
+def _placeholder_value(node: fx.Node, positional: list, kwargs: dict):
+    """The value of a forward() argument: next positional input, else by keyword, else its default."""
+    if positional:
+        return positional.pop(0)
+    if node.target in kwargs:
+        return kwargs[node.target]
+    return node.args[0] if node.args else None
+
+
+def model_inputs(example_input) -> tuple[tuple, dict]:
+    """(args, kwargs) of a model call: a tensor is one argument, a tuple/list several, a dict keywords."""
+    if isinstance(example_input, torch.Tensor):
+        return (example_input,), {}
+    if isinstance(example_input, (tuple, list)) and example_input:
+        return tuple(example_input), {}
+    if isinstance(example_input, dict) and example_input:
+        return (), dict(example_input)
+    raise UnsupportedModelError(f"example_input must be a tensor, a tuple of inputs or a dict of keyword inputs, "
+                                f"got {type(example_input).__name__}")
+
+
+def first_sample(example_input):
+    """The example cut to its first sample (every tensor's dim 0), same structure."""
+    return _tree_map(example_input, lambda v: v[:1].detach() if isinstance(v, torch.Tensor) and v.dim() else v)
 
 
 def _broadcasts(a, b) -> bool:
@@ -581,21 +787,22 @@ def _fetch_attr(gm, target: str):
     return obj
 
 
-def trace(model: nn.Module, example_input: torch.Tensor) -> TraceResult:
-    """Trace `model` (torch.fx) and label its channels on `example_input` (only the first sample is used).
+def trace(model: nn.Module, example_input) -> TraceResult:
+    """Trace `model` (torch.fx) and label its channels on `example_input` (only the first sample is used):
+    a tensor, a tuple of positional inputs (`model(a, b)`) or a dict of keyword inputs.
 
     Example:
         >>> tr = trace(torchvision.models.resnet18(), torch.randn(1, 3, 64, 64))
     """
-    if not isinstance(example_input, torch.Tensor):
-        raise UnsupportedModelError("example_input must be one tensor (models with several inputs are not supported)")
+    args, kwargs = model_inputs(first_sample(example_input))
     was_training = model.training
     model.eval()
     try:
         gm = symbolic_trace(model)
         lab = _Labeler(gm)
         with torch.no_grad():
-            lab.run(example_input[:1].detach())
+            lab.run(args, kwargs)
+            lab.resolve_sizes(model)
     finally:
         model.train(was_training)
     edges = torch.cat(lab.edges, 1) if lab.edges else torch.zeros(2, 0, dtype=torch.long)

@@ -207,7 +207,8 @@ def prune(model: nn.Module, example_input: torch.Tensor, criterion: str = "l1", 
 
     Args:
         model: a traceable CNN (torchvision zoo, torchslim models, most custom models).
-        example_input: a tensor the model accepts, e.g. torch.randn(1, 3, 32, 32).
+        example_input: a tensor the model accepts, e.g. torch.randn(1, 3, 32, 32); a tuple of tensors for
+            `model(a, b)` or a dict for keyword inputs `model(a=..., b=...)`.
         criterion: importance criterion name (see `torchslim.prune.criteria.CRITERIA`).
         ratio: fraction of channels removed from every group; or
         target_macs / target_params: prune until MACs (params) <= this fraction of the original.

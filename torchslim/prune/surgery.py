@@ -19,17 +19,29 @@ def _slice(t: torch.Tensor, dims: dict[int, torch.Tensor]) -> torch.Tensor:
     return t.contiguous()
 
 
-def _fix_attributes(name: str, m: nn.Module, kind: str | None) -> None:
+def _fix_attributes(name: str, m: nn.Module, kind: str | None, tensors: dict) -> None:
+    channels = tensors.get("_channels", {}).get(0)  # kept channels of a norm layer
     if isinstance(m, nn.modules.conv._ConvNd):
-        if kind == "conv_dw":
-            m.groups = m.weight.shape[0]
-        m.out_channels = m.weight.shape[0]
-        m.in_channels = m.weight.shape[1] * m.groups
+        # weight: (out, in/g, k...) or, transposed, (in, out/g, k...); dim 0 spans all channels
+        full = m.in_channels if m.transposed else m.out_channels
+        if kind == "conv_dw":  # whole groups removed: each group keeps its size
+            m.groups = m.groups * m.weight.shape[0] // full
+        if m.transposed:
+            m.in_channels, m.out_channels = m.weight.shape[0], m.weight.shape[1] * m.groups
+        else:
+            m.out_channels, m.in_channels = m.weight.shape[0], m.weight.shape[1] * m.groups
     elif isinstance(m, nn.Linear):
         m.out_features, m.in_features = m.weight.shape
+    elif isinstance(m, nn.MultiheadAttention):
+        m.embed_dim = m.kdim = m.vdim = m.in_proj_weight.shape[1]
+        m.num_heads = m.embed_dim // m.head_dim  # whole heads removed
+    elif isinstance(m, nn.GroupNorm):
+        if channels is not None:
+            per_group = m.num_channels // m.num_groups
+            m.num_channels, m.num_groups = len(channels), len(channels) // per_group
     elif isinstance(m, (nn.modules.batchnorm._NormBase,)):
-        t = m.weight if m.weight is not None else m.running_mean
-        m.num_features = t.shape[0]
+        if channels is not None:
+            m.num_features = len(channels)
     elif isinstance(m, nn.LayerNorm):
         m.normalized_shape = tuple(m.weight.shape)
     elif isinstance(m, nn.PReLU):
@@ -88,5 +100,7 @@ def apply_plan(model: nn.Module, graph: ChannelGraph, plan: torch.Tensor) -> nn.
                     m._parameters[tname] = nn.Parameter(_slice(old.data, dims), requires_grad=old.requires_grad)
                 elif tname in m._buffers:
                     m._buffers[tname] = _slice(m._buffers[tname], dims)
-            _fix_attributes(mname, m, kinds.get(mname))
+                elif tname.startswith("_int:"):  # a size the model reads from its own attribute
+                    setattr(m, tname[len("_int:"):], len(dims[0]))
+            _fix_attributes(mname, m, kinds.get(mname), tensors)
     return model
