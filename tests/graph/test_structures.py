@@ -47,7 +47,9 @@ def test_prune_verb_shrinks_every_structure(name):
     model.eval()
     with torch.no_grad():
         before = outputs(call(model, x))
-    small = prune(model, x, "l1", 0.3)
+    # round_to=1: these structures have 4-16 channels a group, where the default rounding of kept
+    # counts (for runtime speed, tested in tests/prune) would decide the ratio; here the graph is tested
+    small = prune(model, x, "l1", 0.3, round_to=1)
     with torch.no_grad():
         after = outputs(call(small.eval(), x))
     assert [a.shape for a in after] == [b.shape for b in before]

@@ -142,13 +142,15 @@ def test_round_to_keeps_multiples_and_still_meets_the_target(allocation):
     assert p(x).shape == (1, 10)
 
 
-def test_round_to_is_the_default_and_spares_groups_smaller_than_it():
+def test_round_to_is_the_default_and_small_groups_keep_a_smaller_power_of_two():
+    from torchslim.prune.allocation import group_step
     from torchslim.prune.api import ROUND_TO
 
     assert PruneConfig(ratio=0.5).round_to == ROUND_TO > 1
+    assert [group_step(n, 8) for n in (3, 8, 12, 16, 64)] == [1, 4, 4, 8, 8]
     m = create_model("digits_cnn", width=12)
-    p = prune(m, X8, "l1", 0.5, round_to=16)  # 12 channels cannot keep a multiple of 16: left whole
-    assert _pruned_widths(p)[0] == 12
+    p = prune(m, X8, "l1", 0.5, round_to=16)  # 12 channels cannot keep a multiple of 16: multiples of 4
+    assert _pruned_widths(p)[0] in (4, 8)
     with pytest.raises(InvalidInputError, match="round_to"):
         prune(m, X8, "l1", 0.5, round_to=0)
 

@@ -70,8 +70,18 @@ def select(graph: ChannelGraph, scores: torch.Tensor, ratio: float, *, allocatio
     return _round_kept(plan, groups, norm, round_to)
 
 
+def group_step(size: int, round_to: int) -> int:
+    """The multiple a group of `size` units keeps: `round_to`, or for a small group the largest power of
+    two up to half of it, so every group can still lose channels (an 8-channel layer under round_to 8
+    could otherwise only stay whole; it keeps multiples of 4)."""
+    step = 1
+    while step * 2 <= min(round_to, size // 2):
+        step *= 2
+    return step if step < round_to else round_to
+
+
 def _round_kept(plan: torch.Tensor, groups: list, scores: torch.Tensor, round_to: int) -> torch.Tensor:
-    """Give back each group's best-scored removed units until it keeps a multiple of `round_to`."""
+    """Give back each group's best-scored removed units until it keeps a multiple of its step."""
     if round_to == 1:
         return plan
     for g in groups:
@@ -79,7 +89,7 @@ def _round_kept(plan: torch.Tensor, groups: list, scores: torch.Tensor, round_to
         kept = len(g) - len(removed)
         if len(removed) == 0:
             continue
-        restore = min(-kept % round_to, len(removed))  # a group smaller than round_to stays whole
+        restore = min(-kept % group_step(len(g), round_to), len(removed))
         if restore:
             plan[removed[torch.argsort(scores[removed], descending=True, stable=True)[:restore]]] = False
     return plan
@@ -120,15 +130,16 @@ def _give_back(graph, plan, scores, goal, metric, groups, round_to) -> torch.Ten
     """Rounded counts move in steps of `round_to` in every group at once, so the plan found by the ratio
     search can land far below the goal (ResNet-56 at 0.66x MACs, round_to 8: 0.25x). Give back
     `round_to` units at a time, to the most-pruned group first, while the goal still holds."""
-    open_groups = [g for g in groups if plan[g.units].sum() >= round_to]
+    step = {g.index: group_step(len(g), round_to) for g in groups}
+    open_groups = [g for g in groups if plan[g.units].sum() >= step[g.index]]
     while open_groups:
         g = max(open_groups, key=lambda g: (plan[g.units].float().mean().item(), -g.index))
         removed = g.units[plan[g.units]]
         trial = plan.clone()
-        trial[removed[torch.argsort(scores[removed], descending=True, stable=True)[:round_to]]] = False
+        trial[removed[torch.argsort(scores[removed], descending=True, stable=True)[:step[g.index]]]] = False
         if graph.estimate(trial)[metric] <= goal:
             plan = trial
-            if trial[g.units].sum() >= round_to:
+            if trial[g.units].sum() >= step[g.index]:
                 continue
         open_groups.remove(g)
     return plan
