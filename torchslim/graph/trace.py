@@ -26,6 +26,7 @@ import torch.fx as fx
 from torch import nn
 
 from torchslim.errors import UnsupportedModelError
+from torchslim.graph.concrete import CAVEAT, concrete_trace
 
 PINNED = 0
 
@@ -76,6 +77,8 @@ class TraceResult:
     node_channels: dict[str, torch.Tensor]  # fx node name -> labels along dim 1 (activation sites)
     node_kind: dict[str, str]  # fx node name -> "act" (activation output) | "out" (producer output)
     notes: list[str] = field(default_factory=list)  # why some channels are pinned
+    tracer: str = "symbolic"  # "symbolic" (torch.fx) or "concrete" (the forward pass of the example, concrete.py)
+    caveat: str | None = None  # what the tracer used cannot promise
 
 
 class _Tracer(fx.Tracer):
@@ -587,14 +590,28 @@ def trace(model: nn.Module, example_input: torch.Tensor) -> TraceResult:
         raise UnsupportedModelError("example_input must be one tensor (models with several inputs are not supported)")
     was_training = model.training
     model.eval()
+    x = example_input[:1].detach()
+    tracer, caveat = "symbolic", None
     try:
-        gm = symbolic_trace(model)
+        try:
+            gm = symbolic_trace(model)
+        except UnsupportedModelError as symbolic_error:  # data-dependent control flow: trace what ran
+            gm = _concrete_fallback(model, x, symbolic_error)
+            tracer, caveat = "concrete", CAVEAT.format(shape=tuple(x.shape))
         lab = _Labeler(gm)
         with torch.no_grad():
-            lab.run(example_input[:1].detach())
+            lab.run(x)
     finally:
         model.train(was_training)
     edges = torch.cat(lab.edges, 1) if lab.edges else torch.zeros(2, 0, dtype=torch.long)
     notes = list(dict.fromkeys(lab.notes))
     return TraceResult(gm, lab.next, edges, list(lab.uses.values()), lab.macs_per_weight, lab.module_kind,
-                       lab.node_channels, lab.node_kind, notes)
+                       lab.node_channels, lab.node_kind, notes, tracer, caveat)
+
+
+def _concrete_fallback(model: nn.Module, x: torch.Tensor, symbolic_error: Exception) -> fx.GraphModule:
+    try:
+        return concrete_trace(model, x, _Tracer(_leaf_types()).is_leaf_module)
+    except Exception as e:
+        raise UnsupportedModelError(f"{symbolic_error}; tracing the forward pass of the example input failed "
+                                    f"too: {type(e).__name__}: {e}") from None
