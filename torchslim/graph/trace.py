@@ -29,6 +29,7 @@ from torchslim.errors import UnsupportedModelError
 from torchslim.graph.concrete import CAVEAT, concrete_trace
 
 PINNED = 0
+SPLIT_SIZE = "_split:"  # virtual attribute of a "size" use: `_split:<attr>.<part>` counts part <part> of <attr>
 
 # Functions/methods that only move elements around: run them on the label tensor.
 _SHAPE_OPS = {
@@ -56,7 +57,8 @@ class ParamUse:
 
     kind: "out" (a conv/linear output filter), "in" (a consumer's input channel), "norm" (a per-channel
     affine/statistic), "free" (any other parameter, labelled per element: `dim` is -1 and `labels`
-    has the parameter's shape).
+    has the parameter's shape), "size" (one part of a list attribute of channel counts, see
+    `_split_sizes_follow`).
     """
 
     module: str
@@ -154,8 +156,9 @@ def _target_name(node: fx.Node) -> str:
 class _Labeler:
     """Runs the graph on real values and label tensors side by side."""
 
-    def __init__(self, gm: fx.GraphModule):
+    def __init__(self, gm: fx.GraphModule, model: nn.Module | None = None):
         self.gm = gm
+        self.model = model  # the traced model: attributes that hold channel counts (split sizes)
         self.modules = dict(gm.named_modules())
         self.next = 1
         self.edges: list[torch.Tensor] = []
@@ -527,11 +530,33 @@ class _Labeler:
         size_arg = node.args[1] if len(node.args) > 1 else None
         literal = name in ("split", "tensor_split") and (
             isinstance(size_arg, (list, tuple)) or isinstance(size_arg, int))
+        if literal and self._split_sizes_follow(node, size_arg, dim, parts):
+            return
         if len(sizes) != 1 or literal:
             self.pin(src, f"{name} at {node.name} splits channels at fixed positions: they are kept")
             return
         for p in parts[1:]:
             self.join(parts[0], p)
+
+    def _split_sizes_follow(self, node, sizes, dim, parts) -> bool:
+        """`torch.split(x, self.splits, 1)` (timm's MixedConv2d: one kernel size per channel part):
+        when the sizes are a list attribute of the module that splits, every part is pruned on its
+        own and surgery rewrites the attribute to the new part sizes ("size" uses, one per part)."""
+        stack = node.meta.get("nn_module_stack") or {}
+        if self.model is None or not stack or not isinstance(sizes, (list, tuple)):
+            return False
+        owner = list(stack.values())[-1][0]
+        try:
+            m = self.model.get_submodule(owner)
+        except AttributeError:
+            return False
+        attr = next((k for k, v in vars(m).items() if not k.startswith("_") and isinstance(v, (list, tuple))
+                     and list(v) == list(sizes)), None)
+        if attr is None:
+            return False
+        for i, p in enumerate(parts):
+            self.use(owner, f"{SPLIT_SIZE}{attr}.{i}", 0, self.along(p, dim), "size")
+        return True
 
     def _pad(self, node, lab, x, args, kwargs, out):
         pads = args[1] if len(args) > 1 else kwargs["pad"]
@@ -598,7 +623,7 @@ def trace(model: nn.Module, example_input: torch.Tensor) -> TraceResult:
         except UnsupportedModelError as symbolic_error:  # data-dependent control flow: trace what ran
             gm = _concrete_fallback(model, x, symbolic_error)
             tracer, caveat = "concrete", CAVEAT.format(shape=tuple(x.shape))
-        lab = _Labeler(gm)
+        lab = _Labeler(gm, model)
         with torch.no_grad():
             lab.run(x)
     finally:

@@ -1,0 +1,142 @@
+"""Models torch.fx cannot trace (control flow on tensor values and shapes) are traced concretely, and
+channel splits of unequal sizes (mixed kernel convs) are pruned part by part."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import torchslim
+from torchslim.analysis import profile
+from torchslim.errors import UnsupportedModelError
+from torchslim.graph import ChannelGraph
+from torchslim.prune import apply_plan, prune_report
+
+
+class Branchy(nn.Module):
+    """Branches on a tensor's value and on its shape (timm's VGG head), and reshapes by sizes it
+    reads from the tensor (MobileViT's unfold): torch.fx gives up on the first `if`."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.c2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.c3 = nn.Conv2d(16, 12, 1)
+        self.fc = nn.Linear(12, 5)
+
+    def forward(self, x):
+        if x.mean() > -1e9:  # always taken, but only a concrete run can tell
+            x = x * 2
+        x = F.relu(self.bn1(self.c1(x)))
+        if x.shape[-1] < 7:
+            x = F.adaptive_avg_pool2d(x, 7)
+        b, c, h, w = x.shape
+        x = x.reshape(b * c, h * w).reshape(b, c, h, w)  # channel count read from the tensor
+        x = F.relu(self.c3(F.relu(self.c2(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+class MixedConv(nn.Module):
+    """timm's MixedConv2d: unequal channel parts, one depthwise kernel size each."""
+
+    def __init__(self, channels=16, splits=(8, 4, 4)):
+        super().__init__()
+        self.splits = list(splits)
+        self.convs = nn.ModuleList(nn.Conv2d(s, s, 3 + 2 * i, padding=1 + i, groups=s) for i, s in enumerate(splits))
+
+    def forward(self, x):
+        parts = torch.split(x, self.splits, 1)
+        return torch.cat([c(p) for c, p in zip(self.convs, parts)], 1)
+
+
+class MixNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.mix = MixedConv()
+        self.head = nn.Conv2d(16, 8, 1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = self.head(F.relu(self.mix(F.relu(self.stem(x)))))
+        return self.fc(x.mean((2, 3)))
+
+
+def _zero_remove_compare(model, x, ratio=0.5):
+    """Zero the channels a plan removes, remove them, and check the outputs did not change."""
+    model.eval()
+    g = ChannelGraph(model, x)
+    plan = g.empty_plan()
+    for grp in g.groups:
+        plan[grp.units[: min(int(ratio * len(grp)), len(grp) - 1)]] = True
+    assert plan.any()
+    with torch.no_grad():
+        for i, u in enumerate(g.uses):
+            if u.kind in ("out", "norm") and u.dim >= 0 and not u.name.startswith("_") and u.name != "running_var":
+                idx = torch.nonzero(~g.keep_mask(i, plan)).flatten()
+                getattr(model.get_submodule(u.module), u.name).index_fill_(u.dim, idx, 0.0)
+        y0 = model(x)
+        est = g.estimate(plan)
+        apply_plan(model, g, plan)
+        y1 = model(x)
+    torch.testing.assert_close(y1, y0, rtol=1e-4, atol=1e-5)
+    assert profile(model, tuple(x.shape[1:])).macs == est["macs"]
+    return g
+
+
+def test_symbolic_tracing_fails_on_this_model():
+    with pytest.raises(Exception):
+        torch.fx.symbolic_trace(Branchy())
+
+
+def test_control_flow_model_prunes_through_the_concrete_tracer():
+    x = torch.randn(1, 3, 8, 8)
+    model = Branchy().eval()
+    g = ChannelGraph(model, x)
+    assert g.trace.tracer == "concrete" and "(1, 3, 8, 8)" in g.trace.caveat
+    assert g.trace.notes == ["model output"]  # the reshape by the tensor's own sizes pins nothing
+    assert sorted(len(grp) for grp in g.groups) == [12, 16, 16]
+    before = profile(model, (3, 8, 8)).macs
+    pruned = torchslim.prune(model, x, "l1", 0.5)
+    rep = prune_report(pruned)
+    assert rep["tracer"] == "concrete" and "another branch" in rep["tracer_caveat"]
+    assert pruned(torch.randn(2, 3, 8, 8)).shape == (2, 5)
+    assert profile(pruned, (3, 8, 8)).macs < 0.35 * before
+
+
+def test_concrete_trace_is_exact():
+    _zero_remove_compare(Branchy(), torch.randn(1, 3, 8, 8))
+
+
+def test_a_model_that_fails_on_its_example_names_both_tracers():
+    class Bad(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(3, 4, 1)
+
+        def forward(self, x):
+            if x.sum() > 0:
+                raise ValueError("this input is not accepted")
+            return self.c(x)
+
+    with pytest.raises(UnsupportedModelError, match="Bad.*forward pass of the example.*not accepted"):
+        ChannelGraph(Bad(), torch.ones(1, 3, 8, 8))
+
+
+def test_mixed_kernel_split_is_pruned_part_by_part():
+    x = torch.randn(1, 3, 8, 8)
+    model = MixNet().eval()
+    g = _zero_remove_compare(model, x)
+    assert g.trace.notes == ["model output"]  # the split by self.splits pinned nothing
+    assert model.mix.splits == [4, 2, 2]
+    assert [c.in_channels for c in model.mix.convs] == [4, 2, 2]
+
+
+def test_mixed_kernel_macs_fall_with_the_ratio():
+    x = torch.randn(1, 3, 8, 8)
+    model = MixNet().eval()
+    before = profile(model, (3, 8, 8)).macs
+    pruned = torchslim.prune(model, x, "l1", 0.5)
+    assert pruned(x).shape == (1, 5)
+    # every channel count halves: stem and depthwise MACs by 2, the 1x1 head by 4
+    assert profile(pruned, (3, 8, 8)).macs <= 0.5 * before
