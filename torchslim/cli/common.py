@@ -18,7 +18,8 @@ console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 
 def add_model_args(p: argparse.ArgumentParser, name: str = "model") -> None:
     p.add_argument(name, metavar=name.upper(),
-                   help="a model name (`torchslim models`), torchvision:<name>, or a saved torchslim model path")
+                   help="a model name (`torchslim models`), torchvision:<name>, timm:<name>, or a saved "
+                        "torchslim model path")
     p.add_argument("--weights", help="checkpoint file to load into a named model (.pt/.th/.safetensors)")
     p.add_argument("--pretrained", action="store_true", help="load the reference checkpoint from the data dir")
     p.add_argument("--num-classes", type=int, help="classes of the model's output (default: its own)")

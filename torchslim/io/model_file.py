@@ -1,10 +1,10 @@
 """A saved model is one `.safetensors` file: tensors, plus a JSON manifest in the header metadata.
 
-The manifest names the constructor the model came from (`resnet56`, `torchvision:mobilenet_v2`) and
+The manifest names the constructor the model came from (`resnet56`, `torchvision:mobilenet_v2`, `timm:mixnet_s`) and
 describes every module that differs from what that constructor builds (pruned convs, decomposed
 chains, quantized layers) as `{"type", "args", "children"}`. Loading rebuilds the base model,
-swaps those modules in, and loads the weights strictly. Only classes from torch.nn, torchvision and
-torchslim (or registered by the user) can be named, and nothing in the file is ever executed.
+swaps those modules in, and loads the weights strictly. Only classes from torch.nn, torchvision,
+torchslim and timm (or registered by the user) can be named, and nothing in the file is ever executed.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from torchslim.errors import FileFormatError, InvalidInputError
 
 FORMAT, VERSION = "torchslim-model", 1
 ARCH_ATTR = "_torchslim_arch"
-_ALLOWED_PREFIXES = ("torch.nn.", "torchvision.", "torchslim.")
+_ALLOWED_PREFIXES = ("torch.nn.", "torchvision.", "torchslim.", "timm.")
 _REGISTERED: dict[str, type] = {}
 
 
@@ -55,7 +55,7 @@ def _resolve(qualname: str) -> type:
         return _REGISTERED[qualname]
     if not qualname.startswith(_ALLOWED_PREFIXES):
         raise FileFormatError(f"module type {qualname!r} is not allowed in model files "
-                              "(torch.nn, torchvision, torchslim or torchslim.io.register_module)")
+                              "(torch.nn, torchvision, torchslim, timm or torchslim.io.register_module)")
     module_name, _, attr = qualname.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module_name), attr)
@@ -98,12 +98,32 @@ def _init_args(m: nn.Module, cls: type | None = None) -> dict[str, Any]:
     return args
 
 
+def _state_attrs(m: nn.Module) -> dict[str, Any]:
+    """Plain public attributes of a module from outside torch.nn and torchslim (timm's MixedConv2d
+    keeps its channel split in `splits`, which pruning rewrites): restored after construction."""
+    if type(m).__module__.startswith(("torch.", "torchslim.")):
+        return {}
+    out = {}
+    for k, v in vars(m).items():
+        if k.startswith("_") or k == "training" or not isinstance(v, (int, float, str, bool, list, tuple)):
+            continue
+        try:
+            json.dumps(v)
+        except TypeError:
+            continue
+        out[k] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
 def module_spec(m: nn.Module) -> dict:
     cls = type(m)
     qn = _qualname(cls)
     if not qn.startswith(_ALLOWED_PREFIXES) and qn not in _REGISTERED:
         raise InvalidInputError(f"cannot save module of type {qn}: register it with torchslim.io.register_module")
     spec: dict[str, Any] = {"type": qn, "args": {} if isinstance(m, _CONTAINERS) else _init_args(m)}
+    attrs = _state_attrs(m)
+    if attrs:
+        spec["attrs"] = attrs
     children = {n: module_spec(c) for n, c in m.named_children()}
     if children:
         spec["children"] = children
@@ -117,14 +137,16 @@ def build_module(spec: dict) -> nn.Module:
         cls = _resolve(spec["type"])
         args = spec.get("args", {})
         children = spec.get("children", {})
-        if cls in (nn.Sequential, nn.ModuleList) or issubclass(cls, _CONTAINERS):
-            m = cls()
+        if issubclass(cls, _CONTAINERS):
+            m = _empty_container(cls)
             for name, cs in children.items():
                 m.add_module(name, build_module(cs))
-            return m
-        m = cls(**{k: tuple(v) if isinstance(v, list) and k != "index" else v for k, v in args.items()})
-        for name, cs in children.items():
-            setattr(m, name, build_module(cs))
+        else:
+            m = cls(**{k: tuple(v) if isinstance(v, list) and k != "index" else v for k, v in args.items()})
+            for name, cs in children.items():
+                setattr(m, name, build_module(cs))
+        for k, v in spec.get("attrs", {}).items():
+            setattr(m, k, type(getattr(m, k))(v) if isinstance(getattr(m, k, None), tuple) else v)
         return m
     except FileFormatError:
         raise
@@ -132,11 +154,24 @@ def build_module(spec: dict) -> nn.Module:
         raise FileFormatError(f"cannot rebuild module {spec.get('type')!r} from {spec.get('args')}: {e}") from e
 
 
+def _empty_container(cls: type) -> nn.Module:
+    """An empty Sequential/ModuleList/ModuleDict of class `cls`; a subclass whose constructor needs
+    arguments (timm's MixedConv2d) gets the base container's init and its attributes from "attrs"."""
+    try:
+        return cls()
+    except TypeError:
+        m = cls.__new__(cls)
+        next(c for c in cls.__mro__ if c in _CONTAINERS).__init__(m)
+        return m
+
+
 def _same(a: nn.Module, b: nn.Module) -> bool:
     """Same type, constructor args and child names (children compared separately)."""
     if type(a) is not type(b):
         return False
     if [n for n, _ in a.named_children()] != [n for n, _ in b.named_children()]:
+        return False
+    if _state_attrs(a) != _state_attrs(b):
         return False
     if isinstance(a, _CONTAINERS):
         return True

@@ -33,20 +33,27 @@ def register_model(name: str, input_size, num_classes: int, dataset: str | None 
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    """Names of the models torchslim builds: its own, then `torchvision:<name>` for the zoo."""
+    """Names of the models torchslim builds: its own, `torchvision:<name>` for the zoo, then
+    `timm:<name>` if timm is installed."""
     import torchvision
+
+    from torchslim.models import timm_zoo
 
     own = MODELS.names(pattern)
     tv = [f"torchvision:{n}" for n in torchvision.models.list_models(module=torchvision.models)]
     import fnmatch
 
-    return own + [n for n in tv if fnmatch.fnmatch(n, pattern)]
+    return own + [n for n in tv if fnmatch.fnmatch(n, pattern)] + timm_zoo.list_timm(pattern)
 
 
 def model_input_size(name: str) -> tuple[int, int, int]:
     """(C, H, W) the named model expects (224x224 RGB for torchvision models)."""
     if name.startswith("torchvision:"):
         return (3, 299, 299) if name.endswith("inception_v3") else (3, 224, 224)
+    if name.startswith("timm:"):
+        from torchslim.models import timm_zoo
+
+        return timm_zoo.input_size(name)
     return MODELS.get(name).input_size
 
 
@@ -62,7 +69,8 @@ def create_model(
     """Build a model by name.
 
     Args:
-        name: a registered name (`list_models()`), or `torchvision:<name>` for the torchvision zoo.
+        name: a registered name (`list_models()`), `torchvision:<name>` for the torchvision zoo, or
+            `timm:<name>` for timm's models (needs `pip install 'torchslim[timm]'`).
         num_classes: output classes (default: the model's own).
         pretrained: load the reference checkpoint from `<data dir>/weights` (CIFAR ResNets).
             Never downloads.
@@ -85,6 +93,10 @@ def create_model(
             kwargs.setdefault("aux_logits", False)
             kwargs.setdefault("init_weights", True)
         model = torchvision.models.get_model(tv_name, weights=None, num_classes=num_classes or 1000, **kwargs)
+    elif name.startswith("timm:"):
+        from torchslim.models import timm_zoo
+
+        model = timm_zoo.build(name, num_classes=num_classes, pretrained=pretrained, **kwargs)
     else:
         entry = MODELS.get(name)
         model = entry.build(num_classes=num_classes or entry.num_classes, **kwargs)

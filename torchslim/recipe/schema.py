@@ -38,7 +38,7 @@ class _Strict(BaseModel):
 
 
 class ModelSpec(_Strict):
-    """The model to start from: a registry name (`digits_cnn`, `resnet56`, `torchvision:resnet18`)
+    """The model to start from: a registry name (`digits_cnn`, `resnet56`, `torchvision:resnet18`, `timm:mixnet_s`)
     or `path` to a model saved by torchslim (relative paths are relative to the recipe file)."""
 
     name: str | None = None
@@ -56,9 +56,9 @@ class ModelSpec(_Strict):
         if self.name is not None:
             from torchslim.models import MODELS
 
-            if not self.name.startswith("torchvision:") and self.name not in MODELS:
+            if not self.name.startswith(("torchvision:", "timm:")) and self.name not in MODELS:
                 raise ValueError(f"unknown model {self.name!r}; allowed: {', '.join(MODELS.names())}, "
-                                 "torchvision:<name>")
+                                 "torchvision:<name>, timm:<name>")
         return self
 
 
