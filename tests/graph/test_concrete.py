@@ -140,3 +140,12 @@ def test_mixed_kernel_macs_fall_with_the_ratio():
     assert pruned(x).shape == (1, 5)
     # every channel count halves: stem and depthwise MACs by 2, the 1x1 head by 4
     assert profile(pruned, (3, 8, 8)).macs <= 0.5 * before
+
+
+def test_the_recorded_graph_reruns_on_another_batch():
+    # data-driven criteria run the traced graph on data batches: sizes read from tensors follow them
+    model = Branchy().eval()
+    g = ChannelGraph(model, torch.randn(1, 3, 8, 8))
+    x = torch.randn(4, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(g.trace.gm(x), model(x))
