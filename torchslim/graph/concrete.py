@@ -48,6 +48,9 @@ class _SizeInt(int):
             self._node = self._make_node()
         return self._node
 
+    def __reduce__(self):  # a copy (deepcopy of a model that cached a shape) is a plain int
+        return int, (int(self),)
+
     def _op(self, fn, other, reverse=False):
         value = fn(other, int(self)) if reverse else fn(int(self), other)
         if not isinstance(other, int) or isinstance(other, bool) or not isinstance(value, int):
@@ -164,6 +167,11 @@ class _ConcreteTracer(TorchFunctionMode):
         if name == "__len__":
             x = args[0]
             return self.sized(torch.Size([out]), lambda: self._meta(self.graph.call_method("size", (self.node_of(x),))))[0]
+        if name == "__iter__":  # `a, b = t`: the items of unbind(t, 0)
+            items = list(out)
+            node = self._meta(self.graph.call_method("unbind", (self.node_of(args[0]),)))
+            self.bind_result(items, node)
+            return iter(items)
         if not _has_tensor(out) and name != "__setitem__":
             return out  # a Python value (bool, dtype, .item()): frozen at its traced value
         node = self._record(func, name, args, kwargs)
