@@ -13,6 +13,9 @@ carry a *label tensor* of the same shape whose entries name the channel each ele
 * Anything whose channel arithmetic we cannot follow (an unknown op, a literal reshape size, an
   output) joins its labels with label 0, PINNED: such channels are never removed.
 
+A model torch.fx cannot trace (Python control flow on tensor values or shapes) is traced concretely
+instead (concrete.py: the graph of the forward pass the example input took), with the same labelling.
+
 Joined labels form connected components (`ChannelGraph` in groups.py); each component is one
 prunable unit, and pruning keeps, at every tensor, the positions whose unit survives, in order.
 """
