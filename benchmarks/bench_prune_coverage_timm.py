@@ -221,7 +221,8 @@ def _md(rows, args) -> str:
     ok = [r for r in rows if r["status"] == "pruned"]
     full = [r for r in ok if r.get("saved") == "ok" and r.get("onnx") == "ok"]
     tp_ok = [r for r in rows if r.get("tp_status") == "pruned"]
-    families = sorted({f for f, _ in MODELS})
+    fam = dict((m, f) for f, m in MODELS)
+    families = sorted({fam[r["model"]] for r in rows if r["model"] in fam})
     concrete = [r["model"] for r in rows if r.get("tracer") == "concrete"]
     count = lambda k: sum(r["status"].startswith(k) for r in rows)  # noqa: E731
     lines = [
@@ -245,7 +246,6 @@ def _md(rows, args) -> str:
         "Torch-Pruning ratio | Torch-Pruning status | prune (s) | wall (s) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    fam = dict((m, f) for f, m in MODELS)
     for r in rows:
         def cell(k):
             return str(r.get(k, "-")).replace("|", "/")
@@ -258,11 +258,11 @@ def _md(rows, args) -> str:
 
 
 def _tp_version() -> str:
-    try:
-        import torch_pruning
+    from importlib.metadata import PackageNotFoundError, version
 
-        return torch_pruning.__version__
-    except ImportError:
+    try:
+        return version("torch-pruning")
+    except PackageNotFoundError:
         return "(not installed)"
 
 

@@ -23,15 +23,17 @@ def test_timm_names_resolve_and_list():
         create_model("timm:resnet10t", pretrained=True)
 
 
-def test_timm_weights_file_and_saved_pruned_model_roundtrip(tmp_path):
-    src = create_model("timm:mixnet_s", num_classes=10).eval()
+@pytest.mark.parametrize("name", ["mixnet_s", "convnext_atto"])
+def test_timm_weights_file_and_saved_pruned_model_roundtrip(tmp_path, name):
+    # mixnet: MixedConv2d's split sizes; convnext: LayerNorm2d and a block with its own layer scale
+    src = create_model(f"timm:{name}", num_classes=10).eval()
     torch.save(src.state_dict(), tmp_path / "w.pt")
-    m = create_model("timm:mixnet_s", num_classes=10, weights=tmp_path / "w.pt").eval()
+    m = create_model(f"timm:{name}", num_classes=10, weights=tmp_path / "w.pt").eval()
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(m(x), src(x))
     p = torchslim.prune(m, x, "l1", 0.3)
-    torchslim.save(p, tmp_path / "p.safetensors")  # MixedConv2d's rewritten splits are kept
+    torchslim.save(p, tmp_path / "p.safetensors")
     q = torchslim.load(tmp_path / "p.safetensors")
     with torch.no_grad():
         torch.testing.assert_close(q(x), p(x))

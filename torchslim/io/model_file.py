@@ -98,6 +98,9 @@ def _init_args(m: nn.Module, cls: type | None = None) -> dict[str, Any]:
     return args
 
 
+_MODULE_INTERNALS = frozenset(vars(nn.Module()))  # training, _parameters, hook dicts...
+
+
 def _state_attrs(m: nn.Module) -> dict[str, Any]:
     """Plain public attributes of a module from outside torch.nn and torchslim (timm's MixedConv2d
     keeps its channel split in `splits`, which pruning rewrites): restored after construction."""
@@ -105,14 +108,25 @@ def _state_attrs(m: nn.Module) -> dict[str, Any]:
         return {}
     out = {}
     for k, v in vars(m).items():
-        if k.startswith("_") or k == "training" or not isinstance(v, (int, float, str, bool, list, tuple)):
+        if k in _MODULE_INTERNALS or not (v is None or isinstance(v, (int, float, str, bool, list, tuple))):
             continue
         try:
             json.dumps(v)
         except TypeError:
             continue
-        out[k] = list(v) if isinstance(v, tuple) else v
+        out[k] = v
     return out
+
+
+def _missing_args(cls: type, args: dict) -> bool:
+    """Whether `cls(**args)` lacks a required argument."""
+    return any(p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n != "self"
+               and n not in args for n, p in inspect.signature(cls.__init__).parameters.items())
+
+
+def _torch_base(cls: type) -> type | None:
+    """The torch.nn layer a third-party layer subclasses (its init args are recoverable attributes)."""
+    return next((c for c in cls.__mro__[1:] if c.__module__.startswith("torch.nn.") and c is not nn.Module), None)
 
 
 def module_spec(m: nn.Module) -> dict:
@@ -121,9 +135,20 @@ def module_spec(m: nn.Module) -> dict:
     if not qn.startswith(_ALLOWED_PREFIXES) and qn not in _REGISTERED:
         raise InvalidInputError(f"cannot save module of type {qn}: register it with torchslim.io.register_module")
     spec: dict[str, Any] = {"type": qn, "args": {} if isinstance(m, _CONTAINERS) else _init_args(m)}
+    base = None if isinstance(m, _CONTAINERS) or not _missing_args(cls, spec["args"]) else _torch_base(cls)
+    if base is not None:  # e.g. timm's LayerNorm2d(num_channels) keeps only nn.LayerNorm's attributes
+        spec.update(base=_qualname(base), args=_init_args(m, base))
+    elif not isinstance(m, _CONTAINERS) and _missing_args(cls, spec["args"]):
+        # a block whose constructor arguments are not attributes (timm's ConvNeXtBlock): rebuilt from its
+        # parts (own tensors by shape, children, plain attributes); the weights fill the tensors
+        spec.update(args={}, parts={"params": {n: list(t.shape) for n, t in m._parameters.items() if t is not None},
+                                    "buffers": {n: list(t.shape) for n, t in m._buffers.items() if t is not None}})
     attrs = _state_attrs(m)
     if attrs:
         spec["attrs"] = attrs
+        tuples = [k for k, v in attrs.items() if isinstance(v, tuple)]
+        if tuples:
+            spec["tuple_attrs"] = tuples
     children = {n: module_spec(c) for n, c in m.named_children()}
     if children:
         spec["children"] = children
@@ -142,11 +167,23 @@ def build_module(spec: dict) -> nn.Module:
             for name, cs in children.items():
                 m.add_module(name, build_module(cs))
         else:
-            m = cls(**{k: tuple(v) if isinstance(v, list) and k != "index" else v for k, v in args.items()})
+            args = {k: tuple(v) if isinstance(v, list) and k != "index" else v for k, v in args.items()}
+            if "base" in spec:  # built as its torch.nn base class, then given its own class
+                m = cls.__new__(cls)
+                _resolve(spec["base"]).__init__(m, **args)
+            elif "parts" in spec:
+                m = cls.__new__(cls)
+                nn.Module.__init__(m)
+                for n, shape in spec["parts"]["params"].items():
+                    m.register_parameter(n, nn.Parameter(torch.empty(shape)))
+                for n, shape in spec["parts"]["buffers"].items():
+                    m.register_buffer(n, torch.empty(shape))
+            else:
+                m = cls(**args)
             for name, cs in children.items():
                 setattr(m, name, build_module(cs))
         for k, v in spec.get("attrs", {}).items():
-            setattr(m, k, type(getattr(m, k))(v) if isinstance(getattr(m, k, None), tuple) else v)
+            setattr(m, k, tuple(v) if k in spec.get("tuple_attrs", ()) else v)
         return m
     except FileFormatError:
         raise
