@@ -149,3 +149,18 @@ def test_the_recorded_graph_reruns_on_another_batch():
     x = torch.randn(4, 3, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(g.trace.gm(x), model(x))
+
+
+def test_padding_both_spatial_dims_keeps_channels_prunable():
+    # timm's hgnetv2 pads H and W by one ("same" padding of an even kernel): the labels were expanded
+    # to the padded shape one dim too early and tracing failed
+    class Pad(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4, 2)
+
+        def forward(self, x):
+            return self.b(F.pad(self.a(x), (0, 1, 0, 1)))
+
+    g = _zero_remove_compare(Pad(), torch.randn(1, 3, 8, 8))
+    assert [len(grp) for grp in g.groups] == [8]

@@ -571,7 +571,7 @@ class _Labeler:
             if d in self._varying(lab):
                 self.pin(lab, f"pad at {node.name} pads the channel dim by a fixed amount: channels kept")
                 return _pinned_like(out)
-            res = res.narrow(d, 0, 1).expand(*out.shape[:d], out.shape[d], *res.shape[d + 1:])
+            res = res.narrow(d, 0, 1).expand(*res.shape[:d], out.shape[d], *res.shape[d + 1:])
         return res.expand(out.shape)
 
     def _reduce(self, node, name, x, lab, args, kwargs, out):
