@@ -164,3 +164,17 @@ def test_padding_both_spatial_dims_keeps_channels_prunable():
 
     g = _zero_remove_compare(Pad(), torch.randn(1, 3, 8, 8))
     assert [len(grp) for grp in g.groups] == [8]
+
+
+def test_a_conv_subclass_per_filter_gain_is_pruned_with_its_filters():
+    class GainConv(nn.Conv2d):  # timm's ScaledStdConv2d keeps a (out, 1, 1, 1) gain
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.gain = nn.Parameter(torch.rand(self.out_channels, 1, 1, 1) + 0.5)
+
+        def forward(self, x):
+            return F.conv2d(x, self.weight * self.gain, self.bias, self.stride, self.padding)
+
+    model = nn.Sequential(GainConv(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 1))
+    _zero_remove_compare(model, torch.randn(1, 3, 8, 8))
+    assert model[0].gain.shape == (4, 1, 1, 1)

@@ -345,6 +345,9 @@ class _Labeler:
         self.use(fqn, "weight", 0, outl, "out")
         if m.bias is not None:
             self.use(fqn, "bias", 0, outl, "out")
+        for name, p in m.named_parameters(recurse=False):  # a conv subclass's per-filter tensor (timm's
+            if name not in ("weight", "bias") and p.dim() and p.shape[0] == p.numel() == m.out_channels:
+                self.use(fqn, name, 0, outl, "norm")  # ScaledStdConv2d gain), shaped (out, 1, 1, 1)
         ol = self.expand(outl, out.shape)
         self.node_channels[node_name] = outl
         self.node_kind.setdefault(node_name, "out")
