@@ -178,3 +178,18 @@ def test_a_conv_subclass_per_filter_gain_is_pruned_with_its_filters():
     model = nn.Sequential(GainConv(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 1))
     _zero_remove_compare(model, torch.randn(1, 3, 8, 8))
     assert model[0].gain.shape == (4, 1, 1, 1)
+
+
+def test_summing_stacked_branches_joins_them_like_an_add():
+    # selective-kernel / split attention: (B, paths, C, H, W).sum(1) adds the paths channel by channel
+    class SK(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(3, 8, 5, padding=2)
+            self.out = nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):
+            return self.out(torch.stack([self.a(x), self.b(x)], 1).sum(1))
+
+    g = _zero_remove_compare(SK(), torch.randn(1, 3, 8, 8))
+    assert [len(grp) for grp in g.groups] == [8]

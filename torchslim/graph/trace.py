@@ -394,7 +394,8 @@ class _Labeler:
         tlab = _tensors(arg_labs) + _tensors(kw_labs)
         if not tin:
             self._record_size(node, name, args, out)
-            return None  # size arithmetic
+            # size arithmetic, or a tensor made from literal sizes (torch.arange, torch.zeros(...)): fixed
+            return _pinned_like(out) if isinstance(out, torch.Tensor) else None
         if name in ("size", "dim", "numel", "__len__") or not _tensors(out) and not isinstance(out, torch.Tensor):
             self._record_size(node, name, args, out, tlab[0] if tlab else None)
             return None
@@ -414,7 +415,7 @@ class _Labeler:
             full = [l for t, l in zip(tin, tlab) if t.shape == out.shape]
             base = full[0] if full else torch.broadcast_to(tlab[0], out.shape)
             for other in tlab:
-                if other is not base:
+                if other is not base and not self._broadcast_constant(other, base):
                     self.join(base, other)
             if name in ACTIVATIONS:
                 self._activation_site(node.name, base)
@@ -423,9 +424,19 @@ class _Labeler:
             self.pin(t, f"op {name!r} at {node.name} is not understood: its channels are kept")
         return _pinned_like(out)
 
+    def _broadcast_constant(self, other: torch.Tensor, base: torch.Tensor) -> bool:
+        """A constant (all PINNED labels) of size 1 along every channel dim of `base` (a scale, a
+        position table): broadcast over the channels, it fixes none of them."""
+        if other.dim() > base.dim() or bool(other.any()):
+            return False
+        shift = base.dim() - other.dim()
+        return all(d < shift or other.shape[d - shift] == 1 for d in self._varying(base))
+
     def _shape_op(self, node, name, args, arg_labs, kw_labs, out):
         fn = getattr(arg_labs[0], name) if node.op == "call_method" else node.target
         a = arg_labs[1:] if node.op == "call_method" else arg_labs
+        if name == "getitem" and node.op != "call_method":  # index by the index's values, not its labels
+            a = (arg_labs[0], *args[1:])
         if name in ("to", "float", "half", "double", "type_as"):
             return arg_labs[0]
         res = fn(*a, **kw_labs)
@@ -585,10 +596,17 @@ class _Labeler:
         dims = [dims] if isinstance(dims, int) else list(dims)
         dims = [d % lab.dim() for d in dims]
         var = self._varying(lab)
-        if any(d in var for d in dims):
+        keep = kwargs.get("keepdim", args[2] if len(args) > 2 and isinstance(args[2], bool) else False)
+        if any(d in var for d in dims) and all(d in dims for d in var):
             self.pin(lab, f"{name} at {node.name} reduces over channels: they are kept")
             return _pinned_like(out)
-        keep = kwargs.get("keepdim", args[2] if len(args) > 2 and isinstance(args[2], bool) else False)
+        if any(d in var for d in dims):  # channels stay on another dim: summing branches (SK / split
+            first = lab  # attention sums (B, radix, C, H, W) over radix) joins them like an add
+            for d in dims:
+                first = first.narrow(d, 0, 1)
+            self.join(first, lab)
+            res = first if keep else first.squeeze(dims)
+            return res.expand(out.shape) if res.shape != out.shape else res
         res = lab.amax(dim=dims, keepdim=bool(keep))
         return res.expand(out.shape) if res.shape != out.shape else res
 
