@@ -226,7 +226,9 @@ def _md(rows, args) -> str:
     concrete = [r["model"] for r in rows if r.get("tracer") == "concrete"]
     count = lambda k: sum(r["status"].startswith(k) for r in rows)  # noqa: E731
     lines = [
-        f"Command: `{args.command}`. {len(rows)} timm {sys.modules['timm'].__version__} models from "
+        f"Command: `python -m benchmarks.bench_prune_coverage_timm --timeout {args.timeout:.0f}` (rows of "
+        "models that failed were rerun with `--fresh --models ...` after fixes; each row is its model's last "
+        f"run). {len(rows)} timm {sys.modules['timm'].__version__} models from "
         f"{len(families)} families (every CNN and hybrid family of `timm.list_modules()`; the smallest member by "
         "parameters, plus the models pruned most often). Random init, batch 1, input 64x64 or the smallest size "
         "the model accepts (`input`). torchslim: `prune(model, x, \"l1\", 0.3)`; Torch-Pruning "
@@ -274,11 +276,14 @@ def main(argv=None):
     ap.add_argument("--mem-gb", type=float, default=12, help="address-space limit per model")
     ap.add_argument("--fresh", action="store_true", help="rerun models that already have a row")
     ap.add_argument("--no-tp", action="store_true", help="leave Torch-Pruning out")
+    ap.add_argument("--assemble", action="store_true", help="run nothing: rewrite the table from the rows kept")
     args = ap.parse_args(argv)
     args.command = "python -m benchmarks.bench_prune_coverage_timm " + " ".join(argv if argv is not None else sys.argv[1:])
     torch.set_num_threads(1)
     names = [m for _, m in MODELS]
     rerun = set(args.models.split(",")) if args.models else set(names)  # the table keeps every row already there
+    if args.assemble:
+        rerun = set()
     names += sorted(rerun - set(names))
     import timm  # noqa: F401  (imported once, before the forks)
     import torchslim.analysis, torchslim.prune  # noqa: F401
