@@ -141,8 +141,10 @@ def module_spec(m: nn.Module) -> dict:
     elif not isinstance(m, _CONTAINERS) and _missing_args(cls, spec["args"]):
         # a block whose constructor arguments are not attributes (timm's ConvNeXtBlock): rebuilt from its
         # parts (own tensors by shape, children, plain attributes); the weights fill the tensors
-        spec.update(args={}, parts={"params": {n: list(t.shape) for n, t in m._parameters.items() if t is not None},
-                                    "buffers": {n: list(t.shape) for n, t in m._buffers.items() if t is not None}})
+        spec.update(args={}, parts=True)
+    if not qn.startswith(("torch.", "torchslim.")):  # own tensors a pruning resized (a block's layer scale)
+        spec["tensors"] = {"params": {n: list(t.shape) for n, t in m._parameters.items() if t is not None},
+                           "buffers": {n: list(t.shape) for n, t in m._buffers.items() if t is not None}}
     attrs = _state_attrs(m)
     if attrs:
         spec["attrs"] = attrs
@@ -171,17 +173,20 @@ def build_module(spec: dict) -> nn.Module:
             if "base" in spec:  # built as its torch.nn base class, then given its own class
                 m = cls.__new__(cls)
                 _resolve(spec["base"]).__init__(m, **args)
-            elif "parts" in spec:
+            elif spec.get("parts"):
                 m = cls.__new__(cls)
                 nn.Module.__init__(m)
-                for n, shape in spec["parts"]["params"].items():
-                    m.register_parameter(n, nn.Parameter(torch.empty(shape)))
-                for n, shape in spec["parts"]["buffers"].items():
-                    m.register_buffer(n, torch.empty(shape))
             else:
                 m = cls(**args)
             for name, cs in children.items():
                 setattr(m, name, build_module(cs))
+        tensors = spec.get("tensors", {})
+        for n, shape in tensors.get("params", {}).items():
+            if n not in m._parameters or m._parameters[n] is None or list(m._parameters[n].shape) != shape:
+                m.register_parameter(n, nn.Parameter(torch.empty(shape)))
+        for n, shape in tensors.get("buffers", {}).items():
+            if n not in m._buffers or m._buffers[n] is None or list(m._buffers[n].shape) != shape:
+                m.register_buffer(n, torch.empty(shape))
         for k, v in spec.get("attrs", {}).items():
             setattr(m, k, tuple(v) if k in spec.get("tuple_attrs", ()) else v)
         return m
