@@ -193,3 +193,20 @@ def test_summing_stacked_branches_joins_them_like_an_add():
 
     g = _zero_remove_compare(SK(), torch.randn(1, 3, 8, 8))
     assert [len(grp) for grp in g.groups] == [8]
+
+
+def test_a_scalar_scale_or_spatial_map_does_not_couple_all_channels():
+    # timm's hgnetv2 multiplies every conv output by a learnable scalar; CBAM-like blocks by a
+    # (B, 1, H, W) map: both broadcast over the channels, which stay separately prunable
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.att, self.b = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 1, 1), nn.Conv2d(8, 4, 1)
+            self.scale = nn.Parameter(torch.ones(1) * 1.5)
+
+        def forward(self, x):
+            y = self.scale * self.a(x)
+            return self.b(y * torch.sigmoid(self.att(y)))
+
+    g = _zero_remove_compare(Scaled(), torch.randn(1, 3, 8, 8))
+    assert sorted(len(grp) for grp in g.groups) == [1, 8]

@@ -415,7 +415,7 @@ class _Labeler:
             full = [l for t, l in zip(tin, tlab) if t.shape == out.shape]
             base = full[0] if full else torch.broadcast_to(tlab[0], out.shape)
             for other in tlab:
-                if other is not base and not self._broadcast_constant(other, base):
+                if other is not base and not self._broadcast_over_channels(other, base):
                     self.join(base, other)
             if name in ACTIVATIONS:
                 self._activation_site(node.name, base)
@@ -424,10 +424,10 @@ class _Labeler:
             self.pin(t, f"op {name!r} at {node.name} is not understood: its channels are kept")
         return _pinned_like(out)
 
-    def _broadcast_constant(self, other: torch.Tensor, base: torch.Tensor) -> bool:
-        """A constant (all PINNED labels) of size 1 along every channel dim of `base` (a scale, a
-        position table): broadcast over the channels, it fixes none of them."""
-        if other.dim() > base.dim() or bool(other.any()):
+    def _broadcast_over_channels(self, other: torch.Tensor, base: torch.Tensor) -> bool:
+        """`other` has size 1 along every channel dim of `base` (a scalar scale, a spatial attention
+        map): broadcast over the channels, it neither fixes nor couples any of them."""
+        if other.dim() > base.dim():
             return False
         shift = base.dim() - other.dim()
         return all(d < shift or other.shape[d - shift] == 1 for d in self._varying(base))
