@@ -210,3 +210,17 @@ def test_a_scalar_scale_or_spatial_map_does_not_couple_all_channels():
 
     g = _zero_remove_compare(Scaled(), torch.randn(1, 3, 8, 8))
     assert sorted(len(grp) for grp in g.groups) == [1, 8]
+
+
+def test_adding_to_a_pinned_stream_still_pins_the_branch():
+    # the residual stream of a ViT is pinned; an MLP branch added to it must stay its width
+    class Res(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 8)
+
+        def forward(self, x):
+            return x + self.fc2(F.relu(self.fc1(x)))
+
+    g = _zero_remove_compare(Res(), torch.randn(1, 5, 8))
+    assert [grp.name for grp in g.groups] == ["fc1"]

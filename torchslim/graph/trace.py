@@ -430,7 +430,8 @@ class _Labeler:
         if other.dim() > base.dim():
             return False
         shift = base.dim() - other.dim()
-        return all(d < shift or other.shape[d - shift] == 1 for d in self._varying(base))
+        var = self._varying(base)  # none (e.g. a pinned residual stream): join, which pins `other`
+        return bool(var) and all(d < shift or other.shape[d - shift] == 1 for d in var)
 
     def _shape_op(self, node, name, args, arg_labs, kw_labs, out):
         fn = getattr(arg_labs[0], name) if node.op == "call_method" else node.target
