@@ -222,5 +222,5 @@ def test_adding_to_a_pinned_stream_still_pins_the_branch():
         def forward(self, x):
             return x + self.fc2(F.relu(self.fc1(x)))
 
-    g = _zero_remove_compare(Res(), torch.randn(1, 5, 8))
+    g = ChannelGraph(Res(), torch.randn(1, 5, 8))
     assert [grp.name for grp in g.groups] == ["fc1"]
