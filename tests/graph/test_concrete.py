@@ -224,3 +224,18 @@ def test_adding_to_a_pinned_stream_still_pins_the_branch():
 
     g = ChannelGraph(Res(), torch.randn(1, 5, 8))
     assert [grp.name for grp in g.groups] == ["fc1"]
+
+
+def test_slicing_by_a_size_read_from_a_tensor_traces():
+    # davit / lowformer slice `x[:, :, :H, :W]` with sizes from another tensor: the slice held fx nodes
+    class Crop(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 8, 3, padding=2), nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):
+            h, w = x.shape[2:]
+            return self.b(self.a(x)[:, :, :h, :w])
+
+    g = _zero_remove_compare(Crop(), torch.randn(1, 3, 8, 8))
+    assert [len(grp) for grp in g.groups] == [8]

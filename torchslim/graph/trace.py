@@ -138,6 +138,8 @@ def _tree_map(x, fn):
             *[_tree_map(v, fn) for v in x])
     if isinstance(x, dict):
         return {k: _tree_map(v, fn) for k, v in x.items()}
+    if isinstance(x, slice):  # x[:, :n] with n a size read from a tensor
+        return slice(_tree_map(x.start, fn), _tree_map(x.stop, fn), _tree_map(x.step, fn))
     return fn(x)
 
 
