@@ -114,18 +114,18 @@ def run_one(name: str, size: int) -> dict:
     return row
 
 
-def _child(name: str, size: int, mem_gb: float):
+def _child(name: str, size: int, mem_gb: float, fn, rows: Path):
     limit = int(mem_gb * 2 ** 30)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    _atomic(ROWS / f"{name}.json", json.dumps(run_one(name, size), indent=1))
+    _atomic(rows / f"{name}.json", json.dumps(fn(name, size), indent=1))
 
 
-def run_isolated(name: str, size: int, timeout: float, mem_gb: float) -> dict:
-    """`run_one` in a forked child (torch already imported: no 20 s start-up per model) with a time and an
-    address-space limit; returns its row."""
-    out = ROWS / f"{name}.json"
+def run_isolated(name: str, size: int, timeout: float, mem_gb: float, fn=None, rows: Path = ROWS) -> dict:
+    """`fn` (default `run_one`) in a forked child (torch already imported: no 20 s start-up per model) with a
+    time and an address-space limit; returns its row, also written to `rows`/<name>.json."""
+    out = rows / f"{name}.json"
     out.unlink(missing_ok=True)
-    proc = multiprocessing.get_context("fork").Process(target=_child, args=(name, size, mem_gb))
+    proc = multiprocessing.get_context("fork").Process(target=_child, args=(name, size, mem_gb, fn or run_one, rows))
     t0 = time.perf_counter()
     proc.start()
     proc.join(timeout)
@@ -162,10 +162,23 @@ def write(rows, args):
                "torch": torch.__version__, "torchvision": torchvision.__version__}
     _atomic(RESULTS / "prune_coverage.json", json.dumps(payload, indent=2))
     _atomic(RESULTS / "prune_coverage.md", _md(rows, args))
-    # the per-structure table that bench_prune_structures.py appends is kept
-    tail = DOC.read_text().partition(STRUCTURES_MARKER) if DOC.exists() else ("", "", "")
-    _atomic(DOC, "# Structured pruning coverage of the torchvision zoo\n\n" + DOC_INTRO + _md(rows, args, heading=False)
-            + ("\n" + tail[1] + tail[2] if tail[1] else ""))
+    write_doc_section("torchvision", "## The torchvision zoo\n\n" + DOC_INTRO + _md(rows, args, heading=False))
+
+
+DOC_TITLE = "# Structured pruning coverage: the torchvision zoo and timm\n"
+
+
+def write_doc_section(key: str, text: str) -> None:
+    """Replace the section `key` of docs/prune_coverage.md (between HTML comment markers), keeping the
+    sections other benchmarks write (torchvision here, timm in bench_prune_coverage_timm.py)."""
+    begin, end = f"<!-- begin {key} -->", f"<!-- end {key} -->"
+    doc = DOC.read_text() if DOC.exists() else DOC_TITLE
+    block = f"{begin}\n{text.rstrip()}\n{end}"
+    if begin in doc:
+        doc = doc[:doc.index(begin)] + block + doc[doc.index(end) + len(end):]
+    else:
+        doc = doc.rstrip() + "\n\n" + block + "\n"
+    _atomic(DOC, doc)
 
 
 STRUCTURES_MARKER = "<!-- structures: written by benchmarks/bench_prune_structures.py -->"

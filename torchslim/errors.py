@@ -29,3 +29,7 @@ class UnsupportedModelError(TorchslimError):
 
 class FileFormatError(TorchslimError, ValueError):
     """A model file is truncated, corrupted, of a wrong version or not a torchslim file."""
+
+
+class MissingDependencyError(TorchslimError, ImportError):
+    """An optional package is needed; the message names the pip extra that installs it."""

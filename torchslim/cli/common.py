@@ -49,7 +49,7 @@ class HelpFormatter(argparse.HelpFormatter):
 
 def add_model_args(p: argparse.ArgumentParser, name: str = "model") -> None:
     p.add_argument(name, metavar=name.upper(),
-                   help="a model name (`torchslim models`), torchvision:<name>, your own code as "
+                   help="a model name (`torchslim models`), torchvision:<name>, timm:<name>, your own code as "
                         "path/to/file.py:factory or package.module:factory, or a saved torchslim model path")
     p.add_argument("--model-kwargs", metavar="JSON", help="keyword arguments for the model's factory, as JSON")
     p.add_argument("--code", metavar="FILE.py:FACTORY",

@@ -5,9 +5,8 @@ import sys
 
 
 def register(sub) -> None:
-    p = sub.add_parser("models", help="list model names (own reference models and torchvision:*)")
-    p.add_argument("pattern", nargs="?", default="*",
-                   help="glob, e.g. 'resnet*' (own and torchvision: models) or 'torchvision:mobile*'")
+    p = sub.add_parser("models", help="list model names (own reference models, torchvision:*, timm:*)")
+    p.add_argument("pattern", nargs="?", default="*", help="glob, e.g. 'resnet*', 'torchvision:mobile*' or 'timm:mixnet*'")
     p.set_defaults(func=run)
 
 

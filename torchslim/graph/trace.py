@@ -16,6 +16,9 @@ carry a *label tensor* of the same shape whose entries name the channel each ele
 * Sizes read from module attributes (`self.conv.in_channels`, `self.hidden_dim`) are checked once all
   labels are joined (module_sizes.py): they follow the pruning or pin what they cut.
 
+A model torch.fx cannot trace (Python control flow on tensor values or shapes) is traced concretely
+instead (concrete.py: the graph of the forward pass the example input took), with the same labelling.
+
 Joined labels form connected components (`ChannelGraph` in groups.py); each component is one
 prunable unit, and pruning keeps, at every tensor, the positions whose unit survives, in order.
 """
@@ -35,6 +38,10 @@ PINNED = 0
 # A value that carries no channel (a sum or norm over the channels): it joins nothing, and a layer reading
 # it along its channel dim treats it as PINNED.
 NEUTRAL = -1
+from torchslim.graph.concrete import CAVEAT, concrete_trace
+
+PINNED = 0
+SPLIT_SIZE = "_split:"  # virtual attribute of a "size" use: `_split:<attr>.<part>` counts part <part> of <attr>
 
 # Functions/methods that only move elements around: run them on the label tensor.
 _SHAPE_OPS = {
@@ -66,7 +73,8 @@ class ParamUse:
 
     kind: "out" (a conv/linear output filter), "in" (a consumer's input channel), "norm" (a per-channel
     affine/statistic), "free" (any other parameter, labelled per element: `dim` is -1 and `labels`
-    has the parameter's shape).
+    has the parameter's shape), "size" (one part of a list attribute of channel counts, see
+    `_split_sizes_follow`).
     """
 
     module: str
@@ -88,6 +96,8 @@ class TraceResult:
     node_channels: dict[str, torch.Tensor]  # fx node name -> labels along dim 1 (activation sites)
     node_kind: dict[str, str]  # fx node name -> "act" (activation output) | "out" (producer output)
     notes: list[str] = field(default_factory=list)  # why some channels are pinned
+    tracer: str = "symbolic"  # "symbolic" (torch.fx) or "concrete" (the forward pass of the example, concrete.py)
+    caveat: str | None = None  # what the tracer used cannot promise
 
 
 class _Tracer(fx.Tracer):
@@ -147,6 +157,8 @@ def _tree_map(x, fn):
             *[_tree_map(v, fn) for v in x])
     if isinstance(x, dict):
         return {k: _tree_map(v, fn) for k, v in x.items()}
+    if isinstance(x, slice):  # x[:, :n] with n a size read from a tensor
+        return slice(_tree_map(x.start, fn), _tree_map(x.stop, fn), _tree_map(x.step, fn))
     return fn(x)
 
 
@@ -168,8 +180,9 @@ def _target_name(node: fx.Node) -> str:
 class _Labeler:
     """Runs the graph on real values and label tensors side by side."""
 
-    def __init__(self, gm: fx.GraphModule):
+    def __init__(self, gm: fx.GraphModule, model: nn.Module | None = None):
         self.gm = gm
+        self.model = model  # the traced model: attributes that hold channel counts (split sizes)
         self.modules = dict(gm.named_modules())
         self.next = 1
         self.edges: list[torch.Tensor] = []
@@ -387,6 +400,9 @@ class _Labeler:
         if m.bias is not None:
             self.use(fqn, "bias", 0, outl, "out")
         self.sides(fqn, cin, outl)
+        for name, p in m.named_parameters(recurse=False):  # a conv subclass's per-filter tensor (timm's
+            if name not in ("weight", "bias") and p.dim() and p.shape[0] == p.numel() == m.out_channels:
+                self.use(fqn, name, 0, outl, "norm")  # ScaledStdConv2d gain), shaped (out, 1, 1, 1)
         ol = self.expand(outl, out.shape)
         self.node_channels[node_name] = outl
         self.node_kind.setdefault(node_name, "out")
@@ -474,7 +490,8 @@ class _Labeler:
         tlab = _tensors(arg_labs) + _tensors(kw_labs)
         if not tin:
             self._record_size(node, name, args, out)
-            return None  # size arithmetic
+            # size arithmetic, or a tensor made from literal sizes (torch.arange, torch.zeros(...)): fixed
+            return _pinned_like(out) if isinstance(out, torch.Tensor) else None
         if name in ("size", "dim", "numel", "__len__") or not _tensors(out) and not isinstance(out, torch.Tensor):
             self._record_size(node, name, args, out, tlab[0] if tlab else None)
             return None
@@ -498,7 +515,7 @@ class _Labeler:
             full = [l for t, l in zip(tin, tlab) if t.shape == out.shape]
             base = full[0] if full else torch.broadcast_to(tlab[0], out.shape)
             for other in tlab:
-                if other is not base:
+                if other is not base and not self._broadcast_over_channels(other, base):
                     self.join(base, other)
                     if bool((base == NEUTRAL).any()):  # take the channels of the other side
                         base = torch.where(base == NEUTRAL, other, base)
@@ -509,9 +526,20 @@ class _Labeler:
             self.pin(t, f"op {name!r} at {node.name} is not understood: its channels are kept")
         return _pinned_like(out)
 
+    def _broadcast_over_channels(self, other: torch.Tensor, base: torch.Tensor) -> bool:
+        """`other` has size 1 along every channel dim of `base` (a scalar scale, a spatial attention
+        map): broadcast over the channels, it neither fixes nor couples any of them."""
+        if other.dim() > base.dim():
+            return False
+        shift = base.dim() - other.dim()
+        var = self._varying(base)  # none (e.g. a pinned residual stream): join, which pins `other`
+        return bool(var) and all(d < shift or other.shape[d - shift] == 1 for d in var)
+
     def _shape_op(self, node, name, args, arg_labs, kw_labs, out):
         fn = getattr(arg_labs[0], name) if node.op == "call_method" else node.target
         a = arg_labs[1:] if node.op == "call_method" else arg_labs
+        if name == "getitem" and node.op != "call_method":  # index by the index's values, not its labels
+            a = (arg_labs[0], *args[1:])
         if name in ("to", "float", "half", "double", "type_as"):
             return arg_labs[0]
         if name in ("view", "view_as") and node.op == "call_method":
@@ -663,6 +691,8 @@ class _Labeler:
             return
         literal = name in ("split", "tensor_split") and (
             isinstance(size_arg, (list, tuple)) or isinstance(size_arg, int))
+        if literal and self._split_sizes_follow(node, size_arg, dim, parts):
+            return
         if len(sizes) != 1 or literal:
             self.pin(src, f"{name} at {node.name} splits channels at fixed positions: they are kept")
             return
@@ -690,6 +720,25 @@ class _Labeler:
         if cols:
             return torch.broadcast_to(lb.narrow(b_inner, 0, 1), out.shape)
         return torch.full(out.shape, NEUTRAL, dtype=torch.long)
+    def _split_sizes_follow(self, node, sizes, dim, parts) -> bool:
+        """`torch.split(x, self.splits, 1)` (timm's MixedConv2d: one kernel size per channel part):
+        when the sizes are a list attribute of the module that splits, every part is pruned on its
+        own and surgery rewrites the attribute to the new part sizes ("size" uses, one per part)."""
+        stack = node.meta.get("nn_module_stack") or {}
+        if self.model is None or not stack or not isinstance(sizes, (list, tuple)):
+            return False
+        owner = list(stack.values())[-1][0]
+        try:
+            m = self.model.get_submodule(owner)
+        except AttributeError:
+            return False
+        attr = next((k for k, v in vars(m).items() if not k.startswith("_") and isinstance(v, (list, tuple))
+                     and list(v) == list(sizes)), None)
+        if attr is None:
+            return False
+        for i, p in enumerate(parts):
+            self.use(owner, f"{SPLIT_SIZE}{attr}.{i}", 0, self.along(p, dim), "size")
+        return True
 
     def _pad(self, node, lab, x, args, kwargs, out):
         pads = args[1] if len(args) > 1 else kwargs["pad"]
@@ -701,7 +750,7 @@ class _Labeler:
             if d in self._varying(lab):
                 self.pin(lab, f"pad at {node.name} pads the channel dim by a fixed amount: channels kept")
                 return _pinned_like(out)
-            res = res.narrow(d, 0, 1).expand(*out.shape[:d], out.shape[d], *res.shape[d + 1:])
+            res = res.narrow(d, 0, 1).expand(*res.shape[:d], out.shape[d], *res.shape[d + 1:])
         return res.expand(out.shape)
 
     def _reduce(self, node, name, x, lab, args, kwargs, out):
@@ -716,10 +765,17 @@ class _Labeler:
         dims = [dims] if isinstance(dims, int) else list(dims)
         dims = [d % lab.dim() for d in dims]
         var = self._varying(lab)
-        if any(d in var for d in dims):
+        keep = kwargs.get("keepdim", args[2] if len(args) > 2 and isinstance(args[2], bool) else False)
+        if any(d in var for d in dims) and all(d in dims for d in var):
             self.pin(lab, f"{name} at {node.name} reduces over channels: they are kept")
             return _pinned_like(out)
-        keep = kwargs.get("keepdim", args[2] if len(args) > 2 and isinstance(args[2], bool) else False)
+        if any(d in var for d in dims):  # channels stay on another dim: summing branches (SK / split
+            first = lab  # attention sums (B, radix, C, H, W) over radix) joins them like an add
+            for d in dims:
+                first = first.narrow(d, 0, 1)
+            self.join(first, lab)
+            res = first if keep else first.squeeze(dims)
+            return res.expand(out.shape) if res.shape != out.shape else res
         res = lab.amax(dim=dims, keepdim=bool(keep))
         return res.expand(out.shape) if res.shape != out.shape else res
 
@@ -797,9 +853,17 @@ def trace(model: nn.Module, example_input) -> TraceResult:
     args, kwargs = model_inputs(first_sample(example_input))
     was_training = model.training
     model.eval()
+    tracer, caveat = "symbolic", None
     try:
-        gm = symbolic_trace(model)
-        lab = _Labeler(gm)
+        try:
+            gm = symbolic_trace(model)
+        except UnsupportedModelError as symbolic_error:  # data-dependent control flow: trace what ran
+            if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor):
+                raise  # the concrete tracer records a call on one tensor
+            x = args[0].detach()
+            gm = _concrete_fallback(model, x, symbolic_error)
+            tracer, caveat = "concrete", CAVEAT.format(shape=tuple(x.shape))
+        lab = _Labeler(gm, model)
         with torch.no_grad():
             lab.run(args, kwargs)
             lab.resolve_sizes(model)
@@ -808,4 +872,12 @@ def trace(model: nn.Module, example_input) -> TraceResult:
     edges = torch.cat(lab.edges, 1) if lab.edges else torch.zeros(2, 0, dtype=torch.long)
     notes = list(dict.fromkeys(lab.notes))
     return TraceResult(gm, lab.next, edges, list(lab.uses.values()), lab.macs_per_weight, lab.module_kind,
-                       lab.node_channels, lab.node_kind, notes)
+                       lab.node_channels, lab.node_kind, notes, tracer, caveat)
+
+
+def _concrete_fallback(model: nn.Module, x: torch.Tensor, symbolic_error: Exception) -> fx.GraphModule:
+    try:
+        return concrete_trace(model, x, _Tracer(_leaf_types()).is_leaf_module)
+    except Exception as e:
+        raise UnsupportedModelError(f"{symbolic_error}; tracing the forward pass of the example input failed "
+                                    f"too: {type(e).__name__}: {e}") from None

@@ -1,13 +1,13 @@
 """A saved model is one `.safetensors` file: tensors, plus a JSON manifest in the header metadata.
 
-The manifest names the constructor the model came from (`resnet56`, `torchvision:mobilenet_v2`) and
+The manifest names the constructor the model came from (`resnet56`, `torchvision:mobilenet_v2`, `timm:mixnet_s`) and
 describes every module that differs from what that constructor builds (pruned convs, decomposed
 chains, quantized layers) as `{"type", "args", "children"}`. A module whose constructor cannot be
 called again from its attributes (torchvision's `ResNet(block, layers)`, `CNBlock`) is described by
 its instance state instead, `{"type", "state", "params", "buffers", "children"}`: what pickle would
 store, limited to JSON values and allowed classes. Loading rebuilds the base model, swaps those
-modules in, and loads the weights strictly. Only classes from torch.nn, torchvision and torchslim
-(or registered by the user) can be named, and nothing in the file is ever executed.
+modules in, and loads the weights strictly. Only classes from torch.nn, torchvision, torchslim and
+timm (or registered by the user) can be named, and nothing in the file is ever executed.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from torchslim.errors import FileFormatError, InvalidInputError
 
 FORMAT, VERSION = "torchslim-model", 1
 ARCH_ATTR = "_torchslim_arch"
-_ALLOWED_PREFIXES = ("torch.nn.", "torchvision.", "torchslim.")
+_ALLOWED_PREFIXES = ("torch.nn.", "torchvision.", "torchslim.", "timm.")
 _REGISTERED: dict[str, type] = {}
 
 
@@ -62,7 +62,7 @@ def _resolve(qualname: str) -> type:
         return _REGISTERED[qualname]
     if not qualname.startswith(_ALLOWED_PREFIXES):
         raise FileFormatError(f"module type {qualname!r} is not allowed in model files "
-                              "(torch.nn, torchvision, torchslim or torchslim.io.register_module)")
+                              "(torch.nn, torchvision, torchslim, timm or torchslim.io.register_module)")
     module_name, _, attr = qualname.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module_name), attr)
@@ -291,6 +291,17 @@ def build_module(spec: dict) -> nn.Module:
         raise
     except Exception as e:
         raise FileFormatError(f"cannot rebuild module {spec.get('type')!r} from {spec.get('args')}: {e}") from e
+
+
+def _empty_container(cls: type) -> nn.Module:
+    """An empty Sequential/ModuleList/ModuleDict of class `cls`; a subclass whose constructor needs
+    arguments (timm's MixedConv2d) gets the base container's init and its attributes from "attrs"."""
+    try:
+        return cls()
+    except TypeError:
+        m = cls.__new__(cls)
+        next(c for c in cls.__mro__ if c in _CONTAINERS).__init__(m)
+        return m
 
 
 def _same(a: nn.Module, b: nn.Module) -> bool:

@@ -34,21 +34,29 @@ def register_model(name: str, input_size, num_classes: int, dataset: str | None 
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    """Names of the models torchslim builds: its own, then `torchvision:<name>` for the zoo."""
+    """Names of the models torchslim builds: its own, `torchvision:<name>` for the zoo, then
+    `timm:<name>` if timm is installed."""
     import torchvision
+
+    from torchslim.models import timm_zoo
 
     own = MODELS.names(pattern)
     tv = [f"torchvision:{n}" for n in torchvision.models.list_models(module=torchvision.models)]
     import fnmatch
 
     # 'resnet*' finds torchvision:resnet18 too: the prefix says where a model comes from, not what it is
-    return own + [n for n in tv if fnmatch.fnmatch(n, pattern) or fnmatch.fnmatch(n.split(":", 1)[1], pattern)]
+    return own + [n for n in tv if fnmatch.fnmatch(n, pattern) or fnmatch.fnmatch(n.split(":", 1)[1], pattern)] \
+        + timm_zoo.list_timm(pattern)
 
 
 def model_input_size(name: str) -> tuple[int, int, int]:
     """(C, H, W) the named model expects (224x224 RGB for torchvision models)."""
     if name.startswith("torchvision:") or is_factory_spec(name):
         return (3, 299, 299) if name.endswith("inception_v3") else (3, 224, 224)
+    if name.startswith("timm:"):
+        from torchslim.models import timm_zoo
+
+        return timm_zoo.input_size(name)
     return MODELS.get(name).input_size
 
 
@@ -64,12 +72,14 @@ def create_model(
     """Build a model by name.
 
     Args:
-        name: a registered name (`list_models()`), `torchvision:<name>` for the torchvision zoo, or the
-            user's own code, `path/to/file.py:factory` or `package.module:factory` (called with `kwargs`).
+        name: a registered name (`list_models()`), `torchvision:<name>` for the torchvision zoo,
+            `timm:<name>` for timm's models (needs `pip install 'torchslim[timm]'`), or the user's own
+            code, `path/to/file.py:factory` or `package.module:factory` (called with `kwargs`).
         num_classes: output classes (default: the model's own; a factory without a `num_classes`
             parameter, or published weights, get a new last linear layer).
         pretrained: load the reference checkpoint from `<data dir>/weights` (CIFAR ResNets), or a
-            torchvision model's published weights from the torch hub cache (downloaded only where allowed).
+            torchvision model's published weights from the torch hub cache (downloaded only where allowed;
+            timm models: random init only).
         weights: a checkpoint file (.pt/.pth/.th via `torch.load(weights_only=True)`, or .safetensors).
         data_dir: where to look for pretrained checkpoints (see `torchslim.paths`).
     """
@@ -94,6 +104,10 @@ def create_model(
                 replace_head(model, num_classes)
         else:
             model = torchvision.models.get_model(tv_name, weights=None, num_classes=num_classes or 1000, **kwargs)
+    elif name.startswith("timm:"):
+        from torchslim.models import timm_zoo
+
+        model = timm_zoo.build(name, num_classes=num_classes, pretrained=pretrained, **kwargs)
     elif is_factory_spec(name):
         import inspect
 

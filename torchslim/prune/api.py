@@ -114,6 +114,7 @@ class _Pruner:
         self.original = dict(self._graph.base)
         self.current = dict(self.original)
         self.notes = [n for n in self._graph.trace.notes if n != "model output"]  # why channels were pinned
+        self.tracer, self.tracer_caveat = self._graph.trace.tracer, self._graph.trace.caveat
         self.steps: list[dict] = []
         self.taylor = None
 
@@ -271,7 +272,7 @@ def prune(model: nn.Module, example_input: torch.Tensor, criterion: str = "l1", 
               "before": p.original, "after": dict(p.current),
               "macs_ratio": p.current["macs"] / max(p.original["macs"], 1),
               "params_ratio": p.current["params"] / max(p.original["params"], 1),
-              "steps": p.steps, "pinned": p.notes, "reconstruction": p.reconstruction, "finetune": [h for h in history if h], "time_s": round(time.perf_counter() - t0, 2)}
+              "steps": p.steps, "pinned": p.notes, "reconstruction": p.reconstruction, "tracer": p.tracer, "tracer_caveat": p.tracer_caveat, "finetune": [h for h in history if h], "time_s": round(time.perf_counter() - t0, 2)}
     object.__setattr__(model, REPORT_ATTR, report)
     return model
 

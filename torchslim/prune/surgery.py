@@ -10,6 +10,7 @@ from torch import nn
 
 from torchslim.errors import InvalidInputError, UnsupportedModelError
 from torchslim.graph import ChannelGraph
+from torchslim.graph.trace import SPLIT_SIZE
 
 
 def _slice(t: torch.Tensor, dims: dict[int, torch.Tensor]) -> torch.Tensor:
@@ -95,7 +96,12 @@ def apply_plan(model: nn.Module, graph: ChannelGraph, plan: torch.Tensor) -> nn.
                 _pad_shortcut(m, tensors["_in"][0], tensors["_out"][0])
                 continue
             for tname, dims in tensors.items():
-                if tname in m._parameters:
+                if tname.startswith(SPLIT_SIZE):  # a part of a list of channel counts: its new count
+                    attr, part = tname[len(SPLIT_SIZE):].rsplit(".", 1)
+                    sizes = list(getattr(m, attr))
+                    sizes[int(part)] = len(dims[0])
+                    setattr(m, attr, type(getattr(m, attr))(sizes))
+                elif tname in m._parameters:
                     old = m._parameters[tname]
                     m._parameters[tname] = nn.Parameter(_slice(old.data, dims), requires_grad=old.requires_grad)
                 elif tname in m._buffers:

@@ -38,10 +38,10 @@ class _Strict(BaseModel):
 
 
 class ModelSpec(_Strict):
-    """The model to start from: a registry name (`digits_cnn`, `resnet56`, `torchvision:resnet18`), the
-    user's own code (`net.py:build` or `package.module:build`, called with `kwargs`), or `path` to a model
-    saved by torchslim, with `code` naming its user code again (relative paths are relative to the recipe
-    file)."""
+    """The model to start from: a registry name (`digits_cnn`, `resnet56`, `torchvision:resnet18`,
+    `timm:mixnet_s`), the user's own code (`net.py:build` or `package.module:build`, called with `kwargs`),
+    or `path` to a model saved by torchslim, with `code` naming its user code again (relative paths are
+    relative to the recipe file)."""
 
     name: str | None = None
     path: str | None = None
@@ -61,9 +61,10 @@ class ModelSpec(_Strict):
 
             from torchslim.models.user import is_factory_spec
 
-            if not self.name.startswith("torchvision:") and self.name not in MODELS and not is_factory_spec(self.name):
+            if not self.name.startswith(("torchvision:", "timm:")) and self.name not in MODELS \
+                    and not is_factory_spec(self.name):
                 raise ValueError(f"unknown model {self.name!r}; allowed: {', '.join(MODELS.names())}, "
-                                 "torchvision:<name>, path/to/file.py:factory, package.module:factory")
+                                 "torchvision:<name>, timm:<name>, path/to/file.py:factory, package.module:factory")
         return self
 
 
