@@ -63,7 +63,7 @@ def run_torchslim(name: str) -> dict:
     base = _macs(model, x)
     t0 = time.perf_counter()
     try:
-        small = torchslim.prune(model, x, "l1", 0.3)
+        small = torchslim.prune(model, x, "l1", 0.3, round_to=1)  # exact ratios, as measured
         row = {"time_s": round(time.perf_counter() - t0, 2), **_verdict(small, x, shapes, base)}
     except Exception as e:
         return {"status": f"error: {type(e).__name__}: {str(e)[:160]}"}
