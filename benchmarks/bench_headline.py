@@ -75,7 +75,7 @@ WHY = {
 NOT_YET = ("r56-dc", "r56-auto")  # in the issue's table; no shipped recipe reproduces them yet
 
 
-def _baseline_stage(run_dir: Path, recipe) -> str:
+def _baseline_stage(recipe) -> str:
     """The stage whose model is the row's starting point: a `train` stage if the recipe trains one."""
     names = recipe.stage_names()
     return next((n for n, s in zip(names, recipe.stages) if s.method == "finetune"), INPUT_STAGE)
@@ -96,7 +96,7 @@ def measure_row(row_id: str, runs_dir: Path, device: str) -> dict:
     run_recipe(recipe, run_dir, progress=False, report=True, log=print)
     wall = time.perf_counter() - t0
     names = recipe.stage_names()
-    base_name = _baseline_stage(run_dir, recipe)
+    base_name = _baseline_stage(recipe)
     base_dir, stage_dirs = run_dir / "stages" / base_name, [run_dir / "stages" / n for n in names]
     last = max((d for d in stage_dirs if d.name != base_name and not d.name.endswith("export")),
                key=lambda d: d.name)

@@ -91,14 +91,18 @@ class DataBundle:
 
     def calibration_batches(self, n_images: int = 512, split: str = "train"):
         """First `n_images` of a split, unaugmented order, as a list of input batches (for calibration)."""
-        loader = self.split(split)
-        out, seen = [], 0
-        for x, _ in loader:
-            out.append(x[: n_images - seen])
-            seen += len(out[-1])
-            if seen >= n_images:
-                break
-        return out
+        return first_images(self.split(split), n_images)
+
+
+def first_images(loader, n_images: int) -> list[torch.Tensor]:
+    """The first `n_images` inputs of a loader of (x, y) batches, as a list of batches."""
+    out, seen = [], 0
+    for x, _ in loader:
+        out.append(x[: n_images - seen])
+        seen += len(out[-1])
+        if seen >= n_images:
+            break
+    return out
 
 
 SPLITS = ("train", "val", "heldout", "test")

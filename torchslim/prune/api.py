@@ -90,15 +90,9 @@ def _log(cfg, msg):
 
 def _images(data, n: int) -> list[torch.Tensor]:
     """The first `n` training images of a data bundle (or of a loader of (x, y) batches), as batches."""
-    if hasattr(data, "calibration_batches"):
-        return data.calibration_batches(n)
-    out, seen = [], 0
-    for x, _ in data:
-        out.append(x[: n - seen])
-        seen += len(out[-1])
-        if seen >= n:
-            break
-    return out
+    from torchslim.data.core import first_images
+
+    return data.calibration_batches(n) if hasattr(data, "calibration_batches") else first_images(data, n)
 
 
 class _Pruner:
