@@ -13,6 +13,9 @@ Execution paths (all built from the same BN-folded fp32 model and the same calib
 - `ov-qdq`: the `ort-qdq` model compiled by OpenVINO, which turns each Q/DQ pair into a FakeQuantize and
   runs the convolutions around it with its int8 kernels (VNNI / AMX where the CPU has them), as it runs
   NNCF's models (`torchslim.openvino_export.OpenVinoModule`).
+- `ov-nncf`: NNCF's own PTQ (its quantizer placement and ranges) of the same BN-folded model on the same
+  calibration images, run by OpenVINO (`torchslim.quant.nncf_ptq`; needs NNCF installed). Built with
+  `compare` (when NNCF is installed) or when asked for; QAT's `input_ranges` do not apply to it.
 Every path gets `quant_pre_process` (ORT) or FX fusion (torch); the ONNX activation ranges are
 computed by our observers and handed to `onnxruntime.quantization.quantize_static` as its
 calibration cache, so all paths quantize the same tensors to the same ranges.
@@ -41,7 +44,7 @@ from torchslim.quant.bn_fold import fold_bn
 from torchslim.quant.fakequant import wrap_layers
 from torchslim.quant.observers import OBSERVERS, Histogram
 
-PATHS = ("ort-qdq", "ort-qoperator", "torch-x86", "ov-qdq")
+PATHS = ("ort-qdq", "ort-qoperator", "torch-x86", "ov-qdq", "ov-nncf")
 
 
 def quick_paths() -> tuple[str, ...]:
@@ -360,7 +363,10 @@ def quantize_int8(model: nn.Module, calib, config: Int8Config | None = None, *, 
     """
     cfg = config or Int8Config()
     OBSERVERS.get(cfg.observer)
-    paths = tuple(cfg.paths or (PATHS if cfg.compare else (quick_paths() if cfg.path == "auto" else (cfg.path,))))
+    from torchslim.quant.nncf_ptq import nncf_available
+
+    every = tuple(p for p in PATHS if p != "ov-nncf" or nncf_available())
+    paths = tuple(cfg.paths or (every if cfg.compare else (quick_paths() if cfg.path == "auto" else (cfg.path,))))
     unknown = set(paths) - set(PATHS)
     if unknown or (cfg.path != "auto" and cfg.path not in paths):
         raise InvalidInputError(f"unknown int8 path(s) {sorted(unknown) or cfg.path!r}; use {', '.join(PATHS)} or auto")
@@ -395,7 +401,7 @@ def quantize_int8(model: nn.Module, calib, config: Int8Config | None = None, *, 
         prof = profile(fp32, example_input=batches[0][:1])
         cost = dict(macs=prof.macs, params=prof.params)
         built["fp32-ort"] = OnnxRuntimeModule.from_bytes(Path(src).read_bytes(), threads, "fp32-ort", **cost)
-        if "ov-qdq" in paths:
+        if {"ov-qdq", "ov-nncf"} & set(paths):
             built["fp32-ov"] = OpenVinoModule.from_bytes(Path(src).read_bytes(), threads, "fp32-ov", **cost)
         ranges = onnx_activation_ranges(src, batches, cfg.observer)
         if input_ranges:
@@ -424,6 +430,15 @@ def quantize_int8(model: nn.Module, calib, config: Int8Config | None = None, *, 
             else:  # the QDQ model failed: so does its OpenVINO path
                 failed = report["paths"]["ort-qdq"] if "ort-qdq" in paths else report["paths"].pop("ort-qdq")
                 report["paths"]["ov-qdq"] = dict(failed)
+        if "ov-nncf" in paths:
+            from torchslim.quant.nncf_ptq import nncf_qdq_onnx
+
+            try:
+                built["ov-nncf"] = OpenVinoModule.from_bytes(nncf_qdq_onnx(raw, batches), threads, "ov-nncf", **cost)
+            except InvalidInputError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                report["paths"]["ov-nncf"] = {"error": f"{type(e).__name__}: {e}"}
     if "torch-x86" in paths:
         try:
             built["torch-x86"] = torch_x86_int8(model, batches, cfg.observer)
