@@ -2,7 +2,7 @@
 
 1. whole: one-shot whole-network compression (Kim et al. 2016): Tucker-2 with VBMF ranks on every
    conv, truncated SVD (VBMF) on the hidden FC layers; the final classifier is kept. CIFAR ResNet-56
-   (the adapted baseline if cached, else the pretrained weights) and a CIFAR VGG-16 trained here on a
+   (the shipped checkpoint) and a CIFAR VGG-16 trained here on a
    small stated budget. Size and MAC ratios, measured CPU latency, accuracy right after decomposition
    and after a short fine-tuning (torchslim.train.fit); per-layer theoretical vs measured speedup.
 2. cp: CP decomposition (Lebedev et al. 2015) of one ResNet-56 layer at increasing ranks: measured
@@ -58,10 +58,9 @@ RANKS = {"vbmf": "vbmf", "x3": {"compression": 3}}  # Kim et al.'s VBMF, and a f
 
 
 def resnet56_baseline() -> tuple[nn.Module, str]:
-    path = cache_dir() / "baselines" / "resnet56-cifar10.safetensors"
-    if path.is_file():
-        return load_model(path), f"adapted baseline {path}"
-    return create_model("resnet56", pretrained=True), "create_model('resnet56', pretrained=True) (README: 83.20 %)"
+    from benchmarks.bench_baselines import baseline
+
+    return baseline("resnet56", "cifar10")
 
 
 def vgg16_trained(b: dict, quick: bool) -> tuple[nn.Module, str]:
