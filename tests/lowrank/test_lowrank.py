@@ -156,6 +156,7 @@ def test_whole_model_roundtrips_and_reports(tmp_path):
         torch.testing.assert_close(load_model(path).eval()(x), small.eval()(x))
     rep.measure(threads=1, repeats=2, min_time_s=0.0)
     assert all(l.latency_before_ms and l.latency_after_ms for l in rep.layers)
+    assert rep.latency_runtime == "torch" and "ms before (torch)" in [c.header for c in rep.table().columns]
     from rich.console import Console
 
     Console(file=open(tmp_path / "t.txt", "w"), width=200).print(rep.table())

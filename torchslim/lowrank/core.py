@@ -341,6 +341,7 @@ class DecompositionReport:
     rank: RankSpec
     layers: list[LayerResult]
     seconds: float = 0.0
+    latency_runtime: str | None = None  # where `measure` timed the layers
 
     @property
     def decomposed(self) -> list[LayerResult]:
@@ -362,7 +363,7 @@ class DecompositionReport:
 
     def to_dict(self) -> dict:
         return {"method": self.method, "rank": self.rank, "totals": self.totals(),
-                "layers": [l.to_dict() for l in self.layers]}
+                "latency_runtime": self.latency_runtime, "layers": [l.to_dict() for l in self.layers]}
 
     def table(self, title: str | None = None):
         from torchslim.lowrank.report import report_table
@@ -370,6 +371,7 @@ class DecompositionReport:
         return report_table(self, title)
 
     def measure(self, threads: int | None = None, batch_size: int = 1, **kw) -> "DecompositionReport":
+        """Time every layer and its replacement (`runtime=`: torch (default), onnxruntime or openvino)."""
         from torchslim.lowrank.report import measure_layers
 
         measure_layers(self, threads=threads, batch_size=batch_size, **kw)
