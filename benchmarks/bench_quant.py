@@ -48,7 +48,7 @@ def compare_observers(model, kw: dict, observers, threads) -> dict:
     out = {}
     for obs in observers:
         t = time.perf_counter()
-        oq = quantize(model, "int8-ptq", config=Int8Config(observer=obs, paths=("ort-qdq",), repeats=3,
+        oq = quantize(model, "int8-ptq", config=Int8Config(observer=obs, paths=("ort-qdq",), compare=True, repeats=3,
                                                            min_time_s=0.0, threads=threads), **kw)
         r = oq.quant_report["paths"]
         out[obs] = {"ort-qdq top1": r["ort-qdq"]["top1"], "fake-quant top1": r["fake-quant"]["top1"],
