@@ -449,7 +449,7 @@ def link_model(model, data, what: str, fix: str) -> None:
     records the class names and the preprocessing, which its model file keeps."""
     if not data.classes:
         return
-    from torchslim.io import ARCH_ATTR, set_arch
+    from torchslim.models.arch import ARCH_ATTR, set_arch
     from torchslim.models.head import output_classes
 
     try:

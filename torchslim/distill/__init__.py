@@ -132,7 +132,7 @@ def distill_fit(student: nn.Module, teacher: nn.Module, data, method: str | Sequ
     train, val = _loaders(data)
     requires_grad = [p.requires_grad for p in teacher.parameters()]
     loss = build_loss(teacher, method, cfg)
-    from torchslim.train.fit import resolve_device
+    from torchslim.train.device import resolve_device
 
     device = resolve_device(cfg.fit.device, student)
     student.to(device)

@@ -151,11 +151,11 @@ def encode_model(model: nn.Module, *, metadata: dict | None = None, input_size=N
 
 def _encode(model: nn.Module, *, metadata: dict | None = None, input_size=None) -> tuple[bytes, dict]:
     """(file bytes, per-layer statistics); the header keeps only what decoding needs."""
-    from torchslim.io.model_file import _diff, constructor_of, module_spec
+    from torchslim.io.model_file import constructor_of, module_diff, module_spec
     from torchslim.models import create_model
 
     arch = constructor_of(model)
-    replaced = _diff(model, create_model(arch["name"], **arch.get("kwargs", {}))) if arch else {"": module_spec(model)}
+    replaced = module_diff(model, create_model(arch["name"], **arch.get("kwargs", {}))) if arch else {"": module_spec(model)}
     state = model.state_dict()
     shared = _shared_layers(model)
     low = _lowbit_layers(model)

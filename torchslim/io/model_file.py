@@ -26,9 +26,9 @@ import torch
 from torch import nn
 
 from torchslim.errors import FileFormatError, InvalidInputError
+from torchslim.models.arch import ARCH_ATTR, constructor_of, set_arch
 
 FORMAT, VERSION = "torchslim-model", 1
-ARCH_ATTR = "_torchslim_arch"
 _ALLOWED_PREFIXES = ("torch.nn.", "torchvision.", "torchslim.", "timm.")
 _REGISTERED: dict[str, type] = {}
 
@@ -37,20 +37,6 @@ def register_module(cls: type) -> type:
     """Allow a user's own module class in model files (its init args must be readable attributes)."""
     _REGISTERED[_qualname(cls)] = cls
     return cls
-
-
-def set_arch(model: nn.Module, name: str, kwargs: dict | None = None, input_size=None) -> nn.Module:
-    """Record which constructor built `model` (done by `torchslim.models.create_model`)."""
-    object.__setattr__(model, ARCH_ATTR, {"name": name, "kwargs": dict(kwargs or {}),
-                                          "input_size": list(input_size) if input_size else None})
-    return model
-
-
-def constructor_of(model: nn.Module) -> dict | None:
-    """The recorded constructor {"name", "kwargs", "input_size"} of a model, or None if it has none
-    (a model loaded from a file without one records only its input size)."""
-    arch = getattr(model, ARCH_ATTR, None)
-    return arch if arch and arch.get("name") else None
 
 
 def _qualname(cls: type) -> str:
@@ -315,12 +301,13 @@ def _same(a: nn.Module, b: nn.Module) -> bool:
     return _init_args(a) == _init_args(b) and _same_attributes(a, b) and _tensor_slots(a) == _tensor_slots(b)
 
 
-def _diff(model: nn.Module, base: nn.Module, prefix: str = "") -> dict[str, dict]:
+def module_diff(model: nn.Module, base: nn.Module, prefix: str = "") -> dict[str, dict]:
+    """{fqn: module_spec} of the outermost modules of `model` that differ from `base`'s (the constructor's)."""
     if not _same(model, base):
         return {prefix: module_spec(model, prefix)}
     out: dict[str, dict] = {}
     for name, child in model.named_children():
-        out.update(_diff(child, getattr(base, name), f"{prefix}.{name}" if prefix else name))
+        out.update(module_diff(child, getattr(base, name), f"{prefix}.{name}" if prefix else name))
     return out
 
 
@@ -352,7 +339,7 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, arch: dict | None =
     if arch:
         arch = {k: v for k, v in arch.items() if k not in ("classes", "preprocess")}
         base = create_model(arch["name"], **arch.get("kwargs", {}))
-        replaced = _diff(model, base)
+        replaced = module_diff(model, base)
     else:
         replaced = {"": module_spec(model)}
     manifest = {"format": FORMAT, "version": VERSION, "arch": arch, "replaced": replaced,

@@ -29,6 +29,8 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from torchslim.errors import InvalidInputError
 from torchslim.progress import Progress, note
 from torchslim.train import distributed as D
+from torchslim.train.device import resolve_device
+from torchslim.train.evaluate import evaluate
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 
@@ -94,20 +96,6 @@ class FitResult:
     @property
     def last(self) -> dict:
         return self.history[-1] if self.history else {}
-
-
-def resolve_device(device, model: nn.Module | None = None) -> torch.device:
-    """`device`, or for None / "auto": $TORCHSLIM_DEVICE if set (benchmarks' --device), else where the
-    model's parameters are if not the CPU, else CUDA when available, else the CPU."""
-    if device in (None, "auto") and os.environ.get("TORCHSLIM_DEVICE"):
-        return torch.device(os.environ["TORCHSLIM_DEVICE"])
-    if device in (None, "auto"):
-        if model is not None:
-            p = next(model.parameters(), None)
-            if p is not None and p.device.type != "cpu":
-                return p.device
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def seed_everything(seed: int) -> None:
@@ -372,8 +360,6 @@ def fit(
                    "data_wait": round(data_wait / max(train_s, 1e-9), 3)}  # share of the epoch waiting on data
         if val_loader is not None and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0
                                                           or epoch + 1 == cfg.epochs):
-            from torchslim.train.evaluate import evaluate
-
             ev = evaluate(model, val_loader, device=device)
             metrics.update(val_top1=ev["top1"], val_loss=ev["loss"])
         result.history.append(metrics)
