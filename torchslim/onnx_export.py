@@ -58,7 +58,7 @@ def verify_onnx(model: nn.Module, path: str | os.PathLike, example_input: torch.
         >>> verify_onnx(model, path, x)["max_abs_diff"] < 1e-4
         True
     """
-    from torchslim.analysis.latency import onnx_session
+    from torchslim.onnx_runtime import onnx_session
 
     sess = onnx_session(str(path))
     got = sess.run(None, {sess.get_inputs()[0].name: example_input.cpu().numpy()})[0]

@@ -15,6 +15,10 @@ from torch import nn
 
 from torchslim.errors import InvalidInputError
 from torchslim.graph import ChannelGraph
+from torchslim.registry import Registry
+
+# Each criterion file registers itself here; the package imports them all.
+CRITERIA: Registry = Registry("pruning criterion")
 
 
 @dataclass
