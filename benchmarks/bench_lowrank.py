@@ -36,7 +36,7 @@ from torchslim.analysis import measure_latency, profile
 from torchslim.data import get_data
 from torchslim.io import load_model, save_model
 from torchslim.lowrank import METHODS, Context, decompose_with_report
-from torchslim.lowrank.core import _following_batchnorm, _macs, _trace, original_cost
+from torchslim.lowrank.core import following_batchnorm, layer_macs, original_cost, trace_layers
 from torchslim.lowrank.cp import cp_to_tensor, parafac4
 from torchslim.lowrank.tucker import tucker2, tucker2_to_tensor
 from torchslim.models import create_model
@@ -204,7 +204,7 @@ def _ranks_at_macs(method: str, layer: nn.Conv2d, ctx: Context, budget: float) -
     from torchslim.lowrank.zhang3d import energy_split
 
     m = METHODS.get(method)
-    fits = lambda r: _macs(m.cost(layer, r), ctx) <= budget
+    fits = lambda r: layer_macs(m.cost(layer, r), ctx) <= budget
     an = m.analyze(layer, True, ctx)
     if method == "zhang3d":
         return energy_split(an.spectra, an.full, fits)
@@ -237,8 +237,8 @@ def zhang_vs_tucker(b: dict, quick: bool) -> dict:
     calib = data.calibration_batches(n_calib)
     held = data.calibration_batches(n_held, split="test")
     names = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and n.startswith("layer")]
-    si, so, inputs = _trace(model, names, calib, keep_inputs=True)
-    post = _following_batchnorm(model, names)
+    si, so, inputs = trace_layers(model, names, calib, keep_inputs=True)
+    post = following_batchnorm(model, names)
     ref = _relu_bn_outputs(model, names, held)
     acc0 = evaluate(model, data.test)["top1"]
     rows = []
@@ -248,7 +248,7 @@ def zhang_vs_tucker(b: dict, quick: bool) -> dict:
             ranks = {}
             for n in names:
                 layer, ctx = model.get_submodule(n), Context(n, si[n], so[n], inputs[n], post.get(n), dict(opts))
-                before = _macs(original_cost(layer), ctx)
+                before = layer_macs(original_cost(layer), ctx)
                 ranks[n] = _ranks_at_macs(method, layer, ctx, before / x)
             small, rep = decompose_with_report(model, method, ranks, names, linear_method=None, input_size=INPUT,
                                                data=calib if METHODS.get(method).needs_data else None, options=opts)

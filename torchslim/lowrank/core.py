@@ -174,7 +174,8 @@ def _pixels(shape: tuple | None) -> int:
     return int(math.prod(shape[1:])) if shape and len(shape) == 3 else 1
 
 
-def _macs(cost: tuple[int, int, int], ctx: Context) -> int:
+def layer_macs(cost: tuple[int, int, int], ctx: Context) -> int:
+    """MACs of one image through a layer of `cost` (`Method.cost` / `original_cost`) at ctx's shapes."""
     _, per_in, per_out = cost
     return per_in * _pixels(ctx.input_shape) + per_out * _pixels(ctx.output_shape)
 
@@ -191,7 +192,7 @@ def decompose_layer(layer: nn.Module, method: str | Method = "tucker", rank: Ran
     ctx = ctx or Context(name="")
     before = original_cost(layer)
     res = LayerResult(ctx.name, describe(layer), m.name, "skipped", params_before=before[0],
-                      macs_before=_macs(before, ctx), original=layer, input_shape=ctx.input_shape)
+                      macs_before=layer_macs(before, ctx), original=layer, input_shape=ctx.input_shape)
     t0 = time.perf_counter()
     try:
         if not isinstance(layer, m.layer_types):
@@ -207,7 +208,7 @@ def decompose_layer(layer: nn.Module, method: str | Method = "tucker", rank: Ran
         after = m.cost(layer, ranks, **({"L": analysis.cache["L"]} if "L" in analysis.cache else
                                         {"analysis": analysis} if ("in_modes" in analysis.cache or "G" in analysis.cache)
                                         else {}))
-        res.params_after, res.macs_after = after[0], _macs(after, ctx)
+        res.params_after, res.macs_after = after[0], layer_macs(after, ctx)
         if not allow_growth and (after[0] >= before[0] or res.macs_after >= res.macs_before):
             raise Skip(f"ranks {ranks} would not reduce the layer ({after[0]} vs {before[0]} params, "
                        f"{res.macs_after} vs {res.macs_before} MACs)")
@@ -245,7 +246,7 @@ def _set_submodule(root: nn.Module, fqn: str, new: nn.Module) -> None:
     setattr(root.get_submodule(parent_name) if parent_name else root, name, new)
 
 
-def _following_batchnorm(model: nn.Module, names: list[str]) -> dict[str, tuple]:
+def following_batchnorm(model: nn.Module, names: list[str]) -> dict[str, tuple]:
     """For each conv, the per-channel affine (a, c) of the BatchNorm2d registered right after it."""
     mods = list(model.named_modules())
     out = {}
@@ -266,7 +267,7 @@ class _StopForward(Exception):
     """Raised by a tracing hook once it has what it needs: the rest of the forward pass is skipped."""
 
 
-def _trace(model: nn.Module, names: list[str], batches: Sequence[torch.Tensor], keep_inputs: bool,
+def trace_layers(model: nn.Module, names: list[str], batches: Sequence[torch.Tensor], keep_inputs: bool,
            max_inputs: int = 256, stop_early: bool = False) -> tuple[dict, dict, dict]:
     """Input/output shapes (C, H, W) of the named layers and, if asked, up to `max_inputs` of their inputs.
 
@@ -415,8 +416,8 @@ def decompose_with_report(
     needs_data = any(getattr(_method_for(method, linear_method, mod), "needs_data", False) for _, mod in targets)
     if needs_data and data is None:
         raise InvalidInputError(f"method {m.name!r} reconstructs layer responses: pass data= (a few input batches)")
-    shapes_in, shapes_out, inputs = _trace(model, names, batches, keep_inputs=needs_data) if batches else ({}, {}, {})
-    post = _following_batchnorm(model, names) if needs_data else {}
+    shapes_in, shapes_out, inputs = trace_layers(model, names, batches, keep_inputs=needs_data) if batches else ({}, {}, {})
+    post = following_batchnorm(model, names) if needs_data else {}
     if needs_data:  # response methods fit layers in forward order (the hooks fired in that order)
         order = {n: i for i, n in enumerate(shapes_in)}
         targets.sort(key=lambda t: order.get(t[0], len(order)))
@@ -434,7 +435,7 @@ def decompose_with_report(
             before = original_cost(mod)
             results.append(LayerResult(n, describe(mod), lm.name if lm else str(method), "skipped", ends[n],
                                        params_before=before[0], params_after=before[0],
-                                       macs_before=_macs(before, ctx), macs_after=_macs(before, ctx),
+                                       macs_before=layer_macs(before, ctx), macs_after=layer_macs(before, ctx),
                                        original=mod, input_shape=ctx.input_shape))
             continue
         if lm is None:
@@ -443,7 +444,7 @@ def decompose_with_report(
                                        f"{type(mod).__name__} is not handled by {method!r}"
                                        + ("" if linear_method else " (linear_method=None)"),
                                        params_before=before[0], params_after=before[0],
-                                       macs_before=_macs(before, ctx), macs_after=_macs(before, ctx),
+                                       macs_before=layer_macs(before, ctx), macs_after=layer_macs(before, ctx),
                                        original=mod, input_shape=ctx.input_shape))
             continue
         layer_rank = rank
@@ -453,13 +454,13 @@ def decompose_with_report(
                 before = original_cost(mod)
                 results.append(LayerResult(n, describe(mod), lm.name, "skipped", "no rank given for this layer",
                                            params_before=before[0], params_after=before[0],
-                                           macs_before=_macs(before, ctx), macs_after=_macs(before, ctx),
+                                           macs_before=layer_macs(before, ctx), macs_after=layer_macs(before, ctx),
                                            original=mod, input_shape=ctx.input_shape))
                 continue
         if replaced and lm.needs_data and ctx.options.get("asymmetric", lm.asymmetric) and ctx.inputs is not None:
             # this layer's inputs as the partly decomposed model computes them, paired sample by sample
             # with ctx.inputs (same batches, same order)
-            ctx.approx_inputs = _trace(model, [n], batches, True, len(ctx.inputs), stop_early=True)[2][n]
+            ctx.approx_inputs = trace_layers(model, [n], batches, True, len(ctx.inputs), stop_early=True)[2][n]
         new, res = decompose_layer(mod, lm, layer_rank, ctx=ctx, allow_growth=allow_growth)
         if new is not mod:
             _set_submodule(model, n, new)
