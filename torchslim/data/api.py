@@ -1,5 +1,6 @@
 """The entry points of torchslim.data: a data set by name or by path (`get_data`), or a user's own
-datasets (`from_datasets`), as a `DataBundle` of loaders."""
+datasets (`from_datasets`), as a `DataBundle` of loaders; and `as_loaders`, which turns whatever a
+verb's `data=` may be into the loaders it trains on."""
 from __future__ import annotations
 
 import os
@@ -103,3 +104,21 @@ def from_datasets(train: Dataset, val: Dataset, test: Dataset | None = None, *, 
         raise InvalidInputError(f"{name}: dataset items must be (C, H, W) tensors with a label, got {type(sample)}")
     loaders = _loaders(train, val, test, batch_size, eval_batch_size, num_workers, seed)
     return DataBundle(name, *loaders, num_classes, tuple(sample.shape))
+
+
+def as_loaders(data) -> tuple:
+    """(train, val) loaders from what a verb's `data=` may be: a DataBundle, a (train, val) pair, one
+    loader (val None), or a data set name or path (`get_data`); None gives (None, None).
+    (For the first N images as batches, see `torchslim.data.as_batches`.)"""
+    if data is None:
+        return None, None
+    if isinstance(data, (str, os.PathLike)):
+        data = get_data(data)
+    if isinstance(data, DataBundle) or (hasattr(data, "train") and hasattr(data, "val")):
+        return data.train, data.val
+    if isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data[0], torch.Tensor):
+        return data[0], data[1]
+    if not hasattr(data, "__iter__"):
+        raise InvalidInputError(f"data must be a DataBundle, a DataLoader, (train, val) loaders or a data set "
+                                f"name; got {type(data).__name__}")
+    return data, None

@@ -93,18 +93,39 @@ class DataBundle:
 
     def calibration_batches(self, n_images: int = 512, split: str = "train"):
         """First `n_images` of a split, unaugmented order, as a list of input batches (for calibration)."""
-        return first_images(self.split(split), n_images)
+        return as_batches(self, n_images, split)
 
 
-def first_images(loader, n_images: int) -> list[torch.Tensor]:
-    """The first `n_images` inputs of a loader of (x, y) batches, as a list of batches."""
+def as_batches(data, n_images: int, split: str = "train") -> list[torch.Tensor]:
+    """The first `n_images` input images of `data`, as a list of batches: what calibration,
+    reconstruction and BN statistics read. (For loaders to train on, see `torchslim.data.as_loaders`.)
+
+    Args:
+        data: a DataBundle (its `split`), a DataLoader or any iterable of (x, y) batches or of input
+            tensors, or one input tensor.
+    """
+    if data is None:
+        raise InvalidInputError("no data given: pass a DataBundle (torchslim.data.get_data), a DataLoader or "
+                                "input batches")
+    if isinstance(data, DataBundle) or (hasattr(data, "train") and hasattr(data, "split")):
+        data = data.split(split)
+    if isinstance(data, torch.Tensor):
+        data = [data]
     out, seen = [], 0
-    for x, _ in loader:
+    for batch in data:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        if not isinstance(x, torch.Tensor):
+            raise InvalidInputError(f"batches must be input tensors or (x, y) pairs, got {type(x).__name__}")
         out.append(x[: n_images - seen])
         seen += len(out[-1])
         if seen >= n_images:
             break
+    if not out:
+        raise InvalidInputError("the data holds no images")
     return out
+
+
+first_images = as_batches  # the name prune/api.py imports until #15's table lands
 
 
 SPLITS = ("train", "val", "heldout", "test")

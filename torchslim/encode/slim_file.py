@@ -316,7 +316,8 @@ def _decode_lowbit(secs, header, name: str, info: dict) -> dict[str, torch.Tenso
 def decode_model(data: bytes, where: str = "<bytes>", code: str | None = None) -> nn.Module:
     """Rebuild the model from `.slim` bytes; outputs equal the saved model's exactly (`code`: see
     `torchslim.io.load_model`)."""
-    from torchslim.io.model_file import build_module, set_arch, _set_submodule
+    from torchslim.io.model_file import build_module, set_arch
+    from torchslim.module_swap import replace_modules
     from torchslim.models import create_model
     from torchslim.models.user import constructor_to_build
 
@@ -341,7 +342,7 @@ def decode_model(data: bytes, where: str = "<bytes>", code: str | None = None) -
         model = create_model(arch["name"], **arch.get("kwargs", {})) if arch else nn.Identity()
         replaced = header["replaced"]
         for fqn in sorted(replaced, key=lambda k: (k.count("."), k) if k else (-1, "")):
-            model = _set_submodule(model, fqn, build_module(replaced[fqn]))
+            model = replace_modules(model, {fqn: build_module(replaced[fqn])})
         model.load_state_dict(state, strict=True)
     except FileFormatError as e:
         raise FileFormatError(f"{where}: {e}") from None

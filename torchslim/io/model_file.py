@@ -27,6 +27,7 @@ from torch import nn
 
 from torchslim.errors import FileFormatError, InvalidInputError
 from torchslim.models.arch import ARCH_ATTR, constructor_of, set_arch
+from torchslim.module_swap import replace_modules
 
 FORMAT, VERSION = "torchslim-model", 1
 _ALLOWED_PREFIXES = ("torch.nn.", "torchvision.", "torchslim.", "timm.")
@@ -311,15 +312,6 @@ def module_diff(model: nn.Module, base: nn.Module, prefix: str = "") -> dict[str
     return out
 
 
-def _set_submodule(root: nn.Module, fqn: str, new: nn.Module) -> nn.Module:
-    if not fqn:
-        return new
-    parent_name, _, name = fqn.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, name, new)
-    return root
-
-
 def save_model(model: nn.Module, path: str | os.PathLike, *, arch: dict | None = None,
                input_size=None, metadata: dict | None = None) -> Path:
     """Write `model` to `path` (.safetensors) atomically.
@@ -441,7 +433,7 @@ def load_model(path: str | os.PathLike, *, code: str | None = None) -> nn.Module
     model = create_model(arch["name"], **arch.get("kwargs", {})) if arch else nn.Identity()
     # Outer modules first, so a replaced container's children are replaced inside it.
     for fqn in sorted(manifest["replaced"], key=lambda k: (k.count("."), k) if k else (-1, "")):
-        model = _set_submodule(model, fqn, build_module(manifest["replaced"][fqn]))
+        model = replace_modules(model, {fqn: build_module(manifest["replaced"][fqn])})
     raw = load_file(str(path))
     if "sha256" in manifest and tensor_digest(raw) != manifest["sha256"]:  # older files have no digest
         raise FileFormatError(f"{path}: the tensor data does not match the file's sha256 digest "

@@ -20,6 +20,7 @@ from torch import nn
 
 from torchslim.errors import InvalidInputError
 from torchslim.lowrank.ranks import RankSpec, resolve_ranks, validate_rank
+from torchslim.module_swap import replace_modules
 from torchslim.registry import Registry
 
 
@@ -241,11 +242,6 @@ def _selector(layers) -> LayerFilter:
     return lambda m, n: any(fnmatch.fnmatch(n, p) for p in pats)
 
 
-def _set_submodule(root: nn.Module, fqn: str, new: nn.Module) -> None:
-    parent_name, _, name = fqn.rpartition(".")
-    setattr(root.get_submodule(parent_name) if parent_name else root, name, new)
-
-
 def following_batchnorm(model: nn.Module, names: list[str]) -> dict[str, tuple]:
     """For each conv, the per-channel affine (a, c) of the BatchNorm2d registered right after it."""
     mods = list(model.named_modules())
@@ -463,7 +459,7 @@ def decompose_with_report(
             ctx.approx_inputs = trace_layers(model, [n], batches, True, len(ctx.inputs), stop_early=True)[2][n]
         new, res = decompose_layer(mod, lm, layer_rank, ctx=ctx, allow_growth=allow_growth)
         if new is not mod:
-            _set_submodule(model, n, new)
+            replace_modules(model, {n: new})
             replaced = True
         results.append(res)
     return model, DecompositionReport(m.name, rank, results, time.perf_counter() - t0)

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from torchslim.data import as_batches
 from torchslim.errors import InvalidInputError, UnsupportedModelError
 from torchslim.machine import installed_runtimes
 from torchslim.onnx_runtime import OnnxRuntimeModule
@@ -83,25 +84,10 @@ class Int8Config:
 
 # ---------------------------------------------------------------- calibration data
 def calibration_batches(calib, n_images: int) -> list[torch.Tensor]:
-    """Up to `n_images` input images from a DataBundle, a DataLoader of (x, y), or tensors."""
+    """Up to `n_images` float input images of `calib` (anything `torchslim.data.as_batches` takes)."""
     if calib is None:
         raise InvalidInputError("int8 post-training quantization needs calibration data: calib=<DataLoader>")
-    if hasattr(calib, "calibration_batches"):
-        calib = calib.calibration_batches(n_images)
-    if isinstance(calib, torch.Tensor):
-        calib = [calib]
-    out, n = [], 0
-    for b in calib:
-        x = b[0] if isinstance(b, (tuple, list)) else b
-        if not isinstance(x, torch.Tensor):
-            raise InvalidInputError(f"calibration batches must be tensors or (x, y) pairs, got {type(x).__name__}")
-        out.append(x[: n_images - n].float())
-        n += len(out[-1])
-        if n >= n_images:
-            break
-    if not out:
-        raise InvalidInputError("the calibration data is empty")
-    return out
+    return [x.float() for x in as_batches(calib, n_images)]
 
 
 # ---------------------------------------------------------------- ranges

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchslim.errors import InvalidInputError
+from torchslim.module_swap import replace_modules
 
 
 def kmeans_1d(values: torch.Tensor, k: int, iters: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,9 +183,8 @@ def share_weights(model: nn.Module, bits: dict | None = None, *, filter_fn=None,
         if m.bias is not None:
             new.bias.data.copy_(m.bias.detach())
         new.train(m.training)
-        parent, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, attr, new)
         out[name] = new
+    replace_modules(model, out)
     return out
 
 

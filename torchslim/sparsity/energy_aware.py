@@ -24,6 +24,7 @@ from torch import nn
 
 from torchslim.analysis.energy import EnergyCosts, estimate_energy
 from torchslim.analysis.profile import profile
+from torchslim.data import as_batches
 from torchslim.errors import InvalidInputError
 from torchslim.sparsity.api import need_data, register_method
 from torchslim.sparsity.magnitude import _keep_largest
@@ -56,16 +57,6 @@ class EnergyAwareConfig:
     epochs: int = 1
     costs: EnergyCosts = field(default_factory=EnergyCosts)
     fit: FitConfig = field(default_factory=lambda: FitConfig(lr=0.01, weight_decay=0.0, progress=False))
-
-
-def _calibration_batch(train, n: int) -> torch.Tensor:
-    xs, seen = [], 0
-    for x, _ in train:
-        xs.append(x[: n - seen])
-        seen += len(xs[-1])
-        if seen >= n:
-            break
-    return torch.cat(xs)
 
 
 class _Stop(Exception):
@@ -216,7 +207,7 @@ def energy_aware_prune(model: nn.Module, calib: torch.Tensor, cfg: EnergyAwareCo
 @register_method("energy-aware", EnergyAwareConfig)
 def run_energy_aware(model: nn.Module, cfg: EnergyAwareConfig, train, val) -> dict:
     need_data(train, "energy-aware")
-    calib = _calibration_batch(train, cfg.calib_images)
+    calib = torch.cat(as_batches(train, cfg.calib_images))
     steps = energy_aware_prune(model, calib, cfg)
     history = []
     if cfg.epochs > 0:
