@@ -126,9 +126,9 @@ def distill_fit(student: nn.Module, teacher: nn.Module, data, method: str | Sequ
     if cfg.cache_teacher:
         loss.cache = TeacherCache(loss, train, device=device)
     # Adapters (FitNets) train with the student: one optimizer over both, built as fit would build it.
-    from torchslim.train.fit import _make_optimizer
+    from torchslim.train.fit import make_optimizer
 
-    opt = _make_optimizer(nn.ModuleList([student, loss.terms]), cfg.fit)
+    opt = make_optimizer(nn.ModuleList([student, loss.terms]), cfg.fit)
     try:
         result = fit(student, train, val_loader=val, config=cfg.fit, loss_fn=loss, optimizer=opt,
                      callbacks=[loss.callback(), *callbacks], checkpoint_dir=cfg.checkpoint_dir)

@@ -63,7 +63,7 @@ def _resolve(qualname: str) -> type:
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
-def _init_args(m: nn.Module, cls: type | None = None) -> dict[str, Any]:
+def init_args(m: nn.Module, cls: type | None = None) -> dict[str, Any]:
     """Constructor arguments of `cls` (default: m's own class) recovered from m's same-named attributes
     (the torch.nn convention). Subclasses that swap a layer's weight for something else (masks, shared
     weights) call it with their dense class from `spec_args()`."""
@@ -214,7 +214,7 @@ def module_spec(m: nn.Module, where: str = "") -> dict:
     if type(m) in _CONTAINERS:
         spec["args"] = {}
     else:
-        args = _init_args(m)
+        args = init_args(m)
         # torchslim's own (and registered) classes keep their init args as attributes by design
         if qn.startswith("torchslim.") or qn in _REGISTERED or _rebuilds_from_args(m, args):
             spec["args"] = args
@@ -299,7 +299,7 @@ def _same(a: nn.Module, b: nn.Module) -> bool:
         return False
     if type(a) in _CONTAINERS:
         return True
-    return _init_args(a) == _init_args(b) and _same_attributes(a, b) and _tensor_slots(a) == _tensor_slots(b)
+    return init_args(a) == init_args(b) and _same_attributes(a, b) and _tensor_slots(a) == _tensor_slots(b)
 
 
 def module_diff(model: nn.Module, base: nn.Module, prefix: str = "") -> dict[str, dict]:

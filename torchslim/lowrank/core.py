@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from torchslim.errors import InvalidInputError
-from torchslim.lowrank.ranks import RankSpec, resolve_ranks, validate_rank
+from torchslim.lowrank.ranks import Budget, RankSpec, is_budget, resolve_ranks, validate_rank
 from torchslim.module_swap import replace_modules
 from torchslim.registry import Registry
 
@@ -84,9 +84,10 @@ class Method:
     def adjust_ranks(self, layer: nn.Module, rank: RankSpec, ranks: tuple, analysis: Analysis) -> tuple:
         return ranks
 
-    def resolve(self, layer: nn.Module, rank: RankSpec, analysis: Analysis, params_before: int) -> tuple:
-        """Ranks for this layer from the one `rank` argument (methods with sequential spectra override)."""
-        ranks = resolve_ranks(rank, analysis.spectra, analysis.full, lambda r: self.cost(layer, r)[0], params_before)
+    def resolve(self, layer: nn.Module, rank: RankSpec, analysis: Analysis, budget: Budget | None) -> tuple:
+        """Ranks for this layer from the one `rank` argument (methods with sequential spectra override);
+        `budget` is what a budget rank ({"compression": x}, {"macs": x}) allows this layer."""
+        ranks = resolve_ranks(rank, analysis.spectra, analysis.full, lambda r: budget.fits(self.cost(layer, r)))
         return self.adjust_ranks(layer, rank, ranks, analysis)
 
 
@@ -181,6 +182,19 @@ def layer_macs(cost: tuple[int, int, int], ctx: Context) -> int:
     return per_in * _pixels(ctx.input_shape) + per_out * _pixels(ctx.output_shape)
 
 
+def layer_budget(rank: RankSpec, cost: tuple[int, int, int], ctx: Context) -> Budget | None:
+    """What a budget rank allows a layer of `cost` (`original_cost`): x-fold fewer parameters
+    ({"compression": x}) or MACs ({"macs": x}, at ctx's shapes); None for any other rank."""
+    if not is_budget(rank):
+        return None
+    if "macs" in rank:
+        if ctx.output_shape is None:
+            raise InvalidInputError(f"rank {rank!r} counts MACs at the layer's input size: pass input_size= or "
+                                    f"data= (layer {ctx.name or 'given'} has no recorded shape)")
+        return Budget(lambda c: layer_macs(c, ctx), layer_macs(cost, ctx) / float(rank["macs"]))
+    return Budget(lambda c: c[0], cost[0] / float(rank["compression"]))
+
+
 def decompose_layer(layer: nn.Module, method: str | Method = "tucker", rank: RankSpec = "vbmf", *,
                     ctx: Context | None = None, allow_growth: bool = False) -> tuple[nn.Module, LayerResult]:
     """Decompose one layer; returns (the chain or the layer itself when skipped, its LayerResult).
@@ -192,6 +206,7 @@ def decompose_layer(layer: nn.Module, method: str | Method = "tucker", rank: Ran
     validate_rank(rank)
     ctx = ctx or Context(name="")
     before = original_cost(layer)
+    budget = layer_budget(rank, before, ctx)
     res = LayerResult(ctx.name, describe(layer), m.name, "skipped", params_before=before[0],
                       macs_before=layer_macs(before, ctx), original=layer, input_shape=ctx.input_shape)
     t0 = time.perf_counter()
@@ -204,7 +219,7 @@ def decompose_layer(layer: nn.Module, method: str | Method = "tucker", rank: Ran
         if m.needs_data and ctx.inputs is None:
             raise Skip("needs calibration inputs (pass data=...)")
         analysis = m.analyze(layer, need_spectra=isinstance(rank, (str, float)), ctx=ctx)
-        ranks = m.resolve(layer, rank, analysis, before[0])
+        ranks = m.resolve(layer, rank, analysis, budget)
         res.ranks = ranks
         after = m.cost(layer, ranks, **({"L": analysis.cache["L"]} if "L" in analysis.cache else
                                         {"analysis": analysis} if ("in_modes" in analysis.cache or "G" in analysis.cache)
@@ -391,7 +406,7 @@ def decompose_with_report(
     """`decompose`, also returning the per-layer `DecompositionReport`."""
     m = METHODS.get(method) if isinstance(method, str) else method
     rank = "vbmf" if rank is None else rank
-    per_layer = isinstance(rank, dict) and "compression" not in rank  # {layer pattern: rank}
+    per_layer = isinstance(rank, dict) and not is_budget(rank)  # {layer pattern: rank}
     for r in (rank.values() if per_layer else [rank]):
         validate_rank(r)
     t0 = time.perf_counter()
@@ -478,8 +493,9 @@ def decompose(model: nn.Module, method: str = "tucker", rank: RankSpec = "vbmf",
         model: the trained model (not modified unless inplace=True).
         method: a name in `torchslim.lowrank.METHODS` (tucker, cp, separable, svd, channel, ...),
             used for the layer types it handles.
-        rank: "vbmf" (also None), an int or tuple, a float in (0, 1] (energy kept), {"compression": x},
-            or {layer name pattern: any of these} (unmatched layers are left alone).
+        rank: "vbmf" (also None), an int or tuple, a float in (0, 1] (energy kept), {"compression": x}
+            (parameters shrink x-fold), {"macs": x} (MACs shrink x-fold, at `input_size`), or
+            {layer name pattern: any of these} (unmatched layers are left alone).
         layers: fnmatch patterns of layer names, or `filter_fn(module, name) -> bool`; None = all.
         linear_method: method for layer types `method` does not handle (default "svd" for Linear;
             None leaves them alone).

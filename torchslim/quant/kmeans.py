@@ -64,9 +64,9 @@ class _SharedMixin:
 
     def spec_args(self) -> dict:
         """Constructor arguments of the dense class, read from attributes (for torchslim.io)."""
-        from torchslim.io.model_file import _init_args
+        from torchslim.io.model_file import init_args
 
-        args = _init_args(self, self._dense_cls)
+        args = init_args(self, self._dense_cls)
         args["bits"] = self.bits
         return args
 
@@ -77,9 +77,9 @@ class _SharedMixin:
     def dense_module(self) -> nn.Module:
         """The plain layer with the decoded weights C[I] * M: what exporters write (runtimes have no
         codebook op, and the graph that decodes on the fly stores int64 indices, 3x the dense file)."""
-        from torchslim.io.model_file import _init_args
+        from torchslim.io.model_file import init_args
 
-        new = self._dense_cls(**_init_args(self, self._dense_cls))
+        new = self._dense_cls(**init_args(self, self._dense_cls))
         with torch.no_grad():
             new.weight.copy_(self.weight)
             if self.bias is not None:

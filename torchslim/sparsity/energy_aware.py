@@ -27,7 +27,7 @@ from torchslim.analysis.profile import profile
 from torchslim.data import as_batches
 from torchslim.errors import InvalidInputError
 from torchslim.sparsity.api import need_data, register_method
-from torchslim.sparsity.magnitude import _keep_largest
+from torchslim.sparsity.magnitude import keep_largest
 from torchslim.sparsity.masks import KeepMasks, attach_masks, set_mask
 from torchslim.train import FitConfig, fit
 
@@ -188,7 +188,7 @@ def energy_aware_prune(model: nn.Module, calib: torch.Tensor, cfg: EnergyAwareCo
         name = max(open_layers, key=lambda n: energy[n])
         layer = layers[name]
         sparsity[name] = min(cfg.max_layer_sparsity, sparsity[name] + cfg.step)
-        set_mask(layer, _keep_largest((layer.weight.detach() * layer.weight_mask).abs(), sparsity[name]))
+        set_mask(layer, keep_largest((layer.weight.detach() * layer.weight_mask).abs(), sparsity[name]))
         restored = False
         if cfg.restore and layer.weight[0].numel() <= cfg.max_restore_dim:
             rows, Y = targets(name, layer)

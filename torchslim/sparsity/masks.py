@@ -48,9 +48,9 @@ class _MaskedMixin:
 
     def spec_args(self) -> dict:
         """Constructor arguments of the dense class, read from attributes (for torchslim.io)."""
-        from torchslim.io.model_file import _init_args
+        from torchslim.io.model_file import init_args
 
-        args = _init_args(self, self._dense_cls)
+        args = init_args(self, self._dense_cls)
         return args
 
     @property
@@ -59,9 +59,9 @@ class _MaskedMixin:
 
     def dense_module(self) -> nn.Module:
         """A plain layer (new Parameters) holding W * M: for export, which needs no mask tensor."""
-        from torchslim.io.model_file import _init_args
+        from torchslim.io.model_file import init_args
 
-        new = self._dense_cls(**_init_args(self, self._dense_cls))
+        new = self._dense_cls(**init_args(self, self._dense_cls))
         with torch.no_grad():
             new.weight.copy_(self.weight * self.weight_mask)
             if getattr(self, "bias", None) is not None:

@@ -112,7 +112,8 @@ def default_loss(label_smoothing: float = 0.0) -> LossFn:
     return loss_fn
 
 
-def _make_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
+    """The optimizer `cfg` describes, over the trainable parameters of `model`."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise InvalidInputError(f"{type(model).__name__} has no trainable parameters")
@@ -243,7 +244,7 @@ def fit(
         train_loader = _shard_loader(train_loader, cfg.seed)
         net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     loss_fn = loss_fn or default_loss(cfg.label_smoothing)
-    opt = optimizer or _make_optimizer(model, cfg)
+    opt = optimizer or make_optimizer(model, cfg)
     base_lrs = [g["lr"] for g in opt.param_groups]
     steps_per_epoch = len(train_loader)
     if cfg.max_steps_per_epoch:
