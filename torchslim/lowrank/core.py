@@ -493,9 +493,8 @@ def decompose(model: nn.Module, method: str = "tucker", rank: RankSpec = "vbmf",
         model: the trained model (not modified unless inplace=True).
         method: a name in `torchslim.lowrank.METHODS` (tucker, cp, separable, svd, channel, ...),
             used for the layer types it handles.
-        rank: "vbmf" (also None), an int or tuple, a float in (0, 1] (energy kept), {"compression": x}
-            (parameters shrink x-fold), {"macs": x} (MACs shrink x-fold, at `input_size`), or
-            {layer name pattern: any of these} (unmatched layers are left alone).
+        rank: "vbmf" (also None), an int or tuple, a float in (0, 1] (energy kept), {"compression": x},
+            or {layer name pattern: any of these} (unmatched layers are left alone).
         layers: fnmatch patterns of layer names, or `filter_fn(module, name) -> bool`; None = all.
         linear_method: method for layer types `method` does not handle (default "svd" for Linear;
             None leaves them alone).
