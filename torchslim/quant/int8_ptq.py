@@ -38,7 +38,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from torchslim.data import as_batches
 from torchslim.errors import InvalidInputError, UnsupportedModelError
+from torchslim.machine import installed_runtimes
+from torchslim.onnx_runtime import OnnxRuntimeModule
+from torchslim.analysis.latency import time_calls, torch_threads
 from torchslim.progress import note
 from torchslim.quant.bn_fold import fold_bn
 from torchslim.quant.fakequant import wrap_layers
@@ -49,8 +53,6 @@ PATHS = ("ort-qdq", "ort-qoperator", "torch-x86", "ov-qdq", "ov-nncf")
 
 def quick_paths() -> tuple[str, ...]:
     """The default paths: one QDQ model, in OpenVINO where it is installed and in ONNX Runtime."""
-    from torchslim.runtimes import installed_runtimes
-
     return ("ov-qdq", "ort-qdq") if "openvino" in installed_runtimes() else ("ort-qdq",)
 
 
@@ -85,89 +87,10 @@ class Int8Config:
 
 # ---------------------------------------------------------------- calibration data
 def calibration_batches(calib, n_images: int) -> list[torch.Tensor]:
-    """Up to `n_images` input images from a DataBundle, a DataLoader of (x, y), or tensors."""
+    """Up to `n_images` float input images of `calib` (anything `torchslim.data.as_batches` takes)."""
     if calib is None:
         raise InvalidInputError("int8 post-training quantization needs calibration data: calib=<DataLoader>")
-    if hasattr(calib, "calibration_batches"):
-        calib = calib.calibration_batches(n_images)
-    if isinstance(calib, torch.Tensor):
-        calib = [calib]
-    out, n = [], 0
-    for b in calib:
-        x = b[0] if isinstance(b, (tuple, list)) else b
-        if not isinstance(x, torch.Tensor):
-            raise InvalidInputError(f"calibration batches must be tensors or (x, y) pairs, got {type(x).__name__}")
-        out.append(x[: n_images - n].float())
-        n += len(out[-1])
-        if n >= n_images:
-            break
-    if not out:
-        raise InvalidInputError("the calibration data is empty")
-    return out
-
-
-# ---------------------------------------------------------------- ONNX Runtime model as a module
-class OnnxRuntimeModule(nn.Module):
-    """An nn.Module that runs a (quantized) ONNX model with ONNX Runtime's CPU execution provider.
-
-    The model bytes live in a uint8 buffer, so `torchslim.io.save_model` / `.slim` files carry it.
-    `reference` (fake-quant torch model) and `fp32` (BN-folded float model) are attached by
-    `quantize_int8` (not saved).
-    """
-
-    def __init__(self, nbytes: int, threads: int = 0, path_name: str = "ort", macs: int = 0, params: int = 0):
-        super().__init__()
-        self.nbytes, self.threads, self.path_name = int(nbytes), int(threads), path_name
-        # the float model's figures: the analysis cannot look inside an ONNX graph
-        self.macs, self.params = int(macs), int(params)
-        self.register_buffer("onnx_model", torch.zeros(self.nbytes, dtype=torch.uint8))
-        self._session = None
-        self._session_key = None
-
-    @classmethod
-    def from_bytes(cls, data: bytes, threads: int = 0, path_name: str = "ort", macs: int = 0,
-                   params: int = 0) -> "OnnxRuntimeModule":
-        m = cls(len(data), threads, path_name, macs, params)
-        m.onnx_model.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
-        return m.eval()
-
-    def profile_macs(self, inp, out) -> int:  # torchslim.analysis.profile: MACs per image
-        return self.macs
-
-    def profile_params(self) -> tuple[int, int]:
-        return self.params, self.params
-
-    def onnx_bytes(self) -> bytes:
-        """The ONNX model this module runs: exporting it is writing these bytes (torchslim.onnx_export)."""
-        return self.onnx_model.numpy().tobytes()
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        self._session = None  # new bytes: a new session on the next call
-        return super()._load_from_state_dict(*args, **kwargs)
-
-    def session(self):
-        key = self.onnx_model.data_ptr()
-        if self._session is None or key != self._session_key:
-            import onnxruntime as ort
-
-            so = ort.SessionOptions()
-            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            if self.threads:
-                so.intra_op_num_threads, so.inter_op_num_threads = self.threads, 1
-            self._session = ort.InferenceSession(self.onnx_model.numpy().tobytes(), so,
-                                                 providers=["CPUExecutionProvider"])
-            self._session_key = key
-        return self._session
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sess = self.session()
-        out = sess.run(None, {sess.get_inputs()[0].name: x.detach().cpu().float().contiguous().numpy()})[0]
-        return torch.from_numpy(out)
-
-    def __getstate__(self):  # deepcopy / pickling: sessions are rebuilt from the bytes
-        d = self.__dict__.copy()
-        d["_session"] = None
-        return d
+    return [x.float() for x in as_batches(calib, n_images)]
 
 
 # ---------------------------------------------------------------- ranges
@@ -309,10 +232,8 @@ def torch_x86_int8(model: nn.Module, batches, observer: str) -> nn.Module:
 
 # ---------------------------------------------------------------- measuring
 def _latency_ms(fn, x, threads, repeats, min_time_s) -> dict:
-    from torchslim.analysis.latency import _threads, _time
-
-    with _threads(threads), torch.inference_mode():
-        times = _time(lambda: fn(x), 3, repeats, min_time_s)
+    with torch_threads(threads), torch.inference_mode():
+        times = time_calls(lambda: fn(x), 3, repeats, min_time_s)
     q = statistics.quantiles(times, n=10) if len(times) > 1 else times * 9
     return {"median_ms": statistics.median(times), "p10_ms": q[0], "p90_ms": q[-1], "runs": len(times)}
 
