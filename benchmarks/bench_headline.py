@@ -87,7 +87,7 @@ WHY = {
 # recipe that reproduces its choice (copied to recipes/headline_r56_auto.yaml after a run).
 AUTO_ARGS = {"r56-auto": ["resnet56", "--pretrained", "--data", "cifar10", "--target", "latency=0.4x",
                           "--max-drop", "0.5", "--actions", "prune,quant", "--calib-images", "512",
-                          "--epochs", "2", "--precision", "bf16", "--channels-last"]}
+                          "--epochs", "1", "--precision", "bf16", "--channels-last"]}
 
 
 def _baseline_stage(recipe) -> str:

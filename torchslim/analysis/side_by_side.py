@@ -24,7 +24,7 @@ def _runner(model: nn.Module, x: torch.Tensor, runtime: str, threads: int, tmp: 
                 model(x)
         return run
     if runtime == "onnxruntime":
-        from torchslim.analysis.latency import onnx_session
+        from torchslim.onnx_runtime import onnx_session
         from torchslim.onnx_export import to_onnx
 
         sess = onnx_session(str(to_onnx(model, x[:1], tmp / f"{name}.onnx")), threads)
