@@ -40,6 +40,11 @@ def test_fastest_runtime_is_the_least_measured_median(monkeypatch):
     assert runtimes.fastest_runtime(small(), None) == ("openvino", fake_ms)
     fake_ms.update(broken=True, openvino=0.5)  # a runtime that fails on the model is skipped
     assert runtimes.fastest_runtime(small(), None) == ("onnxruntime", {"torch": 3.0, "onnxruntime": 2.0})
+    del fake_ms["broken"]
+    fake_ms.update(onnxruntime=1.0, openvino=1.04)  # within 5 %: a tie, and OpenVINO comes first in PREFERENCE
+    assert runtimes.fastest_runtime(small(), None)[0] == "openvino"
+    fake_ms.update(openvino=1.06)  # beyond it: measured slower
+    assert runtimes.fastest_runtime(small(), None)[0] == "onnxruntime"
 
 
 def test_fastest_runtime_measures_every_installed_runtime():
