@@ -13,6 +13,7 @@ from torchslim.errors import InvalidInputError
 from torchslim.graph import ChannelGraph
 from torchslim.prune.allocation import search_ratio, select
 from torchslim.prune.criteria import CRITERIA, DATA_DRIVEN, ScoreContext
+from torchslim.progress import note
 from torchslim.prune.surgery import apply_plan
 from torchslim.train import FitConfig, fit
 
@@ -82,10 +83,8 @@ class PruneConfig:
 
 
 def _log(cfg, msg):
-    if cfg.progress:
-        from torchslim.cli.common import console
-
-        console.print(msg)
+    if cfg.progress:  # the library's one progress channel (stderr), not the CLI's console
+        note(msg)
 
 
 def _images(data, n: int) -> list[torch.Tensor]:

@@ -119,7 +119,7 @@ class StageContext:
 
     def load_model(self, spec) -> nn.Module:
         """Build a model from a recipe `ModelSpec` (a teacher, for instance)."""
-        from torchslim.recipe.runner import build_model
+        from torchslim.recipe.inputs import build_model
 
         return build_model(spec, self.recipe.data)[0].to(self.device)
 
