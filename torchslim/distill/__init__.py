@@ -52,9 +52,14 @@ class DistillConfig:
     checkpoint_dir: str | None = None
 
 
-METHODS.register("kd")(lambda c: KD(c.temperature, c.alpha))
-METHODS.register("at")(lambda c: AttentionTransfer(c.beta, c.p, c.at_pairs, c.at_mode))
-METHODS.register("hint")(lambda c: Hint(c.hint_weight, c.hint_pairs))
+def _register(name: str, term: type, build: Callable[[DistillConfig], Term]) -> None:
+    build.term = term  # the class that implements it (the method table points to its code)
+    METHODS.register(name)(build)
+
+
+_register("kd", KD, lambda c: KD(c.temperature, c.alpha))
+_register("at", AttentionTransfer, lambda c: AttentionTransfer(c.beta, c.p, c.at_pairs, c.at_mode))
+_register("hint", Hint, lambda c: Hint(c.hint_weight, c.hint_pairs))
 
 
 def from_original(original: nn.Module, temperature: float = 4.0, alpha: float = 0.9) -> DistillLoss:

@@ -188,7 +188,7 @@ def run_random_masks(model: nn.Module, cfg: RandomMasksConfig, train, val) -> di
     return info
 
 
-@register_method("kernel_magnitude", KernelMagnitudeConfig)
+@register_method("kernel_magnitude", KernelMagnitudeConfig, needs_data=False)
 def run_kernel_magnitude(model: nn.Module, cfg: KernelMagnitudeConfig, train, val) -> dict:
     s = _check(cfg.sparsity)
     layers = _layers(model, cfg.filter_fn)

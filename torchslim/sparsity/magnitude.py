@@ -198,7 +198,7 @@ def _fit(model, train, val, cfg: MagnitudeConfig, epochs: int, callbacks, label:
     return res.history
 
 
-@register_method("magnitude", MagnitudeConfig)
+@register_method("magnitude", MagnitudeConfig, needs_data=False)  # one-shot: no data
 def run_magnitude(model: nn.Module, cfg: MagnitudeConfig, train, val) -> dict:
     if cfg.schedule not in ("oneshot", "iterative", "agp"):
         raise InvalidInputError(f"schedule must be oneshot, iterative or agp, got {cfg.schedule!r}")

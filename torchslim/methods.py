@@ -1,0 +1,335 @@
+"""The one table of compression methods: every method once, with what each surface needs to know.
+
+Each family keeps its own registry, where a method is registered next to its code (prune criteria,
+sparsity methods, decompositions, quantizers, distillation terms, the coded file); this table reads
+those registries, so a method registered there is in the table, the CLI, the recipe stages and the
+docs without another list of names:
+
+    >>> from torchslim.methods import methods, get
+    >>> [m.key for m in methods("quantize")]            # ['quantize:binary', 'quantize:int8-pt2e', ...]
+    >>> get("quantize", "int8").name                     # aliases resolve: 'int8-ptq'
+    >>> [o.name for o in get("sparsify", "dns").options()]
+
+A `MethodSpec` says: its family and verb, name and aliases, its config dataclass (the options, with
+defaults and help), whether it needs data, whether it needs a fine-tuning budget to do anything,
+whether its verb works in place, the paper it implements and the file its code lives in.
+`python -m torchslim.methods` prints the table as markdown (docs/methods.md is that output).
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from torchslim.errors import InvalidInputError, UnknownNameError
+from torchslim.registry import Registry
+
+FAMILIES = ("prune", "sparsify", "decompose", "quantize", "distill", "encode")
+REPORT_ATTR = "_torchslim_report"
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a method: a field of its config dataclass."""
+
+    name: str
+    type: str
+    default: Any
+    help: str
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    family: str  # prune | sparsify | decompose | quantize | distill | encode
+    name: str
+    config: type  # the dataclass of its options
+    verb: str  # what runs it: torchslim.<verb>
+    aliases: tuple[str, ...] = ()
+    needs_data: bool = False  # reads images (calibration, data-driven scores) or trains
+    needs_budget: bool = False  # does nothing useful without a fine-tuning budget (epochs > 0)
+    inplace: bool = False  # the verb changes the model it is given (False: returns a new one)
+    paper: str = ""
+    code: str = ""  # the file of its implementation, relative to the repository
+    method_field: str | None = None  # the config field that names the method (prune: criterion)
+    fixed: tuple[tuple[str, Any], ...] = ()  # config fields the method sets itself (binary: mode)
+
+    @property
+    def key(self) -> str:
+        return f"{self.family}:{self.name}"
+
+    def options(self) -> list[Option]:
+        """The config's fields a user sets (the method's own name and fixed fields left out)."""
+        skip = {self.method_field, *dict(self.fixed)}
+        return [o for o in config_options(self.config) if o.name not in skip]
+
+    def option_names(self) -> set[str]:
+        return {o.name for o in self.options()}
+
+    def check_options(self, options: dict, where: str = "") -> None:
+        """Unknown option names fail with one line listing the method's options."""
+        unknown = sorted(set(options) - self.option_names())
+        if unknown:
+            raise InvalidInputError(f"{where}{self.family} method {self.name!r} has no option(s) {unknown}; "
+                                    f"its options: {', '.join(sorted(self.option_names()))}")
+
+
+# ------------------------------------------------------------------ options from a config dataclass
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
+
+
+def _doc_help(cls: type) -> dict[str, str]:
+    """`name: text` lines of the class docstring (Args/Attributes; `a, b: text` documents both)."""
+    out: dict[str, str] = {}
+    key_line = re.compile(r"^\s*([A-Za-z_][\w]*(?:\s*,\s*[A-Za-z_][\w]*)*)\s*(?:\([^)]*\))?:\s+(\S.*)$")
+    current: list[str] = []
+    for line in (cls.__doc__ or "").splitlines():
+        m = key_line.match(line)
+        if m and not line.strip().endswith("::"):
+            current = [n.strip() for n in m.group(1).split(",")]
+            for n in current:
+                out[n] = m.group(2).strip()
+        elif current and line.strip() and line.startswith(" " * 8):
+            for n in current:
+                out[n] += " " + line.strip()
+        else:
+            current = []
+    return out
+
+
+def _comment_help(cls: type) -> dict[str, str]:
+    """`name: type = default  # text` comments in the class source."""
+    try:
+        src = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    return {m.group(1): m.group(2).strip()
+            for m in re.finditer(r"^\s+([A-Za-z_]\w*)\s*:[^#\n]*#\s*(.+)$", src, re.M)}
+
+
+def config_options(cls: type) -> list[Option]:
+    """Every field of a config dataclass as an `Option`; help from field metadata["help"], else the
+    class docstring's `name: text` line, else the field's trailing comment."""
+    doc, comments = _doc_help(cls), _comment_help(cls)
+    opts = []
+    for f in dataclasses.fields(cls):
+        if f.name.startswith("_") or not f.init:
+            continue
+        text = f.metadata.get("help") or doc.get(f.name) or comments.get(f.name, "")
+        opts.append(Option(f.name, f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type)),
+                           _default(f), text))
+    return opts
+
+
+# ------------------------------------------------------------------ the families, read from their registries
+def _code(obj) -> str:
+    try:
+        return Path(inspect.getsourcefile(obj)).resolve().relative_to(_ROOT).as_posix()
+    except (TypeError, ValueError, OSError):
+        return ""
+
+
+def _paper(obj) -> str:
+    """The obj's `paper`, else the first sentence of its module's docstring (which names the paper)."""
+    if getattr(obj, "paper", ""):
+        return obj.paper
+    module = inspect.getmodule(obj)
+    doc = " ".join((module.__doc__ or "").split("\n\n")[0].split()) if module else ""
+    first = re.split(r"(?<!\bal)(?<!e\.g)(?<!i\.e)\.\s+(?=[A-Z])", doc)[0] if doc else ""
+    return first.rstrip(".")
+
+
+def _aliases(reg: Registry) -> dict[str, tuple[str, ...]]:
+    out: dict[str, list[str]] = {}
+    for n in reg.names():
+        out.setdefault(reg.canonical(n), [])
+        if reg.canonical(n) != n:
+            out[reg.canonical(n)].append(n)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _prune() -> Iterator[MethodSpec]:
+    from torchslim.prune.api import PruneConfig
+    from torchslim.prune.criteria import CRITERIA, DATA_DRIVEN
+
+    for name, aliases in _aliases(CRITERIA).items():
+        fn = CRITERIA.get(name)
+        yield MethodSpec("prune", name, PruneConfig, "prune", aliases, needs_data=name in DATA_DRIVEN,
+                         paper=_paper(fn), code=_code(fn), method_field="criterion")
+
+
+def _sparsify() -> Iterator[MethodSpec]:
+    from torchslim.sparsity.api import METHODS
+
+    for name, aliases in _aliases(METHODS).items():
+        config, fn = METHODS.get(name)
+        yield MethodSpec("sparsify", name, config, "sparsify", aliases, needs_data=getattr(fn, "needs_data", True),
+                         paper=_paper(fn), code=_code(fn))
+
+
+def _decompose() -> Iterator[MethodSpec]:
+    from torchslim.lowrank import METHODS, DecomposeConfig
+
+    for name, aliases in _aliases(METHODS).items():
+        m = METHODS.get(name)
+        yield MethodSpec("decompose", name, DecomposeConfig, "decompose", aliases, needs_data=m.needs_data,
+                         paper=_paper(m), code=_code(type(m)), method_field="method")
+
+
+def _quantize() -> Iterator[MethodSpec]:
+    from torchslim.quant import METHODS
+
+    for name, aliases in _aliases(METHODS).items():
+        fn = METHODS.get(name)
+        yield MethodSpec("quantize", name, fn.config, "quantize", aliases, needs_data=fn.needs_data,
+                         paper=_paper(fn.implementation), code=_code(fn.implementation),
+                         fixed=tuple(getattr(fn, "fixed", {}).items()))
+
+
+def _distill() -> Iterator[MethodSpec]:
+    from torchslim.distill import METHODS, DistillConfig
+
+    for name, aliases in _aliases(METHODS).items():
+        term = METHODS.get(name).term
+        yield MethodSpec("distill", name, DistillConfig, "distill", aliases, needs_data=True, needs_budget=True,
+                         inplace=True, paper=_paper(term), code=_code(term))
+
+
+def _encode() -> Iterator[MethodSpec]:
+    from torchslim.encode import EncodeConfig, save
+
+    yield MethodSpec("encode", "slim", EncodeConfig, "encode.save", paper=_paper(save), code=_code(save))
+
+
+_READERS: dict[str, Callable[[], Iterator[MethodSpec]]] = {
+    "prune": _prune, "sparsify": _sparsify, "decompose": _decompose, "quantize": _quantize, "distill": _distill,
+    "encode": _encode}
+
+
+def table() -> Registry[MethodSpec]:
+    """The whole table, `family:name` -> MethodSpec (aliases as `family:alias`), read afresh from the
+    family registries (so a method a user registers there appears here too)."""
+    reg: Registry[MethodSpec] = Registry("method")
+    for family in FAMILIES:
+        for spec in _READERS[family]():
+            reg.register(spec.key)(spec)
+            for a in spec.aliases:
+                reg.register(f"{family}:{a}")(spec)
+    return reg
+
+
+def methods(family: str | None = None) -> list[MethodSpec]:
+    """Every method (of one family), each once, sorted by family then name."""
+    if family is not None and family not in FAMILIES:
+        raise UnknownNameError(f"unknown method family {family!r}; known: {', '.join(FAMILIES)}")
+    fams = FAMILIES if family is None else (family,)
+    return [s for f in fams for s in sorted(_READERS[f](), key=lambda s: s.name)]
+
+
+def names(family: str) -> list[str]:
+    """A family's method names and aliases (what a `--method` option accepts)."""
+    return sorted(n for s in methods(family) for n in (s.name, *s.aliases))
+
+
+def get(family: str, name: str) -> MethodSpec:
+    """The method `name` (or an alias) of `family`; an unknown name fails with the known ones."""
+    for s in methods(family):
+        if name == s.name or name in s.aliases:
+            return s
+    raise UnknownNameError(f"unknown {family} method {name!r}; known: {', '.join(names(family))}")
+
+
+def for_config(family: str, config) -> MethodSpec:
+    """The method whose config `config` is (prune: its `criterion`; binary/ternary: its `mode`)."""
+    found = [s for s in methods(family) if isinstance(config, s.config)]
+    if len(found) > 1:
+        found = [s for s in found if (s.method_field and getattr(config, s.method_field) == s.name)
+                 or all(getattr(config, k, None) == v for k, v in s.fixed) and s.fixed] or found[:1]
+    if not found:
+        known = sorted({s.config.__name__ for s in methods(family)})
+        raise InvalidInputError(f"{type(config).__name__} is no {family} config; {family} takes {', '.join(known)}")
+    return found[0]
+
+
+def resolve(family: str, method_or_config) -> tuple[MethodSpec, Any]:
+    """(spec, config or None) from a method name / alias or a config instance."""
+    if isinstance(method_or_config, str):
+        return get(family, method_or_config), None
+    if dataclasses.is_dataclass(method_or_config) and not isinstance(method_or_config, type):
+        return for_config(family, method_or_config), method_or_config
+    raise InvalidInputError(f"{family}: give a method name ({', '.join(names(family))}) or its config, "
+                            f"got {type(method_or_config).__name__}")
+
+
+# ------------------------------------------------------------------ what every verb shares
+def layer_filter(filter_fn=None, layers=None) -> Callable | None:
+    """One way to choose layers: `filter_fn(module, name) -> bool` (torchao-style); `layers`, fnmatch
+    patterns of layer names, is the convenience spelling of the same thing."""
+    if filter_fn is not None and layers is not None:
+        raise InvalidInputError("give filter_fn or layers (name patterns), not both")
+    if layers is None or callable(layers):
+        return filter_fn if filter_fn is not None else layers
+    import fnmatch
+
+    pats = [layers] if isinstance(layers, str) else list(layers)
+    return lambda module, name: any(fnmatch.fnmatch(name, p) for p in pats)
+
+
+def images(data, n: int) -> list:
+    """The first `n` training images of `data` as batches: a DataBundle, a loader of (x, y) batches, or
+    batches already (a list of tensors, returned as is)."""
+    if hasattr(data, "calibration_batches"):
+        return data.calibration_batches(n)
+    if isinstance(data, (list, tuple)) and all(hasattr(x, "shape") for x in data):
+        return list(data)
+    from torchslim.data.core import first_images
+
+    return first_images(data, n)
+
+
+def attach_report(model, spec: MethodSpec, report: dict) -> None:
+    """Every verb leaves its report on the model it returns; `report_of(model)` reads it back."""
+    try:
+        object.__setattr__(model, REPORT_ATTR, {"family": spec.family, "method": spec.name, **report})
+    except (AttributeError, TypeError):
+        pass
+
+
+def report_of(model) -> dict | None:
+    """The report the last torchslim verb attached to `model` (family, method, and its figures)."""
+    return getattr(model, REPORT_ATTR, None)
+
+
+def deprecated(old: str, new: str) -> None:
+    warnings.warn(f"{old} is deprecated; call {new}", DeprecationWarning, stacklevel=3)
+
+
+# ------------------------------------------------------------------ the table as markdown (docs/methods.md)
+def markdown() -> str:
+    rows = ["# Methods", "",
+            "Generated from the method table (`torchslim/methods.py`) by `python -m torchslim.methods > docs/methods.md`;",
+            "`tests/test_methods.py` checks it is current. Each name leads to its code; its options are the",
+            "fields of its config (`torchslim methods FAMILY` prints them with their defaults and help).", ""]
+    for family in FAMILIES:
+        specs = methods(family)
+        rows += [f"## {family}", "", "| method | aliases | config | data | budget | in place | code | paper |",
+                 "|---|---|---|---|---|---|---|---|"]
+        for s in specs:
+            rows.append(f"| `{s.name}` | {', '.join(f'`{a}`' for a in s.aliases)} | `{s.config.__module__}."
+                        f"{s.config.__name__}` | {'yes' if s.needs_data else ''} | {'yes' if s.needs_budget else ''} | "
+                        f"{'yes' if s.inplace else ''} | [{s.code}](../{s.code}) | {s.paper.replace('|', '/')} |")
+        rows.append("")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown())
