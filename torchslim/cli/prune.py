@@ -89,7 +89,7 @@ def run(args) -> int:
     layer_ratios = json.loads(Path(args.layer_ratios).read_text()) if args.layer_ratios else None
     acc_before = evaluate(model, data.test, progress="test before")["top1"] if data is not None else None
     before = profile(model, size)
-    pruned = prune(model, x, args.criterion, args.ratio, target_macs=args.target_macs,
+    pruned = prune(model, args.criterion, example_input=x, ratio=args.ratio, target_macs=args.target_macs,
                    target_params=args.target_params, data=data, allocation=args.allocation,
                    layer_ratios=layer_ratios, schedule=args.schedule, steps=args.steps, finetune=recovery,
                    final_finetune=final, skip=tuple(args.skip), progress=True, reconstruct=args.reconstruct,

@@ -12,10 +12,12 @@ class EncodeConfig:
     Args:
         file: the file name in the stage folder.
         metadata: extra JSON-able figures stored in the header.
+        input_size: (C, H, W) recorded for `load` (default: the model's own record).
     """
 
     file: str = "model.slim"
     metadata: dict | None = None
+    input_size: tuple | None = None
 
 
 __all__ = ["EncodeConfig", "FORMAT", "READS", "VERSION", "decode_model", "encode_model", "load", "save", "storage_report"]
