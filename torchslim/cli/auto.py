@@ -123,10 +123,13 @@ def run(args) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     save_model(result.model, out / "model.safetensors", input_size=data.input_size)
-    budget = {"epochs": args.epochs, "lr": args.lr, "optimizer": args.optimizer, "schedule": args.schedule,
-              "weight_decay": args.weight_decay, "label_smoothing": args.label_smoothing}
-    if args.max_steps:
-        budget["max_steps_per_epoch"] = args.max_steps
+    # the recipe's budget: the FitConfig fields a recipe budget takes (torchslim.recipe.Budget), as given
+    from dataclasses import asdict
+
+    from torchslim.recipe import Budget
+
+    budget = {k: v for k, v in asdict(fit_config_from_args(args)).items()
+              if k in Budget.model_fields and (v is not None or k in ("epochs", "lr"))}
     if Path(args.model).exists():
         model_spec = {"path": str(Path(args.model).resolve())}
     else:
