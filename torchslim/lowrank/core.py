@@ -556,7 +556,9 @@ def decompose(model: nn.Module, method: "str | DecomposeConfig" = "tucker", rank
     if rank is not None:
         values["rank"] = rank
     cfg = DecomposeConfig(**values)
-    select = methods.layer_filter(filter_fn, layers)
+    if filter_fn is not None and layers is not None:
+        raise InvalidInputError("decompose: give filter_fn or layers (name patterns), not both")
+    select = filter_fn if filter_fn is not None else layers  # patterns stay patterns: errors quote them
     batches = methods.images(data, cfg.calibration_images) if data is not None else None
     model, report = decompose_with_report(model, cfg.method, cfg.rank, select, linear_method=cfg.linear_method,
                                           input_size=cfg.input_size, data=batches, allow_growth=cfg.allow_growth,
