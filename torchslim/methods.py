@@ -70,6 +70,21 @@ class MethodSpec:
     def option_names(self) -> set[str]:
         return {o.name for o in self.options()}
 
+    def coerce(self, options: dict) -> dict:
+        """Options as the config takes them: a mapping given for a field whose default is itself a config
+        (a recipe's `fit: {epochs: 1}`) updates that default (FitConfig(epochs=1, ...the method's own))."""
+        defaults = {f.name: _default(f) for f in dataclasses.fields(self.config)}
+        out = dict(options)
+        for k, v in options.items():
+            d = defaults.get(k)
+            if isinstance(v, dict) and dataclasses.is_dataclass(d) and not isinstance(d, type):
+                out[k] = dataclasses.replace(d, **v)
+            elif isinstance(v, dict) and k == "fit":  # every method's training budget (default None: its own)
+                from torchslim.train import FitConfig
+
+                out[k] = FitConfig(**v)
+        return out
+
     def check_options(self, options: dict, where: str = "") -> None:
         """Unknown option names fail with one line listing the method's options."""
         unknown = sorted(set(options) - self.option_names())

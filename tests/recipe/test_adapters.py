@@ -84,7 +84,7 @@ def verbs(monkeypatch, tmp_path):
         model[int(layers[0])] = nn.Sequential(a, b)
         return model
 
-    def quantize(model, method, *, calib, calib_images=None):
+    def quantize(model, method, *, calib, data=None, calib_images=None):
         calls["quantize"] = dict(method=method, images=sum(len(x) for x in calib), calib_images=calib_images)
         return model  # a stand-in: the real int8 modules come with the quantization issue
 

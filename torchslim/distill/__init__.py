@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -142,6 +143,7 @@ def distill_fit(student: nn.Module, teacher: nn.Module, data, method: str | Sequ
     device = resolve_device(cfg.fit.device, student)
     student.to(device)
     x0, _ = next(iter(train))
+    torch.manual_seed(cfg.fit.seed)  # adapters (FitNets) start from the run's seed: the same run, the same student
     loss.setup(student, x0.to(device))
     if cfg.cache_teacher:
         loss.cache = TeacherCache(loss, train, device=device)

@@ -9,7 +9,7 @@ A method plugs in with a few lines:
     @register_stage("prune", params=PruneParams)
     def prune_stage(model, params, ctx):
         import torchslim
-        return torchslim.prune(model, ctx.example_input(), data=ctx.data, **params)
+        return torchslim.prune(model, example_input=ctx.example_input(), data=ctx.data, **params)
 
 `params` is the stage's validated `params:` mapping (unset keys left out, so the method's own defaults
 apply). `ctx` (`StageContext`) gives the data, an example input, the stage's folder, a cache for
@@ -213,7 +213,8 @@ def apply_method(family: str, model: nn.Module, params: dict, *, example_input: 
         return _verb("prune")(model, p.pop("criterion", "l1"), example_input=example_input, data=data,
                               inplace=inplace, **p, **opts)
     if family == "sparsify":
-        return _verb("sparsify")(model, p.pop("method", "magnitude"), data=data, inplace=True, **p, **opts)
+        spec = methods.get("sparsify", p.pop("method", "magnitude"))
+        return _verb("sparsify")(model, spec.name, data=data, inplace=True, **p, **spec.coerce(opts))
     if family == "decompose":
         spec = methods.get("decompose", p.pop("method", "tucker"))
         # a rank per named layer: each must be decomposed, or the reason why not is the error
@@ -229,7 +230,8 @@ def apply_method(family: str, model: nn.Module, params: dict, *, example_input: 
             raise InvalidInputError(f"{where}quantize needs calibration images (calib=)")
         if n is not None and spec.name in INT8_PTQ:
             opts.setdefault("calib_images", n)  # else Int8Config's own default would cap what was asked for
-        return _verb("quantize")(model.cpu(), params.get("method", "int8-ptq"), calib=calib, **p, **opts)
+        return _verb("quantize")(model.cpu(), params.get("method", "int8-ptq"), data=data, calib=calib, **p,
+                                 **spec.coerce(opts))
     raise InvalidInputError(f"{where}no verb applies a {family!r} stage's params")
 
 
@@ -406,7 +408,7 @@ class SparsifyParams(_Options):
 def sparsify_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Module:
     """Unstructured sparsity: `torchslim.sparsify(model, method=, sparsity=, data=)`; with a policy it is
     re-applied each scheduled epoch (AGP), so it works in place (masks are attached to the model's layers)."""
-    model = apply_method("sparsify", model, params, data=ctx.data.train, where=f"stage {ctx.name}: ")
+    model = apply_method("sparsify", model, params, data=ctx.data, where=f"stage {ctx.name}: ")
     ctx.callbacks.append(KeepZeros(model))
     return model
 
@@ -448,7 +450,9 @@ class QuantizeParams(_Options):
 def quantize_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Module:
     """Quantization: `torchslim.quantize(model, method=, calib=)`, calibrated on `calib_images` train images."""
     calib = ctx.data.calibration_batches(params.get("calib_images", 512))
-    return apply_method("quantize", model, {"calib_images": 512, **params}, calib=calib, where=f"stage {ctx.name}: ")
+    # methods that train (kmeans, binary, ternary, int8-qat) train on the recipe's data
+    return apply_method("quantize", model, {"calib_images": 512, **params}, data=ctx.data, calib=calib,
+                        where=f"stage {ctx.name}: ")
 
 
 class EncodeParams(_Options):
