@@ -284,3 +284,13 @@ def test_cli_method_choices_and_recipe_checks_come_from_the_table(capsys, base, 
     with pytest.raises(RecipeError, match=r"t\.yaml:6.*has no option"):
         parse_recipe(f"name: t\nmodel: {{path: {base}}}\ndata: {{name: digits}}\nstages:\n  - method: sparsify\n"
                      "    params: {method: dns, options: {candidates: 3}}\n", "t.yaml")
+
+
+def test_docs_methods_md_is_the_table():
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "methods.md"
+    assert doc.read_text() == methods.markdown() + "\n", \
+        "docs/methods.md is stale: python -m torchslim.methods > docs/methods.md"
+    for s in methods.methods():  # one hop from a name to its code
+        assert (doc.parent.parent / s.code).is_file() and (doc.parent.parent / s.docs).is_file(), s.key

@@ -29,6 +29,8 @@ from torchslim.errors import InvalidInputError, UnknownNameError
 from torchslim.registry import Registry
 
 FAMILIES = ("prune", "sparsify", "decompose", "quantize", "distill", "encode")
+DOCS = {"prune": "docs/prune.md", "sparsify": "docs/sparsity.md", "decompose": "docs/lowrank.md",
+        "quantize": "docs/quantization.md", "distill": "docs/distillation.md", "encode": "docs/quantization.md"}
 REPORT_ATTR = "_torchslim_report"
 _ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,6 +63,11 @@ class MethodSpec:
     @property
     def key(self) -> str:
         return f"{self.family}:{self.name}"
+
+    @property
+    def docs(self) -> str:
+        """The page that explains its family (relative to the repository)."""
+        return DOCS[self.family]
 
     def options(self) -> list[Option]:
         """The config's fields a user sets (the method's own name and fixed fields left out)."""
@@ -103,21 +110,19 @@ def _default(f: dataclasses.Field) -> Any:
 
 
 def _doc_help(cls: type) -> dict[str, str]:
-    """`name: text` lines of the class docstring (Args/Attributes; `a, b: text` documents both)."""
+    """`name: text` in the class docstring, for names that are fields (Args / Attributes lines, or several
+    in one paragraph: "sparsity: ...; quality: ..."; `a, b: text` documents both)."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    doc = " ".join((cls.__doc__ or "").split())
+    key = re.compile(r"(?:^|(?<=[.;:)]\s)|(?<=\s))`?([a-z_]\w*(?:`?\s*,\s*`?[a-z_]\w*)*)`?(?:\s*\([^)]*\))?:\s+")
+    hits = [(m, [n.strip(" `") for n in m.group(1).split(",")]) for m in key.finditer(doc)]
+    hits = [(m, names) for m, names in hits if all(n in fields for n in names)]
     out: dict[str, str] = {}
-    key_line = re.compile(r"^\s*([A-Za-z_][\w]*(?:\s*,\s*[A-Za-z_][\w]*)*)\s*(?:\([^)]*\))?:\s+(\S.*)$")
-    current: list[str] = []
-    for line in (cls.__doc__ or "").splitlines():
-        m = key_line.match(line)
-        if m and not line.strip().endswith("::"):
-            current = [n.strip() for n in m.group(1).split(",")]
-            for n in current:
-                out[n] = m.group(2).strip()
-        elif current and line.strip() and line.startswith(" " * 8):
-            for n in current:
-                out[n] += " " + line.strip()
-        else:
-            current = []
+    for k, (m, names) in enumerate(hits):
+        end = hits[k + 1][0].start() if k + 1 < len(hits) else len(doc)
+        text = doc[m.end():end].strip().rstrip(";,").strip()
+        for n in names:
+            out.setdefault(n, text)
     return out
 
 
@@ -336,7 +341,8 @@ def markdown() -> str:
             "fields of its config (`torchslim methods FAMILY` prints them with their defaults and help).", ""]
     for family in FAMILIES:
         specs = methods(family)
-        rows += [f"## {family}", "", "| method | aliases | config | data | budget | in place | code | paper |",
+        rows += [f"## {family}", "", f"`torchslim.{specs[0].verb}`; explained in [{DOCS[family]}](../{DOCS[family]}).", "",
+                 "| method | aliases | config | data | budget | in place | code | paper |",
                  "|---|---|---|---|---|---|---|---|"]
         for s in specs:
             rows.append(f"| `{s.name}` | {', '.join(f'`{a}`' for a in s.aliases)} | `{s.config.__module__}."

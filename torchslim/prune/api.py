@@ -49,21 +49,21 @@ class PruneConfig:
     """
 
     criterion: str = "l1"
-    ratio: float | None = None
-    target_macs: float | None = None
-    target_params: float | None = None
+    ratio: float | None = field(default=None, metadata={"help": "fraction of channels removed from every group"})
+    target_macs: float | None = field(default=None, metadata={"help": "prune until MACs <= this fraction of the original"})
+    target_params: float | None = field(default=None, metadata={"help": "prune until parameters <= this fraction of the original"})
     allocation: str = "uniform"
-    layer_ratios: dict[str, float] | None = None
+    layer_ratios: dict[str, float] | None = field(default=None, metadata={"help": "{group: ratio} for allocation \"layers\""})
     schedule: str = "oneshot"
-    steps: int = 3
-    finetune: FitConfig | None = None
-    final_finetune: FitConfig | None = None
+    steps: int = field(default=3, metadata={"help": "iterative: pruning rounds"})
+    finetune: FitConfig | None = field(default=None, metadata={"help": "recovery after each round (iterative, layerwise)"})
+    final_finetune: FitConfig | None = field(default=None, metadata={"help": "fine-tuning after the last round"})
     skip: tuple[str, ...] = ()
     min_keep: float = 0.05
     round_to: int = ROUND_TO
     batches: int = 8
     options: dict = field(default_factory=dict)
-    progress: bool = False
+    progress: bool = field(default=False, metadata={"help": "log each step (torchslim.progress)"})
     reconstruct: bool = False
     bn_recalibration: int = 0
     calibration_images: int = 256
