@@ -15,8 +15,10 @@ def register(sub) -> None:
     p = sub.add_parser("prune", help="remove whole channels (structured pruning) and fine-tune")
     add_model_args(p)
     add_data_args(p)
-    p.add_argument("--criterion", default="l1", help="l1, l2, bn_scale, random, apoz, entropy, taylor, "
-                                                    "random_masks, lda, icc, oracle")
+    from torchslim import methods
+
+    p.add_argument("--criterion", default="l1", choices=methods.names("prune"),
+                   help="importance criterion (torchslim methods prune)")
     t = p.add_mutually_exclusive_group(required=True)
     t.add_argument("--ratio", type=float, help="fraction of channels removed from each group")
     t.add_argument("--target-macs", type=float, help="prune until MACs <= this fraction of the original")
