@@ -134,9 +134,9 @@ class KMeansConfig:
     """k-means weight sharing: `bits` per layer kind ("conv", "fc") or per layer fqn (fqn wins);
     `epochs` of centroid fine-tuning with `fit` (0: cluster only). `filter_fn(module, fqn)` picks layers."""
 
-    bits: dict = field(default_factory=lambda: {"conv": 8, "fc": 5})
-    iters: int = 30
-    epochs: int = 1
+    bits: dict = field(default_factory=lambda: {"conv": 8, "fc": 5})  # bits per kind (conv, fc) or layer: 2**bits values
+    iters: int = 30  # k-means iterations
+    epochs: int = 1  # epochs of centroid fine-tuning (0: cluster only)
     fit: object = None  # a torchslim.train.FitConfig (default: SGD lr 1e-3, no weight decay)
     filter_fn: object = None
 
