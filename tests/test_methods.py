@@ -294,3 +294,34 @@ def test_docs_methods_md_is_the_table():
         "docs/methods.md is stale: python -m torchslim.methods > docs/methods.md"
     for s in methods.methods():  # one hop from a name to its code
         assert (doc.parent.parent / s.code).is_file() and (doc.parent.parent / s.docs).is_file(), s.key
+
+
+# ------------------------------------------------------------------ one shape for every verb
+def test_old_verb_calls_still_work_and_name_the_new_call(base, images):
+    from torchslim.distill import DistillConfig
+
+    model, x = load_model(base), images[:1]
+    with pytest.warns(DeprecationWarning, match=r"torchslim\.prune\(model, criterion, example_input=x"):
+        old = torchslim.prune(model, x, "l1", 0.5, round_to=1)
+    _same(old, torchslim.prune(model, "l1", example_input=x, ratio=0.5, round_to=1), images, "prune")
+    cfg = DistillConfig(fit=FitConfig(epochs=1, max_steps_per_epoch=1, progress=False))
+    student = create_model("digits_cnn", width=8)
+    with pytest.warns(DeprecationWarning, match=r"torchslim\.distill\(student, method, data=data, teacher=teacher"):
+        old = torchslim.distill(copy.deepcopy(student), model, _data(), method="kd", config=cfg)
+    _same(old, torchslim.distill(copy.deepcopy(student), "kd", data=_data(), teacher=model, config=cfg), images,
+          "distill")
+
+
+def test_filter_fn_chooses_the_layers_of_every_family(base):
+    only3 = lambda module, name: name == "3"  # noqa: E731
+    model = load_model(base)
+    pruned = torchslim.prune(model, "l1", ratio=0.5, round_to=1, filter_fn=only3)
+    assert pruned[0].out_channels == model[0].out_channels and pruned[3].out_channels < model[3].out_channels
+    sparse = torchslim.sparsify(model, "magnitude", sparsity=0.5, schedule="oneshot", epochs=0, filter_fn=only3)
+    zeros = {n: float((m.weight == 0).float().mean()) for n, m in sparse.named_modules() if hasattr(m, "weight")
+             and m.weight is not None and m.weight.dim() > 1}
+    assert zeros["3"] >= 0.5 and zeros["0"] == 0.0
+    small = torchslim.decompose(model, "tucker", rank=2, filter_fn=only3)
+    assert [r.name for r in torchslim.report_of(small)["decomposition"].decomposed] == ["3"]
+    with pytest.raises(torchslim.errors.InvalidInputError, match="filter_fn does not apply"):
+        torchslim.distill(model, "kd", data=_data(), teacher=model, filter_fn=only3)

@@ -38,11 +38,14 @@ def _with(cfg, options: dict):
     return replace(cfg, **options)
 
 
-def _method(*names: str, config: type, implementation, needs_data: bool = True, fixed: dict | None = None):
+def _method(*names: str, config: type, implementation, needs_data: bool = True, fixed: dict | None = None,
+            changes_input: bool = False):
     """Register a method under its name (and aliases after it): its config class, the function that
-    implements it (the method table points there), whether it needs data, fields it fixes itself."""
+    implements it (the method table points there), whether it needs data, fields it fixes itself, and
+    whether it changes the model it is given (then `quantize` hands it a copy unless inplace=True)."""
     def add(fn):
         fn.config, fn.implementation, fn.needs_data, fn.fixed = config, implementation, needs_data, fixed or {}
+        fn.changes_input = changes_input
         for n in names:
             METHODS.register(n)(fn)
         return fn
@@ -70,7 +73,7 @@ def _int8_pt2e(model, *, calib=None, data=None, config=None, eval_loader=None, *
     return quantize_pt2e(model, calib, _with(config or PT2EConfig(), options))
 
 
-@_method("kmeans", config=KMeansConfig, implementation=kmeans_quantize)
+@_method("kmeans", config=KMeansConfig, implementation=kmeans_quantize, changes_input=True)
 def _kmeans(model, *, calib=None, data=None, config=None, eval_loader=None, **options):
     train, val = _split(data)
     if "conv_bits" in options or "fc_bits" in options:  # recipe spelling of bits={"conv": .., "fc": ..}
@@ -89,7 +92,8 @@ def _low_bit(mode):
 
 
 for _mode in ("binary", "ternary"):
-    _method(_mode, config=LowBitConfig, implementation=low_bit_quantize, fixed={"mode": _mode})(_low_bit(_mode))
+    _method(_mode, config=LowBitConfig, implementation=low_bit_quantize, fixed={"mode": _mode},
+            changes_input=True)(_low_bit(_mode))
 
 
 def quantize(model: nn.Module, method="int8-ptq", *, data=None, filter_fn=None, calib=None, config=None,
@@ -123,8 +127,8 @@ def quantize(model: nn.Module, method="int8-ptq", *, data=None, filter_fn=None, 
     if filter_fn is not None:
         options["filter_fn"] = filter_fn  # the method checks its options (kmeans also takes conv_bits / fc_bits)
     fn = METHODS.get(spec.name)
-    if not inplace and spec.name in ("kmeans", "binary", "ternary"):
-        model = copy.deepcopy(model)  # these methods work in place on the copy
+    if not inplace and fn.changes_input:
+        model = copy.deepcopy(model)  # the method works in place: on a copy
     q = fn(model, calib=calib, data=data, config=config, eval_loader=eval_loader, **options)
     methods.attach_report(q, spec, dict(getattr(q, "quant_report", None) or {}))
     return q

@@ -228,7 +228,7 @@ def apply_method(family: str, model: nn.Module, params: dict, *, example_input: 
         n = p.pop("calib_images", None)
         if calib is None:
             raise InvalidInputError(f"{where}quantize needs calibration images (calib=)")
-        if n is not None and spec.name in INT8_PTQ:
+        if n is not None and _is_int8_ptq(spec.name):
             opts.setdefault("calib_images", n)  # else Int8Config's own default would cap what was asked for
         return _verb("quantize")(model.cpu(), params.get("method", "int8-ptq"), data=data, calib=calib, **p,
                                  **spec.coerce(opts))
@@ -428,7 +428,15 @@ def decompose_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Mod
                         where=f"stage {ctx.name}: ")
 
 
-INT8_PTQ = ("int8-ptq", "int8")  # they build several int8 execution paths and time each to pick one
+def _is_int8_ptq(method: str) -> bool:
+    """int8 PTQ (by any of its names) builds several int8 execution paths and times each to pick one."""
+    from torchslim import methods
+    from torchslim.errors import TorchslimError
+
+    try:
+        return methods.get("quantize", method).name == "int8-ptq"
+    except (TorchslimError, ImportError):
+        return False
 
 
 class QuantizeParams(_Options):
@@ -438,7 +446,7 @@ class QuantizeParams(_Options):
 
     @classmethod
     def smoke(cls, params: dict) -> dict:
-        if params.get("method", "int8-ptq") not in INT8_PTQ:
+        if not _is_int8_ptq(params.get("method", "int8-ptq")):
             return params
         opts = dict(params.get("options", {}))  # time each path briefly: the same paths are still built
         opts["repeats"] = min(opts.get("repeats", 3), 3)
