@@ -144,7 +144,7 @@ def test_sparsify_method_through_every_surface(name, base, images, tmp_path):
 
 
 # ------------------------------------------------------------------ decompose: verb, CLI, stage, auto
-@pytest.mark.parametrize("name", _cases("decompose"))
+@pytest.mark.parametrize("name", _cases("decompose", slow=("cp",)))
 def test_decompose_method_through_every_surface(name, base, images, tmp_path):
     spec = methods.get("decompose", name)
     model = load_model(base)

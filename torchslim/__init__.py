@@ -16,7 +16,7 @@ from torchslim.analysis import profile as analyze  # noqa: E402
 from torchslim.api import export, load, save  # noqa: E402
 from torchslim.distill import distill  # noqa: E402
 from torchslim.lowrank import decompose  # noqa: E402
-from torchslim.methods import report_of  # noqa: E402
+from torchslim.verbs import report_of  # noqa: E402
 from torchslim.prune import prune  # noqa: E402
 from torchslim.quant import quantize  # noqa: E402
 from torchslim.recipe import run_recipe as compress  # noqa: E402

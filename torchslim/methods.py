@@ -20,18 +20,17 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from torchslim.errors import InvalidInputError, UnknownNameError
 from torchslim.registry import Registry
+from torchslim.verbs import report_of  # noqa: F401  (what the verbs share lives in torchslim.verbs)
 
 FAMILIES = ("prune", "sparsify", "decompose", "quantize", "distill", "encode")
 DOCS = {"prune": "docs/prune.md", "sparsify": "docs/sparsity.md", "decompose": "docs/lowrank.md",
         "quantize": "docs/quantization.md", "distill": "docs/distillation.md", "encode": "docs/quantization.md"}
-REPORT_ATTR = "_torchslim_report"
 _ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -266,71 +265,6 @@ def get(family: str, name: str) -> MethodSpec:
         if name == s.name or name in s.aliases:
             return s
     raise UnknownNameError(f"unknown {family} method {name!r}; known: {', '.join(names(family))}")
-
-
-def for_config(family: str, config) -> MethodSpec:
-    """The method whose config `config` is (prune: its `criterion`; binary/ternary: its `mode`)."""
-    found = [s for s in methods(family) if isinstance(config, s.config)]
-    if len(found) > 1:
-        found = [s for s in found if (s.method_field and getattr(config, s.method_field) == s.name)
-                 or all(getattr(config, k, None) == v for k, v in s.fixed) and s.fixed] or found[:1]
-    if not found:
-        known = sorted({s.config.__name__ for s in methods(family)})
-        raise InvalidInputError(f"{type(config).__name__} is no {family} config; {family} takes {', '.join(known)}")
-    return found[0]
-
-
-def resolve(family: str, method_or_config) -> tuple[MethodSpec, Any]:
-    """(spec, config or None) from a method name / alias or a config instance."""
-    if isinstance(method_or_config, str):
-        return get(family, method_or_config), None
-    if dataclasses.is_dataclass(method_or_config) and not isinstance(method_or_config, type):
-        return for_config(family, method_or_config), method_or_config
-    raise InvalidInputError(f"{family}: give a method name ({', '.join(names(family))}) or its config, "
-                            f"got {type(method_or_config).__name__}")
-
-
-# ------------------------------------------------------------------ what every verb shares
-def layer_filter(filter_fn=None, layers=None) -> Callable | None:
-    """One way to choose layers: `filter_fn(module, name) -> bool` (torchao-style); `layers`, fnmatch
-    patterns of layer names, is the convenience spelling of the same thing."""
-    if filter_fn is not None and layers is not None:
-        raise InvalidInputError("give filter_fn or layers (name patterns), not both")
-    if layers is None or callable(layers):
-        return filter_fn if filter_fn is not None else layers
-    import fnmatch
-
-    pats = [layers] if isinstance(layers, str) else list(layers)
-    return lambda module, name: any(fnmatch.fnmatch(name, p) for p in pats)
-
-
-def images(data, n: int) -> list:
-    """The first `n` training images of `data` as batches: a DataBundle, a loader of (x, y) batches, or
-    batches already (a list of tensors, returned as is)."""
-    if hasattr(data, "calibration_batches"):
-        return data.calibration_batches(n)
-    if isinstance(data, (list, tuple)) and all(hasattr(x, "shape") for x in data):
-        return list(data)
-    from torchslim.data.core import first_images
-
-    return first_images(data, n)
-
-
-def attach_report(model, spec: MethodSpec, report: dict) -> None:
-    """Every verb leaves its report on the model it returns; `report_of(model)` reads it back."""
-    try:
-        object.__setattr__(model, REPORT_ATTR, {"family": spec.family, "method": spec.name, **report})
-    except (AttributeError, TypeError):
-        pass
-
-
-def report_of(model) -> dict | None:
-    """The report the last torchslim verb attached to `model` (family, method, and its figures)."""
-    return getattr(model, REPORT_ATTR, None)
-
-
-def deprecated(old: str, new: str) -> None:
-    warnings.warn(f"{old} is deprecated; call {new}", DeprecationWarning, stacklevel=3)
 
 
 # ------------------------------------------------------------------ the table as markdown (docs/methods.md)

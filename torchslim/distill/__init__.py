@@ -190,10 +190,10 @@ def distill(model: nn.Module, method_or_config: str | Sequence[str] | DistillCon
 
     The old call `distill(student, teacher, data, method, config)` still works, with a DeprecationWarning.
     """
-    from torchslim import methods
+    from torchslim import verbs
 
     if isinstance(method_or_config, nn.Module):  # distill(student, teacher, data, method, config): the old shape
-        methods.deprecated("torchslim.distill(student, teacher, data, method)",
+        verbs.deprecated("torchslim.distill(student, teacher, data, method)",
                            "torchslim.distill(student, method, data=data, teacher=teacher)")
         if len(args) > 3:
             raise TypeError("distill(student, teacher, data, method, config) takes at most 5 positional arguments")
@@ -213,12 +213,10 @@ def distill(model: nn.Module, method_or_config: str | Sequence[str] | DistillCon
     if isinstance(method, DistillConfig):
         config, method = method, "kd"
     names = [method] if isinstance(method, str) else list(method)
-    specs = [methods.get("distill", n) for n in names]
-    result = distill_fit(model, teacher, data, [s.name for s in specs] or names, config, callbacks, checkpoint_dir,
-                         **options)
-    if specs:
-        methods.attach_report(result.student, specs[0], {"methods": [s.name for s in specs],
-                                                         "history": result.fit.history})
+    names = [METHODS.canonical(n) for n in names]
+    result = distill_fit(model, teacher, data, names, config, callbacks, checkpoint_dir, **options)
+    if names:
+        verbs.attach_report(result.student, "distill", names[0], {"methods": names, "history": result.fit.history})
     return result.student
 
 

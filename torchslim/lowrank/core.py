@@ -547,24 +547,27 @@ def decompose(model: nn.Module, method: "str | DecomposeConfig" = "tucker", rank
         >>> model = torchslim.models.create_model("resnet20")
         >>> small = torchslim.decompose(model, method="tucker", rank="vbmf")
     """
-    from torchslim import methods
+    from torchslim import verbs
 
-    spec, config = methods.resolve("decompose", method)
-    spec.check_options(options, "decompose: ")
-    values = dataclasses.asdict(config) if config is not None else {"method": spec.name}
-    values.update(method=spec.name, **options)
+    name, config = verbs.resolve(METHODS, "decompose", method, lambda c: getattr(c, "method", None))
+    known = {f.name for f in dataclasses.fields(DecomposeConfig)} - {"method"}
+    unknown = set(options) - known
+    if unknown:
+        raise InvalidInputError(f"decompose has no option(s) {sorted(unknown)}; its options: {sorted(known)}")
+    values = dataclasses.asdict(config) if config is not None else {}
+    values.update(method=name, **options)
     if rank is not None:
         values["rank"] = rank
     cfg = DecomposeConfig(**values)
     if filter_fn is not None and layers is not None:
         raise InvalidInputError("decompose: give filter_fn or layers (name patterns), not both")
     select = filter_fn if filter_fn is not None else layers  # patterns stay patterns: errors quote them
-    batches = methods.images(data, cfg.calibration_images) if data is not None else None
+    batches = verbs.images(data, cfg.calibration_images) if data is not None else None
     model, report = decompose_with_report(model, cfg.method, cfg.rank, select, linear_method=cfg.linear_method,
                                           input_size=cfg.input_size, data=batches, allow_growth=cfg.allow_growth,
                                           inplace=inplace, options=cfg.options, include_ends=cfg.include_ends,
                                           progress=progress)
     if cfg.strict:
         check_named_layers(report, cfg.rank)
-    methods.attach_report(model, spec, {"decomposition": report, **report.totals()})
+    verbs.attach_report(model, "decompose", name, {"decomposition": report, **report.totals()})
     return model

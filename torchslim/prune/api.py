@@ -217,9 +217,9 @@ def _is_input(x) -> bool:
 def example_input_for(model: nn.Module, data=None) -> torch.Tensor:
     """One input for tracing: the first training image of `data`, else zeros of the recorded input size."""
     if data is not None:
-        from torchslim import methods
+        from torchslim.verbs import images
 
-        return methods.images(data, 1)[0][:1]
+        return images(data, 1)[0][:1]
     size = (getattr(model, "_torchslim_arch", None) or {}).get("input_size")
     if not size:
         raise InvalidInputError("prune traces the model: pass example_input= (e.g. torch.zeros(1, 3, 32, 32)) "
@@ -254,10 +254,10 @@ def prune(model: nn.Module, method="l1", *args, data=None, filter_fn=None, examp
 
     The old call `prune(model, example_input, criterion, ratio)` still works, with a DeprecationWarning.
     """
-    from torchslim import methods
+    from torchslim import verbs
 
     if _is_input(method):  # prune(model, x, criterion="l1", ratio=None, ...): the old shape
-        methods.deprecated("torchslim.prune(model, example_input, criterion, ratio)",
+        verbs.deprecated("torchslim.prune(model, example_input, criterion, ratio)",
                            "torchslim.prune(model, criterion, example_input=x, ratio=...)")
         example_input, method = method, "l1"
         if len(args) > 2:
@@ -268,15 +268,16 @@ def prune(model: nn.Module, method="l1", *args, data=None, filter_fn=None, examp
         raise TypeError("prune(model, method, *, ratio=..., ...): give the other arguments by keyword")
     if "criterion" in options:  # the config field's own name
         method = options.pop("criterion")
-    spec, given = methods.resolve("prune", method)
+    name, given = verbs.resolve(CRITERIA, "prune", method, lambda c: getattr(c, "criterion", None))
     config = config if config is not None else given
-    unknown = set(options) - set(PruneConfig.__dataclass_fields__)
+    known = set(PruneConfig.__dataclass_fields__) - {"criterion"}
+    unknown = set(options) - known
     if unknown:
-        raise InvalidInputError(f"unknown prune option(s) {sorted(unknown)}; known: {sorted(spec.option_names())}")
+        raise InvalidInputError(f"unknown prune option(s) {sorted(unknown)}; known: {sorted(known)}")
     base = {f.name: getattr(config, f.name) for f in fields(PruneConfig)} if config is not None else {}
     base.update(options)
-    if config is None or given is not None or spec.name != "l1":
-        base["criterion"] = spec.name
+    if config is None or given is not None or name != "l1":
+        base["criterion"] = name
     if filter_fn is not None:
         base["filter_fn"] = filter_fn
     if ratio is not None or target_macs is not None or target_params is not None:
@@ -322,7 +323,7 @@ def prune(model: nn.Module, method="l1", *args, data=None, filter_fn=None, examp
               "params_ratio": p.current["params"] / max(p.original["params"], 1),
               "steps": p.steps, "pinned": p.notes, "reconstruction": p.reconstruction, "tracer": p.tracer, "tracer_caveat": p.tracer_caveat, "finetune": [h for h in history if h], "time_s": round(time.perf_counter() - t0, 2)}
     object.__setattr__(model, REPORT_ATTR, report)
-    methods.attach_report(model, spec, report)
+    verbs.attach_report(model, "prune", cfg.criterion, report)
     return model
 
 

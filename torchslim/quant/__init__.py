@@ -120,17 +120,19 @@ def quantize(model: nn.Module, method="int8-ptq", *, data=None, filter_fn=None, 
         >>> q.quant_report["chosen"], q.quant_report["paths"]
         >>> k = torchslim.quantize(model, "kmeans", data=data, bits={"conv": 8, "fc": 5}, epochs=1)
     """
-    from torchslim import methods
+    from torchslim import verbs
 
-    spec, given = methods.resolve("quantize", method)
+    name, given = verbs.resolve(METHODS, "quantize", method, lambda c: next(
+        (n for n in METHODS.names() if type(c) is METHODS.get(n).config
+         and all(getattr(c, k) == v for k, v in METHODS.get(n).fixed.items())), None))
     config = config if config is not None else given
     if filter_fn is not None:
         options["filter_fn"] = filter_fn  # the method checks its options (kmeans also takes conv_bits / fc_bits)
-    fn = METHODS.get(spec.name)
+    fn = METHODS.get(name)
     if not inplace and fn.changes_input:
         model = copy.deepcopy(model)  # the method works in place: on a copy
     q = fn(model, calib=calib, data=data, config=config, eval_loader=eval_loader, **options)
-    methods.attach_report(q, spec, dict(getattr(q, "quant_report", None) or {}))
+    verbs.attach_report(q, "quantize", name, dict(getattr(q, "quant_report", None) or {}))
     return q
 
 

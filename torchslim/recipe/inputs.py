@@ -4,14 +4,9 @@ Stages (a distillation teacher) and the runner both build models here, so neithe
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from torch import nn
 
 from torchslim.errors import InvalidInputError
-
-if TYPE_CHECKING:
-    from torchslim.recipe.schema import Recipe
 
 
 def build_model(spec, data_spec=None) -> tuple[nn.Module, tuple[int, int, int]]:
@@ -32,7 +27,8 @@ def build_model(spec, data_spec=None) -> tuple[nn.Module, tuple[int, int, int]]:
     return model, tuple(size)
 
 
-def load_data(recipe: Recipe):
+def load_data(recipe):
+    """The data bundle of a validated recipe (`torchslim.recipe.schema.Recipe`)."""
     from torchslim.data import get_data
 
     d, m = recipe.data, recipe.model

@@ -84,10 +84,10 @@ def sparsify(model: nn.Module, method="magnitude", sparsity: float | dict | None
         >>> data = torchslim.data.get_data("mnist")
         >>> sparse = torchslim.sparsify(model, "magnitude", sparsity=0.92, data=data, epochs=4)
     """
-    from torchslim import methods
+    from torchslim import verbs
 
-    spec, given = methods.resolve("sparsify", method)
-    method = spec.name
+    method, given = verbs.resolve(METHODS, "sparsify", method,
+                                  lambda c: next((n for n in METHODS.names() if type(c) is METHODS.get(n)[0]), None))
     config_cls, run = METHODS.get(method)
     config = config if config is not None else given
     if config is None:
@@ -99,7 +99,10 @@ def sparsify(model: nn.Module, method="magnitude", sparsity: float | dict | None
         options.setdefault("sparsity", sparsity)
     if filter_fn is not None:
         options["filter_fn"] = filter_fn
-    spec.check_options(options)
+    unknown = set(options) - fields
+    if unknown:
+        raise InvalidInputError(f"sparsify method {method!r} has no option(s) {sorted(unknown)}; "
+                                f"its options: {sorted(fields - {'callbacks'})}")
     config = dataclasses.replace(config, **options)
     _check_sparsity(getattr(config, "sparsity", None))
     if not inplace:
@@ -109,5 +112,5 @@ def sparsify(model: nn.Module, method="magnitude", sparsity: float | dict | None
     from torchslim.sparsity.masks import density_summary
 
     info = {"method": method, **info, "density": density_summary(model)}
-    methods.attach_report(model, spec, info)
+    verbs.attach_report(model, "sparsify", method, info)
     return (model, info) if return_info else model
