@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 import torchslim
-from benchmarks.bench_runtimes import _ort_fn, _ov, _ov_fn, _torch_fn, time_arms
+from benchmarks.bench_runtimes import ort_fn, ov_request, ov_fn, torch_fn, time_arms
 from benchmarks.common import add_device_arg, command_line, md_table, write_result
 from torchslim.analysis import profile
 from torchslim.models import create_model
@@ -50,11 +50,11 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for k, m in models.items():
             onnx = str(to_onnx(m, x1, Path(tmp) / f"{len(fns)}.onnx"))
-            fns[(k, "PyTorch fp32")] = _torch_fn(m)
-            fns[(k, "ONNX Runtime fp32")] = _ort_fn(onnx)
-            fns[(k, "OpenVINO fp32")] = _ov_fn(_ov(onnx, "fp32", (1, 3, 32, 32)))
+            fns[(k, "PyTorch fp32")] = torch_fn(m)
+            fns[(k, "ONNX Runtime fp32")] = ort_fn(onnx)
+            fns[(k, "OpenVINO fp32")] = ov_fn(ov_request(onnx, "fp32", (1, 3, 32, 32)))
             if bf16:
-                fns[(k, "OpenVINO bf16")] = _ov_fn(_ov(onnx, "bf16", (1, 3, 32, 32)))
+                fns[(k, "OpenVINO bf16")] = ov_fn(ov_request(onnx, "bf16", (1, 3, 32, 32)))
         times = time_arms(fns, x, 10.0 if args.quick else args.budget_s)
     runtimes = list(dict.fromkeys(r for _, r in fns))
     rows = []

@@ -40,18 +40,14 @@ def resnet_sparsity(model: torch.nn.Module, rate: float) -> dict:
 
 
 def baseline(name: str, data, quick: bool, epochs: int) -> tuple[torch.nn.Module, str]:
-    from torchslim.io import load_model
     from torchslim.models import create_model
-    from torchslim.paths import cache_dir
     from torchslim.train import FitConfig, fit
 
     dataset = "cifar10" if name in CIFAR else "mnist"
-    for path in (cache_dir() / "baselines" / f"{name}-{dataset}.safetensors",
-                 cache_dir() / "baselines" / f"{name}-{dataset}-sparsity.safetensors"):  # the sparsity benchmark's
-        if path.exists() and not quick:
-            return load_model(path), f"cached {path.name} (~/.cache/torchslim/baselines)"
-    if name in CIFAR:
-        return create_model(name, pretrained=True), "the shipped checkpoint"
+    if name in CIFAR or not quick:  # the shipped checkpoint, or the LeNet bench_baselines trained
+        from benchmarks.bench_baselines import baseline as shared_baseline
+
+        return shared_baseline(name, dataset)
     m = create_model(name)
     fit(m, data.train, config=FitConfig(epochs=epochs, lr=0.05, progress=False))
     return m, f"trained here: {epochs} epoch(s) SGD on {len(data.train.dataset)} images"

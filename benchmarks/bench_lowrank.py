@@ -2,7 +2,7 @@
 
 1. whole: one-shot whole-network compression (Kim et al. 2016): Tucker-2 with VBMF ranks on every
    conv, truncated SVD (VBMF) on the hidden FC layers; the final classifier is kept. CIFAR ResNet-56
-   (the adapted baseline if cached, else the pretrained weights) and a CIFAR VGG-16 trained here on a
+   (the shipped checkpoint) and a CIFAR VGG-16 trained here on a
    small stated budget. Size and MAC ratios, measured CPU latency, accuracy right after decomposition
    and after a short fine-tuning (torchslim.train.fit); per-layer theoretical vs measured speedup.
 2. cp: CP decomposition (Lebedev et al. 2015) of one ResNet-56 layer at increasing ranks: measured
@@ -35,8 +35,7 @@ from benchmarks.common import add_device_arg, command_line, md_table, write_resu
 from torchslim.analysis import measure_latency, profile
 from torchslim.data import get_data
 from torchslim.io import load_model, save_model
-from torchslim.lowrank import METHODS, Context, decompose_with_report
-from torchslim.lowrank.core import _following_batchnorm, _macs, _trace, original_cost
+from torchslim.lowrank import METHODS, decompose_with_report
 from torchslim.lowrank.cp import cp_to_tensor, parafac4
 from torchslim.lowrank.tucker import tucker2, tucker2_to_tensor
 from torchslim.models import create_model
@@ -58,10 +57,9 @@ RANKS = {"vbmf": "vbmf", "x3": {"compression": 3}}  # Kim et al.'s VBMF, and a f
 
 
 def resnet56_baseline() -> tuple[nn.Module, str]:
-    path = cache_dir() / "baselines" / "resnet56-cifar10.safetensors"
-    if path.is_file():
-        return load_model(path), f"adapted baseline {path}"
-    return create_model("resnet56", pretrained=True), "create_model('resnet56', pretrained=True) (README: 83.20 %)"
+    from benchmarks.bench_baselines import baseline
+
+    return baseline("resnet56", "cifar10")
 
 
 def vgg16_trained(b: dict, quick: bool) -> tuple[nn.Module, str]:
@@ -198,23 +196,6 @@ ZHANG_METHODS = [  # label, method, options
 ]
 
 
-def _ranks_at_macs(method: str, layer: nn.Conv2d, ctx: Context, budget: float) -> tuple:
-    """The largest ranks whose chain has at most `budget` MACs: one common fraction of the full ranks
-    (the rule of {"compression": x}, on MACs), and for zhang3d the energy split of its two factors."""
-    from torchslim.lowrank.zhang3d import energy_split
-
-    m = METHODS.get(method)
-    fits = lambda r: _macs(m.cost(layer, r), ctx) <= budget
-    an = m.analyze(layer, True, ctx)
-    if method == "zhang3d":
-        return energy_split(an.spectra, an.full, fits)
-    lo, hi = 0.0, 1.0
-    for _ in range(30):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if fits(tuple(max(1, math.floor(mid * f)) for f in an.full)) else (lo, mid)
-    return m.adjust_ranks(layer, None, tuple(max(1, math.floor(lo * f)) for f in an.full), an)
-
-
 def _relu_bn_outputs(model: nn.Module, names: list[str], batches) -> dict:
     """relu(bn(conv(x))) of each named conv (its BatchNorm is the same name with conv -> bn)."""
     bns = [n.replace("conv", "bn") for n in names]
@@ -237,22 +218,17 @@ def zhang_vs_tucker(b: dict, quick: bool) -> dict:
     calib = data.calibration_batches(n_calib)
     held = data.calibration_batches(n_held, split="test")
     names = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and n.startswith("layer")]
-    si, so, inputs = _trace(model, names, calib, keep_inputs=True)
-    post = _following_batchnorm(model, names)
     ref = _relu_bn_outputs(model, names, held)
     acc0 = evaluate(model, data.test)["top1"]
     rows = []
     for x in b.get("mac_reductions") or ([2] if quick else [2, 3]):
         for label, method, opts in ZHANG_METHODS:
             t = time.perf_counter()
-            ranks = {}
-            for n in names:
-                layer, ctx = model.get_submodule(n), Context(n, si[n], so[n], inputs[n], post.get(n), dict(opts))
-                before = _macs(original_cost(layer), ctx)
-                ranks[n] = _ranks_at_macs(method, layer, ctx, before / x)
-            small, rep = decompose_with_report(model, method, ranks, names, linear_method=None, input_size=INPUT,
+            # each layer gets the largest ranks with x-fold fewer MACs (zhang3d: the best energy split)
+            small, rep = decompose_with_report(model, method, {"macs": x}, names, linear_method=None, input_size=INPUT,
                                                data=calib if METHODS.get(method).needs_data else None, options=opts)
             secs = time.perf_counter() - t
+            ranks = {r.name: r.ranks for r in rep.layers}
             out = _relu_bn_outputs(small, names, held)
             errs = {n: float((out[n] - ref[n]).norm() / ref[n].norm()) for n in names}
             rep.measure(threads=1, batch_size=1, repeats=b["lat_repeats"], min_time_s=0.02)
@@ -269,7 +245,7 @@ def zhang_vs_tucker(b: dict, quick: bool) -> dict:
                    "response_errors": errs, "top1": evaluate(small, data.test)["top1"], "decompose_s": secs,
                    "latency_bs1": [lat1["latency_before_ms"], lat1["latency_after_ms"]],
                    "latency_bs32": [lat32["latency_before_ms"], lat32["latency_after_ms"]],
-                   "ranks": {n: list(r) for n, r in ranks.items()}}
+                   "ranks": {n: list(r) if r else None for n, r in ranks.items()}}
             rows.append(row)
             print({k: v for k, v in row.items() if k not in ("response_errors", "ranks")}, flush=True)
     return {"model": "resnet20", "origin": "create_model('resnet20', pretrained=True)", "top1_before": acc0,
@@ -388,8 +364,8 @@ def _md_zhang(r: dict) -> str:
         f"ResNet-20 ({r['origin']}; top-1 {r['top1_before']:.2f} % on {r['eval_images']} test images, "
         f"{r['network_macs_before'] / 1e6:.1f} M MACs): its {len(r['layers'])} block convs (3x3, "
         f"{first['macs_before'] / 1e6:.1f} M MACs together) decomposed at once, each to at most 1/x of its MACs "
-        "(per layer the largest ranks that fit: one common fraction of the full ranks, the rule of "
-        "`{'compression': x}` applied to MACs; zhang3d splits its (K, R) by the energy product). No fine-tuning. "
+        "(rank `{'macs': x}`: per layer the largest ranks that fit, one common fraction of the full ranks; "
+        "zhang3d splits its (K, R) by the energy product). No fine-tuning. "
         "tucker = Tucker-2 (1x1, 3x3, 1x1) and tucker1 = output mode only (3x3, 1x1; the same chain as channel) "
         "fit the weights; channel (3x3 S->R, 1x1) and zhang3d (3x1, 1x3, 1x1) fit the responses through the "
         f"BatchNorm and ReLU on {r['calibration_images']} training images, symmetric (inputs from the original "

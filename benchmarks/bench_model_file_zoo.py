@@ -20,7 +20,7 @@ import time
 import torch
 import torchvision
 
-from benchmarks.bench_prune_coverage import _build, ordered
+from benchmarks.bench_prune_coverage import build_torchvision, ordered
 from benchmarks.common import command_line, md_table, write_result
 
 
@@ -65,13 +65,13 @@ def main(argv=None):
             t0 = time.perf_counter()
             with torch.device("meta"):
                 try:
-                    params = sum(p.numel() for p in _build(name).parameters())
+                    params = sum(p.numel() for p in build_torchvision(name).parameters())
                 except Exception:  # RegNet's constructor computes widths from real tensors
                     params = 0
             if params > args.max_params:
                 rows.append({"model": name, "plain": f"skipped ({params / 1e6:.0f}M params)", "pruned": "skipped"})
                 continue
-            model = _build(name)
+            model = build_torchvision(name)
             x = torch.randn(1, 3, _size(name), _size(name))
             row = {"model": name, "input": x.shape[-1], "plain": check(model, x, folder)}
             try:

@@ -29,19 +29,17 @@ import torchvision
 
 from torchslim.analysis import measure_latency, profile
 from torchslim.data import get_data
-from torchslim.io import load_model
 from torchslim.models import create_model
 from torchslim.prune import prune, prune_report
 from torchslim.train import FitConfig, evaluate
 
 RESULTS = Path(__file__).parent / "results"
-BASELINE = Path.home() / ".cache/torchslim/baselines/resnet56-cifar10.safetensors"
 
 
 def resnet56():
-    if BASELINE.is_file():
-        return load_model(BASELINE), f"adapted baseline {BASELINE}"
-    return create_model("resnet56", pretrained=True), "raw pretrained resnet56 (../shared/data, 83.20 % on the JPEG copy)"
+    from benchmarks.bench_baselines import baseline
+
+    return baseline("resnet56", "cifar10")
 
 
 def bench_resnet56(args) -> dict:

@@ -15,7 +15,7 @@ of torchslim), or `skipped: ...` with the reason (time or memory limit).
 """
 from __future__ import annotations
 
-from benchmarks.common import add_device_arg
+from benchmarks.common import add_device_arg, write_text_atomic
 import argparse
 import json
 import multiprocessing
@@ -63,7 +63,7 @@ def ordered(names: list[str]) -> list[str]:
     return first + [n for n in by_cost if n not in first]
 
 
-def _build(name):
+def build_torchvision(name):
     kw = {"aux_logits": False, "init_weights": False} if name in ("googlenet", "inception_v3") else {}
     return torchvision.models.get_model(name, weights=None, **kw).eval()
 
@@ -77,7 +77,7 @@ def run_one(name: str, size: int) -> dict:
     torch.manual_seed(0)
     row = {"model": name}
     try:
-        m = _build(name)
+        m = build_torchvision(name)
         min_size = max(_meta(name).get("min_size", (1, 1)))
         for s in dict.fromkeys((max(size, min_size), 224, 299)):
             try:
@@ -117,7 +117,7 @@ def run_one(name: str, size: int) -> dict:
 def _child(name: str, size: int, mem_gb: float, fn, rows: Path):
     limit = int(mem_gb * 2 ** 30)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    _atomic(rows / f"{name}.json", json.dumps(fn(name, size), indent=1))
+    write_text_atomic(rows / f"{name}.json", json.dumps(fn(name, size), indent=1))
 
 
 def run_isolated(name: str, size: int, timeout: float, mem_gb: float, fn=None, rows: Path = ROWS) -> dict:
@@ -145,23 +145,16 @@ def run_isolated(name: str, size: int, timeout: float, mem_gb: float, fn=None, r
     else:
         row = {"model": name, "status": f"BUG: child exited with {rc} (see its stderr)"}
     row["wall_s"] = wall
-    _atomic(out, json.dumps(row, indent=1))
+    write_text_atomic(out, json.dumps(row, indent=1))
     return row
-
-
-def _atomic(path: Path, text: str):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write(rows, args):
     payload = {"command": args.command, "size": args.size, "timeout_s": args.timeout, "mem_gb": args.mem_gb,
                "rows": rows, "machine": platform.processor() or platform.machine(),
                "torch": torch.__version__, "torchvision": torchvision.__version__}
-    _atomic(RESULTS / "prune_coverage.json", json.dumps(payload, indent=2))
-    _atomic(RESULTS / "prune_coverage.md", _md(rows, args))
+    write_text_atomic(RESULTS / "prune_coverage.json", json.dumps(payload, indent=2))
+    write_text_atomic(RESULTS / "prune_coverage.md", _md(rows, args))
     write_doc_section("torchvision", "## The torchvision zoo\n\n" + DOC_INTRO + _md(rows, args, heading=False))
 
 
@@ -178,7 +171,7 @@ def write_doc_section(key: str, text: str) -> None:
         doc = doc[:doc.index(begin)] + block + doc[doc.index(end) + len(end):]
     else:
         doc = doc.rstrip() + "\n\n" + block + "\n"
-    _atomic(DOC, doc)
+    write_text_atomic(DOC, doc)
 
 
 STRUCTURES_MARKER = "<!-- structures: written by benchmarks/bench_prune_structures.py -->"

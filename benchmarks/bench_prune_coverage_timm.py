@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.bench_prune_coverage import RESULTS, _atomic, run_isolated, write_doc_section
+from benchmarks.bench_prune_coverage import RESULTS, run_isolated, write_doc_section
+from benchmarks.common import write_text_atomic
 
 ROWS = RESULTS / "prune_coverage_timm"
 RATIO = 0.3
@@ -297,9 +298,9 @@ def main(argv=None):
     def write():
         payload = {"command": args.command, "rows": rows, "machine": platform.processor() or platform.machine(),
                    "torch": torch.__version__, "timm": sys.modules["timm"].__version__, "torch_pruning": _tp_version()}
-        _atomic(RESULTS / "prune_coverage_timm.json", json.dumps(payload, indent=2))
+        write_text_atomic(RESULTS / "prune_coverage_timm.json", json.dumps(payload, indent=2))
         text = _md(rows, args)
-        _atomic(RESULTS / "prune_coverage_timm.md", "## Pruning coverage (timm, L1, 30 % channels)\n\n" + text)
+        write_text_atomic(RESULTS / "prune_coverage_timm.md", "## Pruning coverage (timm, L1, 30 % channels)\n\n" + text)
         write_doc_section("timm", "## timm (PyTorch Image Models), with Torch-Pruning side by side\n\n" + text)
 
     for n in names:

@@ -3,8 +3,8 @@
     python -m benchmarks.bench_quant [--quick] [--models resnet20 resnet56 torchvision:resnet18 torchvision:mobilenet_v2]
     python -m benchmarks.bench_quant --observers-only --models resnet20   # only the observer comparison
 
-CIFAR ResNets: pretrained (../shared/data weights, or ~/.cache/torchslim/baselines/<model>-cifar10.safetensors
-when present), top-1 on a stated subset of the CIFAR-10 test set (this JPEG copy). torchvision models:
+CIFAR ResNets: the shipped checkpoints as they are (`bench_baselines.baseline`), top-1 on a stated subset of
+the original CIFAR-10 test set. torchvision models:
 random init, calibration and agreement on random inputs, latency only. All paths of one model are
 measured in the same process, one after another, batch 1, `--threads` intra-op threads.
 On ResNet-18 extra ONNX Runtime variants explain why a naive QDQ model can be slower than fp32.
@@ -21,16 +21,12 @@ from torchslim.quant.int8_ptq import calibration_batches
 
 
 def load(name: str):
-    from torchslim.io import load_model
+    from benchmarks.bench_baselines import baseline
     from torchslim.models import create_model
-    from torchslim.paths import cache_dir
 
     if name.startswith("torchvision:"):
         return create_model(name).eval(), "random init (torchvision)"
-    cached = cache_dir() / "baselines" / f"{name}-cifar10.safetensors"
-    if cached.exists():
-        return load_model(cached).eval(), f"adapted baseline {cached.name} (bench_baselines)"
-    return create_model(name, pretrained=True).eval(), "pretrained akamaster weights, no fine-tuning"
+    return baseline(name, "cifar10")
 
 
 def ablations():
@@ -52,7 +48,7 @@ def compare_observers(model, kw: dict, observers, threads) -> dict:
     out = {}
     for obs in observers:
         t = time.perf_counter()
-        oq = quantize(model, "int8-ptq", config=Int8Config(observer=obs, paths=("ort-qdq",), repeats=3,
+        oq = quantize(model, "int8-ptq", config=Int8Config(observer=obs, paths=("ort-qdq",), compare=True, repeats=3,
                                                            min_time_s=0.0, threads=threads), **kw)
         r = oq.quant_report["paths"]
         out[obs] = {"ort-qdq top1": r["ort-qdq"]["top1"], "fake-quant top1": r["fake-quant"]["top1"],
@@ -112,7 +108,7 @@ def main(argv=None) -> int:
     res = {"command": command_line(), "threads": args.threads, "eval_images": n_eval, "models": {}}
     md = ["## int8 quantization (`benchmarks/bench_quant.py`)", "", f"Command: `{command_line()}`", "",
           f"Batch 1, {args.threads} intra-op thread(s), medians of timed runs measured one after another in one "
-          f"process. Top-1 on {n_eval} CIFAR-10 test images (random subset, JPEG copy). Weights int8 symmetric "
+          f"process. Top-1 on {n_eval} CIFAR-10 test images (random subset). Weights int8 symmetric "
           "per-channel, activations uint8 asymmetric (MSE observer, 256 calibration images), BN folded. "
           "'correct': relative L2 error of logits vs fp32 <= 0.2 (and >= 90 % argmax agreement when "
           "fp32 is confident). 'chosen' = fastest correct int8 path.", ""]

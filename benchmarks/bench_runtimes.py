@@ -37,28 +37,25 @@ TOP1_ARMS = ("PyTorch fp32", "OpenVINO bf16", "ONNX Runtime int8 (torchslim QDQ)
 
 
 # ---------------------------------------------------------------- the arms
-def _ov(source, precision, shape):
+def ov_request(source, precision, shape):
     from torchslim.openvino_export import compile_openvino
 
     return compile_openvino(source, threads=1, precision=precision, input_shape=shape).create_infer_request()
 
 
-def _ov_fn(request):
+def ov_fn(request):
     return lambda x: request.infer({0: x}, share_inputs=True)[0]
 
 
-def _ort_fn(source):
-    import onnxruntime as ort
+def ort_fn(source):
+    from torchslim.onnx_runtime import onnx_session
 
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
-    sess = ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
+    sess = onnx_session(source, threads=1)
     name = sess.get_inputs()[0].name
     return lambda x: sess.run(None, {name: x})[0]
 
 
-def _torch_fn(model, dtype=torch.float32):
+def torch_fn(model, dtype=torch.float32):
     fmt = torch.channels_last if dtype == torch.bfloat16 else torch.contiguous_format  # oneDNN's bf16 layout
 
     def run(x):
@@ -82,7 +79,7 @@ def nncf_quantize(model, calib_images: list[np.ndarray], x1: torch.Tensor):
 
 def build_arms(model, calib: list[torch.Tensor], x: np.ndarray, tmp: Path, *, nncf_images: int) -> tuple[dict, dict]:
     """{arm name: (runtime, precision, kind, make(shape) -> fn(x) -> logits)} and the quantization figures."""
-    from torchslim.analysis.latency import _threads
+    from torchslim.analysis.latency import torch_threads
     from torchslim.onnx_export import to_onnx
     from torchslim.quant import Int8Config, quantize
     from torchslim.quant.int8_ptq import torch_x86_int8
@@ -91,7 +88,7 @@ def build_arms(model, calib: list[torch.Tensor], x: np.ndarray, tmp: Path, *, nn
     fp32_onnx = str(to_onnx(model, torch.from_numpy(x), tmp / "fp32.onnx"))
     info: dict = {}
     t, c = time.perf_counter(), time.process_time()
-    with _threads(1):
+    with torch_threads(1):
         q = quantize(model, "int8-ptq", calib=calib, config=Int8Config(threads=1))
     info["torchslim"] = {"seconds": time.perf_counter() - t, "cpu_seconds": time.process_time() - c,
                          "chosen": q.quant_report["chosen"], "calib_images": q.quant_report["calib_images"],
@@ -99,7 +96,7 @@ def build_arms(model, calib: list[torch.Tensor], x: np.ndarray, tmp: Path, *, nn
                                    for k, r in q.quant_report["paths"].items()}}
     qdq = q.onnx_bytes()
     t = time.perf_counter()
-    with _threads(1):
+    with torch_threads(1):
         tx86 = torch_x86_int8(model, calib, "mse")
     info["torch_x86_seconds"] = time.perf_counter() - t
     imgs = [b[i:i + 1].numpy() for b in calib for i in range(len(b))]
@@ -110,19 +107,19 @@ def build_arms(model, calib: list[torch.Tensor], x: np.ndarray, tmp: Path, *, nn
     m = copy.deepcopy(model).eval()
     mb = copy.deepcopy(model).eval().to(torch.bfloat16).to(memory_format=torch.channels_last)
     arms = {
-        "PyTorch fp32": ("torch", "fp32", "fp32", lambda s: _torch_fn(m)),
-        "PyTorch bf16": ("torch", "bf16", "bf16", lambda s: _torch_fn(mb, torch.bfloat16)),
-        "PyTorch int8 (torchslim torch-x86)": ("torch", "int8", "torchslim int8", lambda s: _torch_fn(tx86)),
-        "ONNX Runtime fp32": ("onnxruntime", "fp32", "fp32", lambda s: _ort_fn(fp32_onnx)),
-        "ONNX Runtime int8 (torchslim QDQ)": ("onnxruntime", "int8", "torchslim int8", lambda s: _ort_fn(qdq)),
-        "OpenVINO fp32": ("openvino", "fp32", "fp32", lambda s: _ov_fn(_ov(fp32_onnx, "fp32", s))),
-        "OpenVINO bf16": ("openvino", "bf16", "bf16", lambda s: _ov_fn(_ov(fp32_onnx, "bf16", s))),
-        "OpenVINO int8 (torchslim QDQ)": ("openvino", "int8", "torchslim int8", lambda s: _ov_fn(_ov(qdq, "fp32", s))),
+        "PyTorch fp32": ("torch", "fp32", "fp32", lambda s: torch_fn(m)),
+        "PyTorch bf16": ("torch", "bf16", "bf16", lambda s: torch_fn(mb, torch.bfloat16)),
+        "PyTorch int8 (torchslim torch-x86)": ("torch", "int8", "torchslim int8", lambda s: torch_fn(tx86)),
+        "ONNX Runtime fp32": ("onnxruntime", "fp32", "fp32", lambda s: ort_fn(fp32_onnx)),
+        "ONNX Runtime int8 (torchslim QDQ)": ("onnxruntime", "int8", "torchslim int8", lambda s: ort_fn(qdq)),
+        "OpenVINO fp32": ("openvino", "fp32", "fp32", lambda s: ov_fn(ov_request(fp32_onnx, "fp32", s))),
+        "OpenVINO bf16": ("openvino", "bf16", "bf16", lambda s: ov_fn(ov_request(fp32_onnx, "bf16", s))),
+        "OpenVINO int8 (torchslim QDQ)": ("openvino", "int8", "torchslim int8", lambda s: ov_fn(ov_request(qdq, "fp32", s))),
         "OpenVINO int8 + bf16 (torchslim QDQ)": ("openvino", "int8+bf16", "torchslim int8",
-                                                 lambda s: _ov_fn(_ov(qdq, "bf16", s))),
-        "OpenVINO int8 (NNCF PTQ, reference)": ("openvino", "int8", "NNCF int8", lambda s: _ov_fn(_nncf(nq, "fp32", s))),
+                                                 lambda s: ov_fn(ov_request(qdq, "bf16", s))),
+        "OpenVINO int8 (NNCF PTQ, reference)": ("openvino", "int8", "NNCF int8", lambda s: ov_fn(_nncf(nq, "fp32", s))),
         "OpenVINO int8 + bf16 (NNCF PTQ, reference)": ("openvino", "int8+bf16", "NNCF int8",
-                                                       lambda s: _ov_fn(_nncf(nq, "bf16", s))),
+                                                       lambda s: ov_fn(_nncf(nq, "bf16", s))),
     }
     if not bf16:  # no bf16 units: those arms would be fp32 again (torchslim.runtimes.resolve_precision)
         arms = {k: v for k, v in arms.items() if "bf16" not in v[1]}

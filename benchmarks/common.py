@@ -31,14 +31,18 @@ def add_device_arg(ap: "argparse.ArgumentParser") -> None:
                     help="where fine-tuning runs: cpu (default) or cuda; latency stays on the CPU")
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def write_result(topic: str, data: dict, markdown: str) -> Path:
     """Write results/<topic>.json and results/<topic>.md atomically; run.py assembles BENCHMARKS.md."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
     for suffix, text in ((".json", json.dumps(data, indent=2, default=str)), (".md", markdown)):
-        path = RESULTS / f"{topic}{suffix}"
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_text_atomic(RESULTS / f"{topic}{suffix}", text)
     return RESULTS / f"{topic}.md"
 
 

@@ -2,7 +2,7 @@
 import pytest
 from torch import nn
 
-from torchslim import runtimes
+from torchslim import machine, runtimes
 from torchslim.errors import InvalidInputError
 
 
@@ -50,17 +50,17 @@ def test_fastest_runtime_measures_every_installed_runtime():
 
 
 def test_a_runtime_that_is_not_installed_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(runtimes, "installed_runtimes", lambda: ("torch",))
+    monkeypatch.setattr(machine, "installed_runtimes", lambda: ("torch",))
     with pytest.raises(InvalidInputError, match="pip install openvino"):
         runtimes.check_runtime("openvino")
 
 
 def test_cpu_features_are_read_from_the_flags(monkeypatch):
-    monkeypatch.setattr(runtimes, "_cpuinfo_flags", lambda: frozenset({"avx2", "amx_bf16", "amx_int8", "sse"}))
+    monkeypatch.setattr(machine, "_cpuinfo_flags", lambda: frozenset({"avx2", "amx_bf16", "amx_int8", "sse"}))
     f = runtimes.cpu_features()
     assert set(f) == set(runtimes.CPU_FLAGS) and f["amx_bf16"] and f["amx_int8"] and not f["avx512_vnni"]
     assert runtimes.has_bf16() and runtimes.resolve_precision("bf16", "openvino") == ("bf16", None)
-    monkeypatch.setattr(runtimes, "_cpuinfo_flags", lambda: frozenset())
+    monkeypatch.setattr(machine, "_cpuinfo_flags", lambda: frozenset())
     assert not runtimes.has_bf16() and runtimes.resolve_precision("bf16", "torch")[0] == "fp32"
 
 

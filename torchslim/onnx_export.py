@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from torchslim.module_swap import replace_modules
+
 OPSET = 18
 
 
@@ -40,8 +42,6 @@ def decoded(model: nn.Module) -> nn.Module:
     once, as a dense float tensor: never larger than the dense model's."""
     if not any(hasattr(m, "dense_module") for m in model.modules()):
         return model
-    from torchslim.sparsity.masks import replace_modules
-
     return replace_modules(copy.deepcopy(model), lambda m, fqn: m.dense_module() if hasattr(m, "dense_module") else None)
 
 
@@ -58,7 +58,7 @@ def verify_onnx(model: nn.Module, path: str | os.PathLike, example_input: torch.
         >>> verify_onnx(model, path, x)["max_abs_diff"] < 1e-4
         True
     """
-    from torchslim.analysis.latency import onnx_session
+    from torchslim.onnx_runtime import onnx_session
 
     sess = onnx_session(str(path))
     got = sess.run(None, {sess.get_inputs()[0].name: example_input.cpu().numpy()})[0]

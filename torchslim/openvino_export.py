@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from torchslim.quant.int8_ptq import OnnxRuntimeModule
-from torchslim.runtimes import check_runtime, resolve_precision
+from torchslim.machine import check_runtime, resolve_precision
+from torchslim.onnx_runtime import OnnxRuntimeModule
 
 _OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 

@@ -44,15 +44,13 @@ def layer_filter(filter_fn=None, layers=None) -> Callable | None:
 
 
 def images(data, n: int) -> list:
-    """The first `n` training images of `data` as batches: a DataBundle, a loader of (x, y) batches, or
-    batches already (a list of tensors, returned as is)."""
-    if hasattr(data, "calibration_batches"):
-        return data.calibration_batches(n)
+    """The first `n` training images of `data` as batches (`torchslim.data.as_batches`); input batches
+    given as a list of tensors are used as they are, all of them."""
     if isinstance(data, (list, tuple)) and all(hasattr(x, "shape") for x in data):
         return list(data)
-    from torchslim.data.core import first_images
+    from torchslim.data import as_batches
 
-    return first_images(data, n)
+    return as_batches(data, n)
 
 
 def attach_report(model, family: str, method: str, report: dict) -> None:

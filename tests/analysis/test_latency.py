@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from torchslim import runtimes
+from torchslim import machine
 from torchslim.analysis import measure_latency, saved_size_bytes
 from torchslim.errors import InvalidInputError
 from torchslim.runtimes import CPU_FLAGS
@@ -30,7 +30,7 @@ def test_latency_result_is_consistent(runtime):
 def test_bf16_runs_where_the_cpu_has_bf16_units_and_says_when_it_falls_back(runtime, bf16_units, monkeypatch):
     # the CPU's flags are replaced, so neither outcome depends on the machine running the test
     flags = frozenset({"avx512_bf16"} if bf16_units else set())
-    monkeypatch.setattr(runtimes, "_cpuinfo_flags", lambda: flags)
+    monkeypatch.setattr(machine, "_cpuinfo_flags", lambda: flags)
     r = measure_latency(small(), input_size=(3, 16, 16), runtime=runtime, precision="bf16", repeats=2,
                         min_time_s=0.0, warmup=1, with_peak=False)
     runs_bf16 = bf16_units and runtime != "onnxruntime"

@@ -4,9 +4,12 @@ from torch import nn
 
 from torchslim.analysis import latency_side_by_side
 from torchslim.errors import InvalidInputError
+from torchslim.runtimes import installed_runtimes
 
 
-@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime",
+                                     pytest.param("openvino", marks=pytest.mark.skipif(
+                                         "openvino" not in installed_runtimes(), reason="OpenVINO not installed"))])
 def test_side_by_side_medians_rank_a_model_that_does_far_more_work_as_slower(runtime):
     x = torch.randn(1, 16, 32, 32)
     small = nn.Conv2d(16, 4, 1)

@@ -89,3 +89,25 @@ def test_prune_fine_tunes_in_bf16_channels_last_from_the_cli(tmp_path, monkeypat
     assert main(["prune", "digits_cnn", "--ratio", "0.3", "--data", "digits", "--finetune-epochs", "1",
                  "--max-steps", "1", "--precision", "bf16", "--channels-last", "-o", str(tmp_path / "p")]) == 0
     assert [(c.precision, c.channels_last) for c in configs] == [("bf16", True)]
+
+
+@pytest.mark.parametrize("flags, distilled", [([], True), (["--no-distill"], False)])
+def test_auto_fine_tunes_with_kd_from_the_original_unless_told_not_to(tmp_path, monkeypatch, flags, distilled):
+    import yaml
+
+    import torchslim.train as train
+    from torchslim.distill import DistillLoss
+
+    losses = []
+    real_fit = train.fit
+    monkeypatch.setattr(train, "fit", lambda *a, **k: losses.append(k.get("loss_fn")) or real_fit(*a, **k))
+    out = tmp_path / "a"
+    assert main(["auto", "digits_cnn", "--data", "digits", "--target", "macs=0.9x", "--actions", "prune",
+                 "--max-drop", "100", "--epochs", "1", "--max-steps", "1", "--eval-images", "16", *flags,
+                 "-o", str(out)]) == 0
+    assert len(losses) == 1 and isinstance(losses[0], DistillLoss) == distilled
+    stage = next(s for s in yaml.safe_load((out / "recipe.yaml").read_text())["stages"] if "finetune" in s)
+    assert stage["finetune"]["distill_from_input"] is distilled  # the written recipe recovers the same way
+    from torchslim.recipe import load_recipe
+
+    load_recipe(out / "recipe.yaml")  # and is a valid recipe

@@ -38,3 +38,17 @@ def test_decompose_cli_channel_with_data_and_finetuning(tmp_path, capsys):
     assert {"before", "after", "after_finetune", "finetune"} <= set(res)
     assert res["finetune"]["max_steps"] == 2
     assert any(l["response_error"] is not None for l in res["report"]["layers"])
+
+
+def test_decompose_cli_measures_layers_on_the_fastest_runtime_and_says_which(tmp_path, capsys):
+    from torchslim.runtimes import installed_runtimes
+
+    rc = main(["decompose", "digits_cnn", "--rank", "compression=2", "-o", str(tmp_path)])
+    assert rc == 0
+    res = json.loads((tmp_path / "decompose.json").read_text())
+    runtime = res["latency_runtime"]
+    assert runtime in installed_runtimes() and res["report"]["latency_runtime"] == runtime
+    assert all(l["latency_before_ms"] for l in res["report"]["layers"])
+    assert main(["decompose", "digits_cnn", "--rank", "compression=2", "--latency-runtime", "onnxruntime",
+                 "-o", str(tmp_path / "ort")]) == 0
+    assert json.loads((tmp_path / "ort" / "decompose.json").read_text())["report"]["latency_runtime"] == "onnxruntime"

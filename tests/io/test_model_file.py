@@ -101,3 +101,12 @@ def test_model_files_get_the_users_usual_permissions(tmp_path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_files_that_name_a_class_by_its_old_module_still_load():
+    # OnnxRuntimeModule moved from torchslim.quant.int8_ptq to torchslim.onnx_runtime: files written
+    # before name it by the old path, which keeps it importable
+    from torchslim.io.model_file import _resolve
+    from torchslim.onnx_runtime import OnnxRuntimeModule
+
+    assert _resolve("torchslim.quant.int8_ptq.OnnxRuntimeModule") is OnnxRuntimeModule

@@ -115,11 +115,25 @@ def test_compression_target_is_met(method):
     assert res.compression < 6  # the largest ranks meeting the target, not arbitrary small ones
 
 
+@pytest.mark.parametrize("method", ["tucker", "cp", "btd", "zhang3d"])
+def test_macs_target_is_met_at_the_layers_input_size(method):
+    # stride 2: the chain's first factor runs at the input resolution, so MACs and parameters part ways
+    layer = nn.Conv2d(16, 24, 3, stride=2, padding=1)
+    x = torch.randn(32, 16, 12, 12)
+    ctx = Context("conv", (16, 12, 12), (24, 6, 6), x if METHODS.get(method).needs_data else None, None, {})
+    _, res = decompose_layer(layer, method, {"macs": 3}, ctx=ctx)
+    assert res.status == "decomposed" and res.speedup >= 3
+    assert res.speedup < 6  # the largest ranks meeting the target
+    with pytest.raises(InvalidInputError, match="input_size"):
+        decompose_layer(layer, method, {"macs": 3})  # no shapes: MACs cannot be counted
+
+
 def test_explicit_ranks_and_bad_rank_values():
     conv = nn.Conv2d(16, 24, 3)
     _, res = decompose_layer(conv, "tucker", (4, 6))
     assert res.ranks == (4, 6)
-    for bad in (0, 1.5, -0.1, "auto", {"compression": 0.5}, (2, 0), True):
+    for bad in (0, 1.5, -0.1, "auto", {"compression": 0.5}, {"macs": 1}, {"macs": 2, "compression": 2}, (2, 0),
+                True):
         with pytest.raises(InvalidInputError):
             decompose_layer(conv, "tucker", bad)
     with pytest.raises(InvalidInputError, match="needs 2"):
@@ -156,6 +170,7 @@ def test_whole_model_roundtrips_and_reports(tmp_path):
         torch.testing.assert_close(load_model(path).eval()(x), small.eval()(x))
     rep.measure(threads=1, repeats=2, min_time_s=0.0)
     assert all(l.latency_before_ms and l.latency_after_ms for l in rep.layers)
+    assert rep.latency_runtime == "torch" and "ms before (torch)" in [c.header for c in rep.table().columns]
     from rich.console import Console
 
     Console(file=open(tmp_path / "t.txt", "w"), width=200).print(rep.table())

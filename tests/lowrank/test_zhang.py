@@ -6,7 +6,7 @@ from torch import nn
 from tests.conftest import shared_data_available
 from torchslim.io import load_model, save_model
 from torchslim.lowrank import METHODS, Context, decompose_layer, decompose_with_report
-from torchslim.lowrank.core import _macs, original_cost
+from torchslim.lowrank.core import layer_macs, original_cost
 
 
 def _correlated(n, S=8, k=3, hw=10, seed=0):
@@ -121,7 +121,7 @@ def test_response_fits_beat_tucker_at_equal_macs_on_a_trained_layer():
     zhang3d) reconstruct that layer's ReLU responses on *held-out* images better than Tucker-2 fitted to
     the weights, whatever split of Tucker's ranks (R3, R4) is taken."""
     from torchslim.data import get_data
-    from torchslim.lowrank.core import _following_batchnorm, _trace
+    from torchslim.lowrank.core import following_batchnorm, trace_layers
     from torchslim.models import create_model
 
     model = create_model("resnet20", pretrained=True).eval()
@@ -129,13 +129,13 @@ def test_response_fits_beat_tucker_at_equal_macs_on_a_trained_layer():
     calib, test = data.calibration_batches(64), data.calibration_batches(64, split="test")
     name = "layer2.1.conv2"
     layer = model.get_submodule(name)
-    si, so, inp = _trace(model, [name], calib, True)
-    _, _, held = _trace(model, [name], test, True)
-    a, c = _following_batchnorm(model, [name])[name]
+    si, so, inp = trace_layers(model, [name], calib, True)
+    _, _, held = trace_layers(model, [name], test, True)
+    a, c = following_batchnorm(model, [name])[name]
     ctx = lambda: Context(name, si[name], so[name], inp[name], (a, c), {})
     relu_bn = lambda y: torch.relu(a[None, :, None, None] * y + c[None, :, None, None])
-    budget = _macs(original_cost(layer), ctx()) / 2
-    fits = lambda m, r: _macs(METHODS.get(m).cost(layer, r), ctx()) <= budget
+    budget = layer_macs(original_cost(layer), ctx()) / 2
+    fits = lambda m, r: layer_macs(METHODS.get(m).cost(layer, r), ctx()) <= budget
 
     def err(chain):
         with torch.no_grad():

@@ -112,3 +112,14 @@ stages:
 """, "icc.yaml")
     st = run_recipe(recipe, tmp_path / "run", progress=False, log=lambda *a: None)["stages"]
     assert [s["stage"] for s in st] == ["00-input", "01-prune"] and st[1]["params_count"] < st[0]["params_count"]
+
+
+def test_data_driven_criteria_read_a_plain_loader_too():
+    # the recipe's prune stage passed a DataLoader where criteria read `data.split(...)`: AttributeError
+    model = nn.Sequential(nn.Conv2d(1, 6, 3), nn.ReLU(), nn.Conv2d(6, 4, 3), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(4, 3))
+    x, y = torch.randn(24, 1, 8, 8), torch.arange(24) % 3
+    graph = ChannelGraph(model, x[:1])
+    scores = CRITERIA.get("apoz")(ScoreContext(model, graph, DataLoader(TensorDataset(x, y), batch_size=8),
+                                               batches=2))
+    assert scores.shape == (graph.num_units,) and torch.isfinite(scores).all()

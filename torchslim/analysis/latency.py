@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from torchslim.errors import InvalidInputError
-from torchslim.runtimes import RUNTIMES, check_runtime, cpu_features, resolve_precision  # noqa: F401 (re-export)
+from torchslim.machine import RUNTIMES, check_runtime, cpu_features, resolve_precision  # noqa: F401 (re-export)
+from torchslim.onnx_runtime import onnx_session
 
 
 @dataclass
@@ -80,7 +81,7 @@ def peak_gemm_flops(threads: int | None = None, n: int = 1024, repeats: int = 20
     The median of at least `repeats` warm timings spanning at least `min_time_s`: the best single
     timing of a short run moved by 40 % from process to process on a shared machine.
     """
-    with _threads(threads):
+    with torch_threads(threads):
         a, b = torch.randn(n, n), torch.randn(n, n)
         for _ in range(3):  # warm-up: caches, thread pool, clocks
             torch.mm(a, b)
@@ -115,7 +116,9 @@ def machine_info(threads: int | None = None, with_peak: bool = True) -> dict:
     return info
 
 
-class _threads:
+class torch_threads:
+    """`with torch_threads(n):` runs the block with n intra-op threads (None: unchanged), then restores them."""
+
     def __init__(self, n: int | None):
         self.n = n
 
@@ -128,7 +131,9 @@ class _threads:
         torch.set_num_threads(self.old)
 
 
-def _time(fn, warmup: int, repeats: int, min_time_s: float) -> list[float]:
+def time_calls(fn, warmup: int, repeats: int, min_time_s: float) -> list[float]:
+    """Milliseconds of each timed call of `fn()` after `warmup` untimed ones: at least `repeats` calls
+    and `min_time_s` seconds (at most 10 x repeats calls)."""
     for _ in range(warmup):
         fn()
     times: list[float] = []
@@ -138,18 +143,6 @@ def _time(fn, warmup: int, repeats: int, min_time_s: float) -> list[float]:
         fn()
         times.append((time.perf_counter() - t) * 1e3)
     return times
-
-
-def onnx_session(path: str, threads: int | None = None):
-    """An ONNX Runtime CPU session with all graph optimisations and `threads` intra-op threads."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
 def measure_latency(
@@ -200,8 +193,8 @@ def measure_latency(
             model, x = copy.deepcopy(model).to(torch.bfloat16), x.to(torch.bfloat16)
             if x.ndim == 4:  # the layout oneDNN's bf16 convolutions run in
                 model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-        with _threads(threads), torch.inference_mode():
-            times = _time(lambda: model(x), warmup, repeats, min_time_s)
+        with torch_threads(threads), torch.inference_mode():
+            times = time_calls(lambda: model(x), warmup, repeats, min_time_s)
     elif runtime == "openvino":
         from torchslim.openvino_export import compile_openvino
 
@@ -214,7 +207,7 @@ def measure_latency(
             request = compile_openvino(path, threads=threads, precision=precision,
                                        input_shape=tuple(example_input.shape)).create_infer_request()
             feed = {0: example_input.numpy()}
-            times = _time(lambda: request.infer(feed, share_inputs=True), warmup, repeats, min_time_s)
+            times = time_calls(lambda: request.infer(feed, share_inputs=True), warmup, repeats, min_time_s)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             path = model
@@ -225,7 +218,7 @@ def measure_latency(
             sess = onnx_session(str(path), threads)
             name = sess.get_inputs()[0].name
             feed = {name: example_input.numpy()}
-            times = _time(lambda: sess.run(None, feed), warmup, repeats, min_time_s)
+            times = time_calls(lambda: sess.run(None, feed), warmup, repeats, min_time_s)
     q = statistics.quantiles(times, n=10)
     return LatencyResult(runtime, batch_size, threads, statistics.median(times), q[0], q[-1],
                          statistics.fmean(times), len(times), macs, machine_info(threads, with_peak), precision, note)

@@ -14,7 +14,8 @@ from torch import nn
 from torchslim.errors import InvalidInputError
 
 
-def _runner(model: nn.Module, x: torch.Tensor, runtime: str, threads: int, tmp: Path, name: str):
+def _runner(model: nn.Module, x: torch.Tensor, runtime: str, threads: int, tmp: Path, name: str,
+            precision: str = "fp32"):
     if runtime == "torch":
         model = model.eval()
 
@@ -23,23 +24,35 @@ def _runner(model: nn.Module, x: torch.Tensor, runtime: str, threads: int, tmp: 
                 model(x)
         return run
     if runtime == "onnxruntime":
-        from torchslim.analysis.latency import onnx_session
+        from torchslim.onnx_runtime import onnx_session
         from torchslim.onnx_export import to_onnx
 
         sess = onnx_session(str(to_onnx(model, x[:1], tmp / f"{name}.onnx")), threads)
         feed = {sess.get_inputs()[0].name: x.numpy()}
         return lambda: sess.run(None, feed)
-    raise InvalidInputError(f"unknown runtime {runtime!r}; use torch or onnxruntime")
+    if runtime == "openvino":
+        # the same ONNX file compiled by OpenVINO's CPU plugin; an int8 (QDQ) model runs its int8 kernels
+        from torchslim.onnx_export import to_onnx
+        from torchslim.openvino_export import compile_openvino
+
+        compiled = compile_openvino(str(to_onnx(model, x[:1], tmp / f"{name}.onnx")), threads=threads,
+                                    precision=precision, input_shape=tuple(x.shape))
+        request, feed = compiled.create_infer_request(), x.numpy()
+        return lambda: request.infer({0: feed})
+    raise InvalidInputError(f"unknown runtime {runtime!r}; use torch, onnxruntime or openvino")
 
 
 def latency_side_by_side(models: dict[str, nn.Module], example_input: torch.Tensor, *, runtime: str = "onnxruntime",
-                         threads: int = 1, rounds: int = 7, calls: int = 10, warmup: int = 3) -> dict[str, dict]:
+                         threads: int = 1, rounds: int = 7, calls: int = 10, warmup: int = 3,
+                         precision: str = "fp32") -> dict[str, dict]:
     """Median milliseconds per call of each model, the models alternating in blocks of `calls` calls.
 
     Args:
         models: name -> model (all take `example_input`).
         example_input: the batch every call runs (its batch size is the one measured).
-        runtime: "onnxruntime" (each model exported once) or "torch" (eager).
+        runtime: "onnxruntime" or "openvino" (each model exported to ONNX once) or "torch" (eager).
+        precision: OpenVINO's inference precision for float layers ("fp32" or "bf16", which falls back
+            to fp32 on a CPU without bf16 units); int8 layers of a quantized model run int8 either way.
         threads: intra-op threads for every model.
         rounds: blocks per model; each block's mean per call is one sample, the median is reported.
 
@@ -55,7 +68,7 @@ def latency_side_by_side(models: dict[str, nn.Module], example_input: torch.Tens
     torch.set_num_threads(threads)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            runs = {n: _runner(m, example_input, runtime, threads, Path(tmp), f"m{i}")
+            runs = {n: _runner(m, example_input, runtime, threads, Path(tmp), f"m{i}", precision)
                     for i, (n, m) in enumerate(models.items())}
             for run in runs.values():
                 for _ in range(warmup):

@@ -22,7 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchslim.blocks.depthwise import DepthwiseSeparableConv
+from torchslim.data import as_batches
 from torchslim.errors import InvalidInputError
+from torchslim.module_swap import replace_modules
 
 
 @dataclass
@@ -176,13 +178,13 @@ def to_separable(model: nn.Module, data=None, config: ConvertConfig | None = Non
     if not names:
         raise InvalidInputError(f"{type(model).__name__} has no conv to convert (kernel > 1, groups = 1, "
                                 f">= {cfg.min_in_channels} input channels); adjust ConvertConfig")
+    swaps = {}
     for n in names:
-        parent_name, _, attr = n.rpartition(".")
-        parent = converted.get_submodule(parent_name) if parent_name else converted
         conv = original.get_submodule(n)
         groups = conv.in_channels // cfg.group_channels if cfg.group_channels else cfg.groups
-        setattr(parent, attr, separable_from_conv(conv, groups, cfg.svd_init, n))
-    batches = _batches(data, cfg.calib_images)
+        swaps[n] = separable_from_conv(conv, groups, cfg.svd_init, n)
+    replace_modules(converted, swaps)
+    batches = as_batches(data, cfg.calib_images) if data is not None else []
     rows = []
     for n in names:
         conv, block = original.get_submodule(n), converted.get_submodule(n)
@@ -204,16 +206,3 @@ def to_separable(model: nn.Module, data=None, config: ConvertConfig | None = Non
     return converted.eval(), rows
 
 
-def _batches(data, n_images: int) -> list[torch.Tensor]:
-    if data is None:
-        return []
-    if hasattr(data, "calibration_batches"):
-        return [b if isinstance(b, torch.Tensor) else b[0] for b in data.calibration_batches(n_images)]
-    out, seen = [], 0
-    for b in data:
-        x = b[0] if isinstance(b, (tuple, list)) else b
-        out.append(x[: n_images - seen])
-        seen += len(out[-1])
-        if seen >= n_images:
-            break
-    return out

@@ -32,6 +32,8 @@ def register(sub) -> None:
     p.add_argument("--best-effort", action="store_true",
                    help="if the target is out of reach within --max-drop, return the fastest point within it")
     add_fit_args(p, epochs=1, lr=0.01)
+    p.add_argument("--no-distill", action="store_true",
+                   help="fine-tune on the labels alone (default: KD from the original model, the recovery loss)")
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(func=run)
 
@@ -115,10 +117,14 @@ def run(args) -> int:
                             compressions=_floats(args.compressions, "--compressions"), calib=calib,
                             calib_images=args.calib_images, log=console.print)
     max_batches = max(1, args.eval_images // data.val.batch_size)
+    from torchslim.distill import from_original
+
+    recovery_loss = None if args.no_distill else from_original(model)  # the original, before any action
     result = auto_compress(
         model, actions, evaluate=lambda m: evaluate(m, data.val, max_batches=max_batches)["top1"],
         example_input=next(iter(data.val))[0][:1], target=target, max_drop=args.max_drop, runtime=runtime,
-        finetune=lambda m: fit(m, data.train, val_loader=data.val, config=fit_config_from_args(args)).history,
+        finetune=lambda m: fit(m, data.train, val_loader=data.val, config=fit_config_from_args(args),
+                               loss_fn=recovery_loss).history,
         calib=calib, best_effort=args.best_effort, log=console.print)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -130,6 +136,7 @@ def run(args) -> int:
 
     budget = {k: v for k, v in asdict(fit_config_from_args(args)).items()
               if k in Budget.model_fields and (v is not None or k in ("epochs", "lr"))}
+    budget["distill_from_input"] = not args.no_distill
     if Path(args.model).exists():
         model_spec = {"path": str(Path(args.model).resolve())}
     else:

@@ -52,6 +52,9 @@ def register(sub) -> None:
     p.add_argument("--calibration", type=int, default=256, help="images for response-reconstruction methods")
     p.add_argument("--no-latency", action="store_true", help="skip the per-layer latency measurement")
     p.add_argument("--threads", type=int, default=1, help="threads for latency measurement")
+    p.add_argument("--latency-runtime", default="fastest", choices=["fastest", "torch", "onnxruntime", "openvino"],
+                   help="where the per-layer latency is measured (default: the installed runtime that runs the "
+                        "whole model fastest here, measured first)")
     p.add_argument("-o", "--output", help="directory for model.safetensors and decompose.json")
     p.set_defaults(func=run)
 
@@ -85,7 +88,15 @@ def run(args) -> int:
                                 include_ends=args.include_ends, progress=console.print)
     rep = torchslim.report_of(small)["decomposition"]
     if not args.no_latency:
-        rep.measure(threads=args.threads)
+        runtime = args.latency_runtime
+        if runtime == "fastest":
+            import torch
+
+            from torchslim.runtimes import fastest_runtime
+
+            runtime, _ = fastest_runtime(model.eval(), torch.randn(1, *input_size), threads=args.threads)
+        rep.measure(threads=args.threads, runtime=runtime)
+        result["latency_runtime"] = runtime
     p0, p1 = profile(model, input_size), profile(small, input_size)
     result.update(params_before=p0.params, params_after=p1.params, macs_before=p0.macs, macs_after=p1.macs,
                   size_ratio=p0.params / p1.params, macs_ratio=p0.macs / p1.macs)

@@ -12,8 +12,9 @@ Built in: `digits` (scikit-learn's 8x8 digits, never downloads), `mnist`, `cifar
 and `torchvision:<DataSet>` over a local root (`torchslim.data.folder`). Any `torch.utils.data.Dataset`
 works through `from_datasets`.
 """
-from torchslim.data.core import DATASETS, PROTOCOLS, SPLITS, DataBundle, from_datasets, get_data
+from torchslim.data.api import as_loaders, from_datasets, get_data
+from torchslim.data.core import DATASETS, PROTOCOLS, SPLITS, DataBundle, as_batches
 from torchslim.data.preprocess import Preprocess, preprocess_for
 
-__all__ = ["DATASETS", "PROTOCOLS", "SPLITS", "DataBundle", "Preprocess", "from_datasets", "get_data",
-           "preprocess_for"]
+__all__ = ["DATASETS", "PROTOCOLS", "SPLITS", "DataBundle", "Preprocess", "as_batches", "as_loaders", "from_datasets",
+           "get_data", "preprocess_for"]

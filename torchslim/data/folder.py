@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from torchslim.data.core import DataBundle
 from torchslim.data.preprocess import Preprocess
 from torchslim.errors import DataNotFoundError, InvalidInputError
 
@@ -425,8 +426,6 @@ def get_path_data(name: str, *, data_dir=None, batch_size=128, eval_batch_size=5
                   skip_bad_images=False, loaders=None, log=None):
     """`torchslim.data.get_data` for a folder path or `torchvision:<Class>`: a DataBundle whose `source`
     records the path, layout, split and sizes, with `classes` and `preprocess` set."""
-    from torchslim.data.core import DataBundle
-
     p = resolve_preprocess(preprocess)
     workers = default_workers() if num_workers is None else num_workers
     if name.startswith("torchvision:"):
@@ -449,7 +448,7 @@ def link_model(model, data, what: str, fix: str) -> None:
     records the class names and the preprocessing, which its model file keeps."""
     if not data.classes:
         return
-    from torchslim.io import ARCH_ATTR, set_arch
+    from torchslim.models.arch import ARCH_ATTR, set_arch
     from torchslim.models.head import output_classes
 
     try:

@@ -134,7 +134,7 @@ def preprocess_for(model: str | os.PathLike, *, input_size=None, mean=None, std=
 
 def preprocess_of(model) -> Preprocess | None:
     """The preprocessing recorded on a model instance (by `create_model`, `load_model` or a data run)."""
-    from torchslim.io.model_file import ARCH_ATTR
+    from torchslim.models.arch import ARCH_ATTR
 
     arch = getattr(model, ARCH_ATTR, None) or {}
     if arch.get("preprocess"):

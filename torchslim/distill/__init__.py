@@ -13,12 +13,12 @@ from typing import Callable, Sequence
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from torchslim.distill.attention import AttentionTransfer, at_loss, attention_map, input_gradient
 from torchslim.distill.cache import TeacherCache
 from torchslim.distill.core import Batch, DistillLoss, Term, capture, match_pairs, stage_ends
 from torchslim.distill.fitnets import Hint
+from torchslim.data import as_loaders
 from torchslim.distill.kd import KD, kd_loss
 from torchslim.errors import InvalidInputError
 from torchslim.registry import Registry
@@ -84,22 +84,6 @@ class DistillResult:
     loss: DistillLoss
 
 
-def _loaders(data) -> tuple[DataLoader, DataLoader | None]:
-    if hasattr(data, "train") and hasattr(data, "val"):
-        return data.train, data.val
-    if isinstance(data, DataLoader):
-        return data, None
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        return data[0], data[1]
-    if isinstance(data, str):
-        from torchslim.data import get_data
-
-        d = get_data(data)
-        return d.train, d.val
-    raise InvalidInputError(f"data must be a DataBundle, a DataLoader, (train, val) loaders or a data set name; "
-                            f"got {type(data).__name__}")
-
-
 def build_loss(teacher: nn.Module, method: str | Sequence[str] = "kd", config: DistillConfig | None = None) -> DistillLoss:
     """The `DistillLoss` of the named methods (see `METHODS.names()`)."""
     cfg = config or DistillConfig()
@@ -135,10 +119,10 @@ def distill_fit(student: nn.Module, teacher: nn.Module, data, method: str | Sequ
                 checkpoint_dir=None, **overrides) -> DistillResult:
     """`distill`, returning also the training history and the loss (with its adapters)."""
     cfg = _config(config, checkpoint_dir, overrides)
-    train, val = _loaders(data)
+    train, val = as_loaders(data)
     requires_grad = [p.requires_grad for p in teacher.parameters()]
     loss = build_loss(teacher, method, cfg)
-    from torchslim.train.fit import resolve_device
+    from torchslim.train.device import resolve_device
 
     device = resolve_device(cfg.fit.device, student)
     student.to(device)
@@ -148,9 +132,9 @@ def distill_fit(student: nn.Module, teacher: nn.Module, data, method: str | Sequ
     if cfg.cache_teacher:
         loss.cache = TeacherCache(loss, train, device=device)
     # Adapters (FitNets) train with the student: one optimizer over both, built as fit would build it.
-    from torchslim.train.fit import _make_optimizer
+    from torchslim.train.fit import make_optimizer
 
-    opt = _make_optimizer(nn.ModuleList([student, loss.terms]), cfg.fit)
+    opt = make_optimizer(nn.ModuleList([student, loss.terms]), cfg.fit)
     try:
         result = fit(student, train, val_loader=val, config=cfg.fit, loss_fn=loss, optimizer=opt,
                      callbacks=[loss.callback(), *callbacks], checkpoint_dir=cfg.checkpoint_dir)

@@ -151,11 +151,11 @@ def encode_model(model: nn.Module, *, metadata: dict | None = None, input_size=N
 
 def _encode(model: nn.Module, *, metadata: dict | None = None, input_size=None) -> tuple[bytes, dict]:
     """(file bytes, per-layer statistics); the header keeps only what decoding needs."""
-    from torchslim.io.model_file import _diff, constructor_of, module_spec
+    from torchslim.io.model_file import constructor_of, module_diff, module_spec
     from torchslim.models import create_model
 
     arch = constructor_of(model)
-    replaced = _diff(model, create_model(arch["name"], **arch.get("kwargs", {}))) if arch else {"": module_spec(model)}
+    replaced = module_diff(model, create_model(arch["name"], **arch.get("kwargs", {}))) if arch else {"": module_spec(model)}
     state = model.state_dict()
     shared = _shared_layers(model)
     low = _lowbit_layers(model)
@@ -316,7 +316,8 @@ def _decode_lowbit(secs, header, name: str, info: dict) -> dict[str, torch.Tenso
 def decode_model(data: bytes, where: str = "<bytes>", code: str | None = None) -> nn.Module:
     """Rebuild the model from `.slim` bytes; outputs equal the saved model's exactly (`code`: see
     `torchslim.io.load_model`)."""
-    from torchslim.io.model_file import build_module, set_arch, _set_submodule
+    from torchslim.io.model_file import build_module, set_arch
+    from torchslim.module_swap import replace_modules
     from torchslim.models import create_model
     from torchslim.models.user import constructor_to_build
 
@@ -341,7 +342,7 @@ def decode_model(data: bytes, where: str = "<bytes>", code: str | None = None) -
         model = create_model(arch["name"], **arch.get("kwargs", {})) if arch else nn.Identity()
         replaced = header["replaced"]
         for fqn in sorted(replaced, key=lambda k: (k.count("."), k) if k else (-1, "")):
-            model = _set_submodule(model, fqn, build_module(replaced[fqn]))
+            model = replace_modules(model, {fqn: build_module(replaced[fqn])})
         model.load_state_dict(state, strict=True)
     except FileFormatError as e:
         raise FileFormatError(f"{where}: {e}") from None

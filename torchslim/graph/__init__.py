@@ -1,5 +1,5 @@
 """Channel dependency graph: trace a model once, group the channels that must be pruned together."""
-from torchslim.graph.groups import ChannelGraph, Group, components
-from torchslim.graph.trace import ParamUse, TraceResult, symbolic_trace, trace
+from torchslim.graph.groups import ChannelGraph, Group
+from torchslim.graph.trace import ParamUse, TraceResult, components, symbolic_trace, trace
 
 __all__ = ["ChannelGraph", "Group", "ParamUse", "TraceResult", "components", "symbolic_trace", "trace"]

@@ -14,24 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from torchslim.graph.trace import PINNED, ParamUse, TraceResult, trace
-
-
-def components(n: int, edges: torch.Tensor) -> torch.Tensor:
-    """Connected components of a graph on `n` nodes: each node -> the smallest node of its component."""
-    comp = torch.arange(n)
-    if edges.numel() == 0:
-        return comp
-    a, b = edges[0], edges[1]
-    while True:  # min-label propagation with pointer jumping: O(log n) rounds on these graphs
-        m = torch.minimum(comp[a], comp[b])
-        new = comp.clone()
-        new.scatter_reduce_(0, a, m, "amin")
-        new.scatter_reduce_(0, b, m, "amin")
-        new = new[new]
-        if torch.equal(new, comp):
-            return comp
-        comp = new
+from torchslim.graph.trace import PINNED, ParamUse, TraceResult, components, trace
 
 
 def _macs_key(key: str) -> tuple[str, str]:

@@ -32,15 +32,13 @@ import torch.fx as fx
 from torch import nn
 
 from torchslim.errors import UnsupportedModelError
+from torchslim.graph.concrete import CAVEAT, concrete_trace
 from torchslim.graph.module_sizes import ModuleSize, SizeConstraint, resolve, tracked_sizes
 
 PINNED = 0
 # A value that carries no channel (a sum or norm over the channels): it joins nothing, and a layer reading
 # it along its channel dim treats it as PINNED.
 NEUTRAL = -1
-from torchslim.graph.concrete import CAVEAT, concrete_trace
-
-PINNED = 0
 SPLIT_SIZE = "_split:"  # virtual attribute of a "size" use: `_split:<attr>.<part>` counts part <part> of <attr>
 
 # Functions/methods that only move elements around: run them on the label tensor.
@@ -64,6 +62,23 @@ _REDUCE_OPS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "logsu
 ACTIVATIONS = {"relu", "relu_", "relu6", "hardtanh", "silu", "hardswish", "gelu", "leaky_relu", "elu",
                "mish", "ReLU", "ReLU6", "SiLU", "Hardswish", "GELU", "LeakyReLU", "ELU", "Mish", "Hardtanh"}
 _MODULE_SHAPE_OPS = {nn.Flatten: "flatten", nn.Unflatten: "unflatten"}
+
+
+def components(n: int, edges: torch.Tensor) -> torch.Tensor:
+    """Connected components of a graph on `n` nodes: each node -> the smallest node of its component."""
+    comp = torch.arange(n)
+    if edges.numel() == 0:
+        return comp
+    a, b = edges[0], edges[1]
+    while True:  # min-label propagation with pointer jumping: O(log n) rounds on these graphs
+        m = torch.minimum(comp[a], comp[b])
+        new = comp.clone()
+        new.scatter_reduce_(0, a, m, "amin")
+        new.scatter_reduce_(0, b, m, "amin")
+        new = new[new]
+        if torch.equal(new, comp):
+            return comp
+        comp = new
 
 
 @dataclass
@@ -659,8 +674,6 @@ class _Labeler:
         the rest pin their channels and the layers they were read from."""
         if not self.size_constraints:
             return
-        from torchslim.graph.groups import components
-
         edges = torch.cat(self.edges, 1) if self.edges else torch.zeros(2, 0, dtype=torch.long)
         comp = components(self.next, edges)
         for action in resolve(self.size_constraints, comp, self.layer_sides, model):

@@ -26,9 +26,10 @@ import torch
 from torch import nn
 
 from torchslim.errors import FileFormatError, InvalidInputError
+from torchslim.models.arch import ARCH_ATTR, constructor_of, set_arch
+from torchslim.module_swap import replace_modules
 
 FORMAT, VERSION = "torchslim-model", 1
-ARCH_ATTR = "_torchslim_arch"
 _ALLOWED_PREFIXES = ("torch.nn.", "torchvision.", "torchslim.", "timm.")
 _REGISTERED: dict[str, type] = {}
 
@@ -37,20 +38,6 @@ def register_module(cls: type) -> type:
     """Allow a user's own module class in model files (its init args must be readable attributes)."""
     _REGISTERED[_qualname(cls)] = cls
     return cls
-
-
-def set_arch(model: nn.Module, name: str, kwargs: dict | None = None, input_size=None) -> nn.Module:
-    """Record which constructor built `model` (done by `torchslim.models.create_model`)."""
-    object.__setattr__(model, ARCH_ATTR, {"name": name, "kwargs": dict(kwargs or {}),
-                                          "input_size": list(input_size) if input_size else None})
-    return model
-
-
-def constructor_of(model: nn.Module) -> dict | None:
-    """The recorded constructor {"name", "kwargs", "input_size"} of a model, or None if it has none
-    (a model loaded from a file without one records only its input size)."""
-    arch = getattr(model, ARCH_ATTR, None)
-    return arch if arch and arch.get("name") else None
 
 
 def _qualname(cls: type) -> str:
@@ -76,7 +63,7 @@ def _resolve(qualname: str) -> type:
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
-def _init_args(m: nn.Module, cls: type | None = None) -> dict[str, Any]:
+def init_args(m: nn.Module, cls: type | None = None) -> dict[str, Any]:
     """Constructor arguments of `cls` (default: m's own class) recovered from m's same-named attributes
     (the torch.nn convention). Subclasses that swap a layer's weight for something else (masks, shared
     weights) call it with their dense class from `spec_args()`."""
@@ -227,7 +214,7 @@ def module_spec(m: nn.Module, where: str = "") -> dict:
     if type(m) in _CONTAINERS:
         spec["args"] = {}
     else:
-        args = _init_args(m)
+        args = init_args(m)
         # torchslim's own (and registered) classes keep their init args as attributes by design
         if qn.startswith("torchslim.") or qn in _REGISTERED or _rebuilds_from_args(m, args):
             spec["args"] = args
@@ -312,25 +299,17 @@ def _same(a: nn.Module, b: nn.Module) -> bool:
         return False
     if type(a) in _CONTAINERS:
         return True
-    return _init_args(a) == _init_args(b) and _same_attributes(a, b) and _tensor_slots(a) == _tensor_slots(b)
+    return init_args(a) == init_args(b) and _same_attributes(a, b) and _tensor_slots(a) == _tensor_slots(b)
 
 
-def _diff(model: nn.Module, base: nn.Module, prefix: str = "") -> dict[str, dict]:
+def module_diff(model: nn.Module, base: nn.Module, prefix: str = "") -> dict[str, dict]:
+    """{fqn: module_spec} of the outermost modules of `model` that differ from `base`'s (the constructor's)."""
     if not _same(model, base):
         return {prefix: module_spec(model, prefix)}
     out: dict[str, dict] = {}
     for name, child in model.named_children():
-        out.update(_diff(child, getattr(base, name), f"{prefix}.{name}" if prefix else name))
+        out.update(module_diff(child, getattr(base, name), f"{prefix}.{name}" if prefix else name))
     return out
-
-
-def _set_submodule(root: nn.Module, fqn: str, new: nn.Module) -> nn.Module:
-    if not fqn:
-        return new
-    parent_name, _, name = fqn.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, name, new)
-    return root
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, *, arch: dict | None = None,
@@ -352,7 +331,7 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, arch: dict | None =
     if arch:
         arch = {k: v for k, v in arch.items() if k not in ("classes", "preprocess")}
         base = create_model(arch["name"], **arch.get("kwargs", {}))
-        replaced = _diff(model, base)
+        replaced = module_diff(model, base)
     else:
         replaced = {"": module_spec(model)}
     manifest = {"format": FORMAT, "version": VERSION, "arch": arch, "replaced": replaced,
@@ -454,7 +433,7 @@ def load_model(path: str | os.PathLike, *, code: str | None = None) -> nn.Module
     model = create_model(arch["name"], **arch.get("kwargs", {})) if arch else nn.Identity()
     # Outer modules first, so a replaced container's children are replaced inside it.
     for fqn in sorted(manifest["replaced"], key=lambda k: (k.count("."), k) if k else (-1, "")):
-        model = _set_submodule(model, fqn, build_module(manifest["replaced"][fqn]))
+        model = replace_modules(model, {fqn: build_module(manifest["replaced"][fqn])})
     raw = load_file(str(path))
     if "sha256" in manifest and tensor_digest(raw) != manifest["sha256"]:  # older files have no digest
         raise FileFormatError(f"{path}: the tensor data does not match the file's sha256 digest "

@@ -77,11 +77,11 @@ class BlockTerm(Method):
         bias = 0 if layer.bias is None else T
         return S * L * R3 + kh * kw * L * R3 * R4 + L * R4 * T + bias, S * L * R3, kh * kw * L * R3 * R4 + L * R4 * T
 
-    def resolve(self, layer, rank, analysis, params_before):
+    def resolve(self, layer, rank, analysis, budget):
         from torchslim.lowrank.ranks import resolve_ranks
 
         L = analysis.cache["L"]
-        ranks = resolve_ranks(rank, analysis.spectra, analysis.full, lambda r: self.cost(layer, r, L)[0], params_before)
+        ranks = resolve_ranks(rank, analysis.spectra, analysis.full, lambda r: budget.fits(self.cost(layer, r, L)))
         return self.adjust_ranks(layer, rank, ranks, analysis)
 
     def factorize(self, layer, ranks, analysis, ctx):

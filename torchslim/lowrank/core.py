@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from torchslim.errors import InvalidInputError
-from torchslim.lowrank.ranks import RankSpec, resolve_ranks, validate_rank
+from torchslim.lowrank.ranks import Budget, RankSpec, is_budget, resolve_ranks, validate_rank
+from torchslim.module_swap import replace_modules
 from torchslim.registry import Registry
 
 
@@ -84,9 +85,10 @@ class Method:
     def adjust_ranks(self, layer: nn.Module, rank: RankSpec, ranks: tuple, analysis: Analysis) -> tuple:
         return ranks
 
-    def resolve(self, layer: nn.Module, rank: RankSpec, analysis: Analysis, params_before: int) -> tuple:
-        """Ranks for this layer from the one `rank` argument (methods with sequential spectra override)."""
-        ranks = resolve_ranks(rank, analysis.spectra, analysis.full, lambda r: self.cost(layer, r)[0], params_before)
+    def resolve(self, layer: nn.Module, rank: RankSpec, analysis: Analysis, budget: Budget | None) -> tuple:
+        """Ranks for this layer from the one `rank` argument (methods with sequential spectra override);
+        `budget` is what a budget rank ({"compression": x}, {"macs": x}) allows this layer."""
+        ranks = resolve_ranks(rank, analysis.spectra, analysis.full, lambda r: budget.fits(self.cost(layer, r)))
         return self.adjust_ranks(layer, rank, ranks, analysis)
 
 
@@ -175,9 +177,23 @@ def _pixels(shape: tuple | None) -> int:
     return int(math.prod(shape[1:])) if shape and len(shape) == 3 else 1
 
 
-def _macs(cost: tuple[int, int, int], ctx: Context) -> int:
+def layer_macs(cost: tuple[int, int, int], ctx: Context) -> int:
+    """MACs of one image through a layer of `cost` (`Method.cost` / `original_cost`) at ctx's shapes."""
     _, per_in, per_out = cost
     return per_in * _pixels(ctx.input_shape) + per_out * _pixels(ctx.output_shape)
+
+
+def layer_budget(rank: RankSpec, cost: tuple[int, int, int], ctx: Context) -> Budget | None:
+    """What a budget rank allows a layer of `cost` (`original_cost`): x-fold fewer parameters
+    ({"compression": x}) or MACs ({"macs": x}, at ctx's shapes); None for any other rank."""
+    if not is_budget(rank):
+        return None
+    if "macs" in rank:
+        if ctx.output_shape is None:
+            raise InvalidInputError(f"rank {rank!r} counts MACs at the layer's input size: pass input_size= or "
+                                    f"data= (layer {ctx.name or 'given'} has no recorded shape)")
+        return Budget(lambda c: layer_macs(c, ctx), layer_macs(cost, ctx) / float(rank["macs"]))
+    return Budget(lambda c: c[0], cost[0] / float(rank["compression"]))
 
 
 def decompose_layer(layer: nn.Module, method: str | Method = "tucker", rank: RankSpec = "vbmf", *,
@@ -191,8 +207,9 @@ def decompose_layer(layer: nn.Module, method: str | Method = "tucker", rank: Ran
     validate_rank(rank)
     ctx = ctx or Context(name="")
     before = original_cost(layer)
+    budget = layer_budget(rank, before, ctx)
     res = LayerResult(ctx.name, describe(layer), m.name, "skipped", params_before=before[0],
-                      macs_before=_macs(before, ctx), original=layer, input_shape=ctx.input_shape)
+                      macs_before=layer_macs(before, ctx), original=layer, input_shape=ctx.input_shape)
     t0 = time.perf_counter()
     try:
         if not isinstance(layer, m.layer_types):
@@ -203,12 +220,12 @@ def decompose_layer(layer: nn.Module, method: str | Method = "tucker", rank: Ran
         if m.needs_data and ctx.inputs is None:
             raise Skip("needs calibration inputs (pass data=...)")
         analysis = m.analyze(layer, need_spectra=isinstance(rank, (str, float)), ctx=ctx)
-        ranks = m.resolve(layer, rank, analysis, before[0])
+        ranks = m.resolve(layer, rank, analysis, budget)
         res.ranks = ranks
         after = m.cost(layer, ranks, **({"L": analysis.cache["L"]} if "L" in analysis.cache else
                                         {"analysis": analysis} if ("in_modes" in analysis.cache or "G" in analysis.cache)
                                         else {}))
-        res.params_after, res.macs_after = after[0], _macs(after, ctx)
+        res.params_after, res.macs_after = after[0], layer_macs(after, ctx)
         if not allow_growth and (after[0] >= before[0] or res.macs_after >= res.macs_before):
             raise Skip(f"ranks {ranks} would not reduce the layer ({after[0]} vs {before[0]} params, "
                        f"{res.macs_after} vs {res.macs_before} MACs)")
@@ -241,12 +258,7 @@ def _selector(layers) -> LayerFilter:
     return lambda m, n: any(fnmatch.fnmatch(n, p) for p in pats)
 
 
-def _set_submodule(root: nn.Module, fqn: str, new: nn.Module) -> None:
-    parent_name, _, name = fqn.rpartition(".")
-    setattr(root.get_submodule(parent_name) if parent_name else root, name, new)
-
-
-def _following_batchnorm(model: nn.Module, names: list[str]) -> dict[str, tuple]:
+def following_batchnorm(model: nn.Module, names: list[str]) -> dict[str, tuple]:
     """For each conv, the per-channel affine (a, c) of the BatchNorm2d registered right after it."""
     mods = list(model.named_modules())
     out = {}
@@ -267,7 +279,7 @@ class _StopForward(Exception):
     """Raised by a tracing hook once it has what it needs: the rest of the forward pass is skipped."""
 
 
-def _trace(model: nn.Module, names: list[str], batches: Sequence[torch.Tensor], keep_inputs: bool,
+def trace_layers(model: nn.Module, names: list[str], batches: Sequence[torch.Tensor], keep_inputs: bool,
            max_inputs: int = 256, stop_early: bool = False) -> tuple[dict, dict, dict]:
     """Input/output shapes (C, H, W) of the named layers and, if asked, up to `max_inputs` of their inputs.
 
@@ -342,6 +354,7 @@ class DecompositionReport:
     rank: RankSpec
     layers: list[LayerResult]
     seconds: float = 0.0
+    latency_runtime: str | None = None  # where `measure` timed the layers
 
     @property
     def decomposed(self) -> list[LayerResult]:
@@ -363,7 +376,7 @@ class DecompositionReport:
 
     def to_dict(self) -> dict:
         return {"method": self.method, "rank": self.rank, "totals": self.totals(),
-                "layers": [l.to_dict() for l in self.layers]}
+                "latency_runtime": self.latency_runtime, "layers": [l.to_dict() for l in self.layers]}
 
     def table(self, title: str | None = None):
         from torchslim.lowrank.report import report_table
@@ -371,6 +384,7 @@ class DecompositionReport:
         return report_table(self, title)
 
     def measure(self, threads: int | None = None, batch_size: int = 1, **kw) -> "DecompositionReport":
+        """Time every layer and its replacement (`runtime=`: torch (default), onnxruntime or openvino)."""
         from torchslim.lowrank.report import measure_layers
 
         measure_layers(self, threads=threads, batch_size=batch_size, **kw)
@@ -395,7 +409,7 @@ def decompose_with_report(
     """`decompose`, also returning the per-layer `DecompositionReport`."""
     m = METHODS.get(method) if isinstance(method, str) else method
     rank = "vbmf" if rank is None else rank
-    per_layer = isinstance(rank, dict) and "compression" not in rank  # {layer pattern: rank}
+    per_layer = isinstance(rank, dict) and not is_budget(rank)  # {layer pattern: rank}
     for r in (rank.values() if per_layer else [rank]):
         validate_rank(r)
     t0 = time.perf_counter()
@@ -416,8 +430,8 @@ def decompose_with_report(
     needs_data = any(getattr(_method_for(method, linear_method, mod), "needs_data", False) for _, mod in targets)
     if needs_data and data is None:
         raise InvalidInputError(f"method {m.name!r} reconstructs layer responses: pass data= (a few input batches)")
-    shapes_in, shapes_out, inputs = _trace(model, names, batches, keep_inputs=needs_data) if batches else ({}, {}, {})
-    post = _following_batchnorm(model, names) if needs_data else {}
+    shapes_in, shapes_out, inputs = trace_layers(model, names, batches, keep_inputs=needs_data) if batches else ({}, {}, {})
+    post = following_batchnorm(model, names) if needs_data else {}
     if needs_data:  # response methods fit layers in forward order (the hooks fired in that order)
         order = {n: i for i, n in enumerate(shapes_in)}
         targets.sort(key=lambda t: order.get(t[0], len(order)))
@@ -435,7 +449,7 @@ def decompose_with_report(
             before = original_cost(mod)
             results.append(LayerResult(n, describe(mod), lm.name if lm else str(method), "skipped", ends[n],
                                        params_before=before[0], params_after=before[0],
-                                       macs_before=_macs(before, ctx), macs_after=_macs(before, ctx),
+                                       macs_before=layer_macs(before, ctx), macs_after=layer_macs(before, ctx),
                                        original=mod, input_shape=ctx.input_shape))
             continue
         if lm is None:
@@ -444,7 +458,7 @@ def decompose_with_report(
                                        f"{type(mod).__name__} is not handled by {method!r}"
                                        + ("" if linear_method else " (linear_method=None)"),
                                        params_before=before[0], params_after=before[0],
-                                       macs_before=_macs(before, ctx), macs_after=_macs(before, ctx),
+                                       macs_before=layer_macs(before, ctx), macs_after=layer_macs(before, ctx),
                                        original=mod, input_shape=ctx.input_shape))
             continue
         layer_rank = rank
@@ -454,16 +468,16 @@ def decompose_with_report(
                 before = original_cost(mod)
                 results.append(LayerResult(n, describe(mod), lm.name, "skipped", "no rank given for this layer",
                                            params_before=before[0], params_after=before[0],
-                                           macs_before=_macs(before, ctx), macs_after=_macs(before, ctx),
+                                           macs_before=layer_macs(before, ctx), macs_after=layer_macs(before, ctx),
                                            original=mod, input_shape=ctx.input_shape))
                 continue
         if replaced and lm.needs_data and ctx.options.get("asymmetric", lm.asymmetric) and ctx.inputs is not None:
             # this layer's inputs as the partly decomposed model computes them, paired sample by sample
             # with ctx.inputs (same batches, same order)
-            ctx.approx_inputs = _trace(model, [n], batches, True, len(ctx.inputs), stop_early=True)[2][n]
+            ctx.approx_inputs = trace_layers(model, [n], batches, True, len(ctx.inputs), stop_early=True)[2][n]
         new, res = decompose_layer(mod, lm, layer_rank, ctx=ctx, allow_growth=allow_growth)
         if new is not mod:
-            _set_submodule(model, n, new)
+            replace_modules(model, {n: new})
             replaced = True
         results.append(res)
     return model, DecompositionReport(m.name, rank, results, time.perf_counter() - t0)

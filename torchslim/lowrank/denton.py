@@ -80,7 +80,7 @@ class Monochromatic(Method):
         # rank 1.0 / vbmf: full = T clusters (every filter its own colour)
         return Analysis([(torch.ones(T), (T, T))], (T,))
 
-    def resolve(self, layer, rank, analysis, params_before):
+    def resolve(self, layer, rank, analysis, budget):
         T = layer.out_channels
         if isinstance(rank, float):
             C = T if rank >= 1.0 else max(1, round(rank * T))
@@ -169,7 +169,7 @@ class Bicluster(Method):
         full = min(s_g * kh * kw, t_h)
         return Analysis([], (full,), {"G": G, "H": H, "in_order": in_order, "out_order": out_order, "svds": svds})
 
-    def resolve(self, layer, rank, analysis, params_before):
+    def resolve(self, layer, rank, analysis, budget):
         from torchslim.lowrank.ranks import energy_rank, resolve_ranks
 
         full = analysis.full[0]
@@ -182,7 +182,7 @@ class Bicluster(Method):
             return (max(1, max(evbmf(gamma=s.numpy(), shape=(len(U), Vh.shape[1])).rank
                                for U, s, Vh in svds.values())),)
         return resolve_ranks(rank, [(torch.ones(full), (full, full))], (full,),
-                             lambda r: self.cost(layer, r, analysis)[0], params_before)
+                             lambda r: budget.fits(self.cost(layer, r, analysis)))
 
     def cost(self, layer, ranks, analysis=None):
         (k,) = ranks

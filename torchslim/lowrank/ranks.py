@@ -4,11 +4,14 @@
 - an ``int`` or a ``tuple``: explicit ranks (a tuple gives one rank per mode, in the method's order).
 - a ``float`` q in (0, 1]: the smallest ranks keeping a fraction q of the spectral energy
   sum(sigma_i^2) of each unfolding; 1.0 keeps full rank (the layer is reproduced up to float error).
-- ``{"compression": x}``: ranks scaled down together until the layer's parameters shrink x-fold.
+- ``{"compression": x}``: ranks scaled down together until the layer's parameters shrink x-fold;
+  ``{"macs": x}`` the same for its MACs (at the layer's input size, so the model's input size or data
+  must be known).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Sequence, Union
 
 import torch
@@ -17,6 +20,23 @@ from torchslim.errors import InvalidInputError
 from torchslim.lowrank.vbmf import evbmf
 
 RankSpec = Union[str, int, float, tuple, list, dict]
+BUDGETS = {"compression": "parameters", "macs": "MACs"}  # {name: x}: what shrinks x-fold
+
+
+def is_budget(rank: RankSpec) -> bool:
+    """Whether `rank` is a budget ({"compression": x} or {"macs": x}), not {layer pattern: rank}."""
+    return isinstance(rank, dict) and len(rank) == 1 and next(iter(rank)) in BUDGETS
+
+
+@dataclass
+class Budget:
+    """What a budget rank allows one layer: a chain of cost `c` (`Method.cost`) fits when size(c) <= limit."""
+
+    size: Callable[[tuple], int]
+    limit: float
+
+    def fits(self, cost: tuple) -> bool:
+        return self.size(cost) <= self.limit
 
 
 def validate_rank(rank: RankSpec) -> RankSpec:
@@ -24,7 +44,7 @@ def validate_rank(rank: RankSpec) -> RankSpec:
     if isinstance(rank, str):
         if rank != "vbmf":
             raise InvalidInputError(f"rank {rank!r}: use 'vbmf', an int, a tuple, a float in (0, 1] "
-                                    "or {'compression': x}")
+                                    "{'compression': x} or {'macs': x}")
     elif isinstance(rank, bool):
         raise InvalidInputError(f"rank {rank!r} is a bool; give an int, a float in (0, 1] or 'vbmf'")
     elif isinstance(rank, int):
@@ -37,9 +57,10 @@ def validate_rank(rank: RankSpec) -> RankSpec:
         if not rank or not all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in rank):
             raise InvalidInputError(f"rank {rank!r}: a tuple of ranks must hold positive ints")
     elif isinstance(rank, dict):
-        x = rank.get("compression")
-        if set(rank) != {"compression"} or not isinstance(x, (int, float)) or x <= 1:
-            raise InvalidInputError(f"rank {rank!r}: use {{'compression': x}} with x > 1 (parameters shrink x-fold)")
+        x = next(iter(rank.values()), None)
+        if not is_budget(rank) or isinstance(x, bool) or not isinstance(x, (int, float)) or x <= 1:
+            raise InvalidInputError(f"rank {rank!r}: use {{'compression': x}} (parameters shrink x-fold) or "
+                                    "{'macs': x} (MACs shrink x-fold) with x > 1")
     else:
         raise InvalidInputError(f"rank {rank!r} of type {type(rank).__name__} is not understood")
     return rank
@@ -58,13 +79,14 @@ def energy_rank(sigma: torch.Tensor, q: float) -> int:
 
 
 def resolve_ranks(rank: RankSpec, spectra: Sequence[tuple[torch.Tensor, tuple[int, int]]],
-                  full: Sequence[int], params: Callable[[tuple], int], params_before: int) -> tuple[int, ...]:
+                  full: Sequence[int], fits: Callable[[tuple], bool] | None = None) -> tuple[int, ...]:
     """Ranks (one per mode) for one layer.
 
     Args:
         spectra: per mode, the singular values of the unfolding and its shape (for VBMF).
         full: the largest meaningful rank per mode.
-        params: parameters of the factorised layer at given ranks (for {"compression": x}).
+        fits: whether the factorised layer at given ranks meets the budget (for {"compression": x} and
+            {"macs": x}).
     """
     n = len(full)
     if isinstance(rank, str):  # "vbmf"
@@ -78,11 +100,10 @@ def resolve_ranks(rank: RankSpec, spectra: Sequence[tuple[torch.Tensor, tuple[in
     elif isinstance(rank, float):
         out = [energy_rank(s, rank) for s, _ in spectra]
     else:
-        target = params_before / float(rank["compression"])
-        lo, hi = 0.0, 1.0  # largest common fraction beta of the full ranks meeting the target
+        lo, hi = 0.0, 1.0  # largest common fraction beta of the full ranks meeting the budget
         for _ in range(40):
             mid = (lo + hi) / 2
-            if params(tuple(max(1, math.floor(mid * f)) for f in full)) <= target:
+            if fits(tuple(max(1, math.floor(mid * f)) for f in full)):
                 lo = mid
             else:
                 hi = mid

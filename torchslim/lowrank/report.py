@@ -12,13 +12,19 @@ from torchslim.analysis import measure_latency
 
 
 def measure_layers(report, threads: int | None = None, batch_size: int = 1, repeats: int = 10,
-                   min_time_s: float = 0.1) -> None:
-    """Fill latency_before_ms / latency_after_ms of every layer with a known input shape (torch eager)."""
+                   min_time_s: float = 0.1, runtime: str = "torch") -> None:
+    """Fill latency_before_ms / latency_after_ms of every layer with a known input shape, each layer and its
+    replacement run alone on `runtime` (torch eager, onnxruntime or openvino: each exported on its own);
+    `report.latency_runtime` records which."""
+    from torchslim.runtimes import check_runtime
+
+    report.latency_runtime = check_runtime(runtime)
     for l in report.layers:
         if l.input_shape is None or l.original is None:
             continue
         x = torch.randn(batch_size, *l.input_shape)
-        kw = dict(threads=threads, repeats=repeats, min_time_s=min_time_s, with_peak=False, warmup=3)
+        kw = dict(threads=threads, repeats=repeats, min_time_s=min_time_s, with_peak=False, warmup=3,
+                  runtime=runtime)
         l.latency_before_ms = measure_latency(l.original, x, **kw).median_ms
         if l.replacement is not None:
             l.latency_after_ms = measure_latency(l.replacement, x, **kw).median_ms
@@ -37,7 +43,8 @@ def report_table(report, title: str | None = None):
     t = Table(title=title or f"decompose: method={report.method} rank={report.rank}")
     for col, j in [("layer", "left"), ("shape", "left"), ("ranks", "left"), ("error", "right"),
                    ("params", "right"), ("M", "right"), ("MACs", "right"), ("E", "right"),
-                   ("ms before", "right"), ("ms after", "right"), ("measured", "right"), ("note", "left")]:
+                   (f"ms before ({getattr(report, 'latency_runtime', None) or 'not measured'})", "right"),
+                   ("ms after", "right"), ("measured", "right"), ("note", "left")]:
         t.add_column(col, justify=j)
     for l in report.layers:
         note = l.reason if l.status == "skipped" else ""

@@ -135,16 +135,15 @@ class TensorTrain(Method):
                      for k in range(d - 1))
         return Analysis([], full, {"in_modes": n, "out_modes": m})
 
-    def resolve(self, layer, rank, analysis, params_before):
+    def resolve(self, layer, rank, analysis, budget):
         n, m = analysis.cache["in_modes"], analysis.cache["out_modes"]
         if isinstance(rank, (str, float)):
             cores = tt_svd(layer.weight.detach(), n, m, rank)
             analysis.cache["cores"] = cores
             return tuple(c.shape[-1] for c in cores[:-1])
         if isinstance(rank, dict):
-            target = params_before / rank["compression"]
             r = max([1] + [r for r in range(1, max(analysis.full) + 1)
-                           if self.cost(layer, tuple(min(r, f) for f in analysis.full), analysis)[0] <= target])
+                           if budget.fits(self.cost(layer, tuple(min(r, f) for f in analysis.full), analysis))])
             return tuple(min(r, f) for f in analysis.full)
         rs = rank if isinstance(rank, (tuple, list)) else [rank] * len(analysis.full)
         if len(rs) != len(analysis.full):

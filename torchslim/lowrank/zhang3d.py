@@ -74,11 +74,10 @@ class Zhang3D(Method):
         return Analysis(spatial.spectra + [(s, tuple(U.shape))], spatial.full + (layer.out_channels,),
                         {**spatial.cache, "U": U, "a": a, "c": c})
 
-    def resolve(self, layer, rank, analysis, params_before):
-        if isinstance(rank, dict):  # {"compression": x}: the best split of the parameter budget
-            target = params_before / float(rank["compression"])
-            return energy_split(analysis.spectra, analysis.full, lambda r: self.cost(layer, r)[0] <= target)
-        return resolve_ranks(rank, analysis.spectra, analysis.full, lambda r: self.cost(layer, r)[0], params_before)
+    def resolve(self, layer, rank, analysis, budget):
+        if budget is not None:  # {"compression": x} / {"macs": x}: the best split of the budget
+            return energy_split(analysis.spectra, analysis.full, lambda r: budget.fits(self.cost(layer, r)))
+        return resolve_ranks(rank, analysis.spectra, analysis.full)
 
     def cost(self, layer, ranks):
         K, R = ranks

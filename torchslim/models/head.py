@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from torchslim.errors import InvalidInputError
+from torchslim.module_swap import replace_modules
 
 
 def output_classes(model: nn.Module, input_size) -> int:
@@ -25,6 +26,5 @@ def replace_head(model: nn.Module, num_classes: int) -> str:
                                 f"build it with {num_classes} outputs")
     name, old = linears[-1]
     new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
-    parent, _, attr = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, attr, new)
+    replace_modules(model, {name: new})
     return f"{name}: {old.out_features} -> {num_classes} outputs (new layer, randomly initialised)"

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from torchslim.errors import FileFormatError, InvalidInputError, UnknownNameError
+from torchslim.models.arch import set_arch
 from torchslim.models.user import is_factory_spec
 from torchslim.registry import Registry
 
@@ -129,8 +130,6 @@ def create_model(
             weights = weights or _find_pretrained(name, entry, data_dir)
     if weights is not None:
         load_weights(model, weights)
-    from torchslim.io import set_arch
-
     arch_kwargs = dict(kwargs, **({"num_classes": num_classes} if num_classes else {}))
     return set_arch(model, name, arch_kwargs, model_input_size(name))
 

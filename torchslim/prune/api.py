@@ -93,9 +93,9 @@ def _log(cfg, msg):
 
 def _images(data, n: int) -> list[torch.Tensor]:
     """The first `n` training images of a data bundle (or of a loader of (x, y) batches), as batches."""
-    from torchslim.data.core import first_images
+    from torchslim.data import as_batches
 
-    return data.calibration_batches(n) if hasattr(data, "calibration_batches") else first_images(data, n)
+    return as_batches(data, n)
 
 
 class _Pruner:

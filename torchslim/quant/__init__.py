@@ -8,6 +8,7 @@ import copy
 
 from torch import nn
 
+from torchslim.data import as_loaders
 from torchslim.errors import InvalidInputError
 from torchslim.quant.binary import LowBitConfig, LowBitConv2d, LowBitLinear, low_bit_quantize
 from torchslim.quant.bn_fold import fold_bn
@@ -20,12 +21,6 @@ from torchslim.quant.qat import QATConfig, qat_quantize
 from torchslim.registry import Registry
 
 METHODS: Registry = Registry("quantization method")
-
-
-def _split(data):
-    from torchslim.sparsity.api import split_data
-
-    return split_data(data)
 
 
 def _with(cfg, options: dict):
@@ -60,7 +55,7 @@ def _int8_ptq(model, *, calib=None, data=None, config=None, eval_loader=None, **
 
 @_method("int8-qat", config=QATConfig, implementation=qat_quantize)
 def _int8_qat(model, *, calib=None, data=None, config=None, eval_loader=None, **options):
-    train, val = _split(data)
+    train, val = as_loaders(data)
     if train is None:
         raise InvalidInputError("method 'int8-qat' trains the model: pass data= (a DataBundle or a DataLoader)")
     return qat_quantize(model, train, val, _with(config or QATConfig(), options),
@@ -75,7 +70,7 @@ def _int8_pt2e(model, *, calib=None, data=None, config=None, eval_loader=None, *
 
 @_method("kmeans", config=KMeansConfig, implementation=kmeans_quantize, changes_input=True)
 def _kmeans(model, *, calib=None, data=None, config=None, eval_loader=None, **options):
-    train, val = _split(data)
+    train, val = as_loaders(data)
     if "conv_bits" in options or "fc_bits" in options:  # recipe spelling of bits={"conv": .., "fc": ..}
         bits = dict(options.pop("bits", None) or {"conv": 8, "fc": 5})
         bits.update({k: options.pop(f"{k}_bits") for k in ("conv", "fc") if f"{k}_bits" in options})
@@ -85,7 +80,7 @@ def _kmeans(model, *, calib=None, data=None, config=None, eval_loader=None, **op
 
 def _low_bit(mode):
     def run(model, *, calib=None, data=None, config=None, eval_loader=None, **options):
-        train, val = _split(data)
+        train, val = as_loaders(data)
         return low_bit_quantize(model, _with(config or LowBitConfig(mode=mode), {"mode": mode, **options}),
                                 train_loader=train, val_loader=val)
     return run

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchslim.errors import InvalidInputError
+from torchslim.module_swap import replace_modules
 
 
 def _per_filter(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -119,9 +120,8 @@ def to_low_bit(model: nn.Module, mode: str = "binary", keep_first_last: bool = T
             new = LowBitConv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
                                m.groups, m.bias is not None, m.padding_mode, mode=mode)
         new.load_state_dict(m.state_dict())
-        parent, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, attr, new)
         out[name] = new
+    replace_modules(model, out)
     return out
 
 

@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from torchslim.errors import UnsupportedModelError
+from torchslim.module_swap import replace_modules
 
 
 def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
@@ -41,11 +42,11 @@ def fold_bn(model: nn.Module, inplace: bool = False) -> nn.Module:
     """
     model = model if inplace else copy.deepcopy(model)
     model.eval()
+    folded = {}
     for conv_name, bn_name in conv_bn_pairs(model):
         conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
         fuse = fuse_linear_bn_eval if isinstance(conv, nn.Linear) else fuse_conv_bn_eval
         fused = fuse(conv, bn)
         conv.weight, conv.bias = fused.weight, fused.bias
-        parent, _, attr = bn_name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, attr, nn.Identity())
-    return model
+        folded[bn_name] = nn.Identity()
+    return replace_modules(model, folded)

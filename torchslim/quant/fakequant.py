@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torchslim.module_swap import replace_modules
+
 
 def fake_quant_weight(w: torch.Tensor, bits: int = 8) -> torch.Tensor:
     """Symmetric per-output-channel fake quantization of a weight tensor (STE gradient)."""
@@ -69,20 +71,12 @@ class FakeQuantLayer(nn.Module):
 
 def wrap_layers(model: nn.Module) -> dict[str, FakeQuantLayer]:
     """Replace every Conv2d/Linear of `model` (in place) by a FakeQuantLayer; returns {fqn: wrapper}."""
-    out = {}
-    for name, m in list(model.named_modules()):
-        if isinstance(m, (nn.Conv2d, nn.Linear)) and not isinstance(m, FakeQuantLayer):
-            w = FakeQuantLayer(m)
-            parent, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, attr, w)
-            out[name] = w
+    out = {name: FakeQuantLayer(m) for name, m in model.named_modules()
+           if name and isinstance(m, (nn.Conv2d, nn.Linear)) and not isinstance(m, FakeQuantLayer)}
+    replace_modules(model, out)
     return out
 
 
 def unwrap_layers(model: nn.Module) -> nn.Module:
     """Undo `wrap_layers` (in place): the float layers come back with their current weights."""
-    for name, m in list(model.named_modules()):
-        if isinstance(m, FakeQuantLayer):
-            parent, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, attr, m.layer)
-    return model
+    return replace_modules(model, lambda m, fqn: m.layer if fqn and isinstance(m, FakeQuantLayer) else None)

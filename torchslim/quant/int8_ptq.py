@@ -13,6 +13,9 @@ Execution paths (all built from the same BN-folded fp32 model and the same calib
 - `ov-qdq`: the `ort-qdq` model compiled by OpenVINO, which turns each Q/DQ pair into a FakeQuantize and
   runs the convolutions around it with its int8 kernels (VNNI / AMX where the CPU has them), as it runs
   NNCF's models (`torchslim.openvino_export.OpenVinoModule`).
+- `ov-nncf`: NNCF's own PTQ (its quantizer placement and ranges) of the same BN-folded model on the same
+  calibration images, run by OpenVINO (`torchslim.quant.nncf_ptq`; needs NNCF installed). Built with
+  `compare` (when NNCF is installed) or when asked for; QAT's `input_ranges` do not apply to it.
 Every path gets `quant_pre_process` (ORT) or FX fusion (torch); the ONNX activation ranges are
 computed by our observers and handed to `onnxruntime.quantization.quantize_static` as its
 calibration cache, so all paths quantize the same tensors to the same ranges.
@@ -35,19 +38,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from torchslim.data import as_batches
 from torchslim.errors import InvalidInputError, UnsupportedModelError
+from torchslim.machine import installed_runtimes
+from torchslim.onnx_runtime import OnnxRuntimeModule
+from torchslim.analysis.latency import time_calls, torch_threads
 from torchslim.progress import note
 from torchslim.quant.bn_fold import fold_bn
 from torchslim.quant.fakequant import wrap_layers
 from torchslim.quant.observers import OBSERVERS, Histogram
 
-PATHS = ("ort-qdq", "ort-qoperator", "torch-x86", "ov-qdq")
+PATHS = ("ort-qdq", "ort-qoperator", "torch-x86", "ov-qdq", "ov-nncf")
 
 
 def quick_paths() -> tuple[str, ...]:
     """The default paths: one QDQ model, in OpenVINO where it is installed and in ONNX Runtime."""
-    from torchslim.runtimes import installed_runtimes
-
     return ("ov-qdq", "ort-qdq") if "openvino" in installed_runtimes() else ("ort-qdq",)
 
 
@@ -82,89 +87,10 @@ class Int8Config:
 
 # ---------------------------------------------------------------- calibration data
 def calibration_batches(calib, n_images: int) -> list[torch.Tensor]:
-    """Up to `n_images` input images from a DataBundle, a DataLoader of (x, y), or tensors."""
+    """Up to `n_images` float input images of `calib` (anything `torchslim.data.as_batches` takes)."""
     if calib is None:
         raise InvalidInputError("int8 post-training quantization needs calibration data: calib=<DataLoader>")
-    if hasattr(calib, "calibration_batches"):
-        calib = calib.calibration_batches(n_images)
-    if isinstance(calib, torch.Tensor):
-        calib = [calib]
-    out, n = [], 0
-    for b in calib:
-        x = b[0] if isinstance(b, (tuple, list)) else b
-        if not isinstance(x, torch.Tensor):
-            raise InvalidInputError(f"calibration batches must be tensors or (x, y) pairs, got {type(x).__name__}")
-        out.append(x[: n_images - n].float())
-        n += len(out[-1])
-        if n >= n_images:
-            break
-    if not out:
-        raise InvalidInputError("the calibration data is empty")
-    return out
-
-
-# ---------------------------------------------------------------- ONNX Runtime model as a module
-class OnnxRuntimeModule(nn.Module):
-    """An nn.Module that runs a (quantized) ONNX model with ONNX Runtime's CPU execution provider.
-
-    The model bytes live in a uint8 buffer, so `torchslim.io.save_model` / `.slim` files carry it.
-    `reference` (fake-quant torch model) and `fp32` (BN-folded float model) are attached by
-    `quantize_int8` (not saved).
-    """
-
-    def __init__(self, nbytes: int, threads: int = 0, path_name: str = "ort", macs: int = 0, params: int = 0):
-        super().__init__()
-        self.nbytes, self.threads, self.path_name = int(nbytes), int(threads), path_name
-        # the float model's figures: the analysis cannot look inside an ONNX graph
-        self.macs, self.params = int(macs), int(params)
-        self.register_buffer("onnx_model", torch.zeros(self.nbytes, dtype=torch.uint8))
-        self._session = None
-        self._session_key = None
-
-    @classmethod
-    def from_bytes(cls, data: bytes, threads: int = 0, path_name: str = "ort", macs: int = 0,
-                   params: int = 0) -> "OnnxRuntimeModule":
-        m = cls(len(data), threads, path_name, macs, params)
-        m.onnx_model.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
-        return m.eval()
-
-    def profile_macs(self, inp, out) -> int:  # torchslim.analysis.profile: MACs per image
-        return self.macs
-
-    def profile_params(self) -> tuple[int, int]:
-        return self.params, self.params
-
-    def onnx_bytes(self) -> bytes:
-        """The ONNX model this module runs: exporting it is writing these bytes (torchslim.onnx_export)."""
-        return self.onnx_model.numpy().tobytes()
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        self._session = None  # new bytes: a new session on the next call
-        return super()._load_from_state_dict(*args, **kwargs)
-
-    def session(self):
-        key = self.onnx_model.data_ptr()
-        if self._session is None or key != self._session_key:
-            import onnxruntime as ort
-
-            so = ort.SessionOptions()
-            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            if self.threads:
-                so.intra_op_num_threads, so.inter_op_num_threads = self.threads, 1
-            self._session = ort.InferenceSession(self.onnx_model.numpy().tobytes(), so,
-                                                 providers=["CPUExecutionProvider"])
-            self._session_key = key
-        return self._session
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sess = self.session()
-        out = sess.run(None, {sess.get_inputs()[0].name: x.detach().cpu().float().contiguous().numpy()})[0]
-        return torch.from_numpy(out)
-
-    def __getstate__(self):  # deepcopy / pickling: sessions are rebuilt from the bytes
-        d = self.__dict__.copy()
-        d["_session"] = None
-        return d
+    return [x.float() for x in as_batches(calib, n_images)]
 
 
 # ---------------------------------------------------------------- ranges
@@ -306,10 +232,8 @@ def torch_x86_int8(model: nn.Module, batches, observer: str) -> nn.Module:
 
 # ---------------------------------------------------------------- measuring
 def _latency_ms(fn, x, threads, repeats, min_time_s) -> dict:
-    from torchslim.analysis.latency import _threads, _time
-
-    with _threads(threads), torch.inference_mode():
-        times = _time(lambda: fn(x), 3, repeats, min_time_s)
+    with torch_threads(threads), torch.inference_mode():
+        times = time_calls(lambda: fn(x), 3, repeats, min_time_s)
     q = statistics.quantiles(times, n=10) if len(times) > 1 else times * 9
     return {"median_ms": statistics.median(times), "p10_ms": q[0], "p90_ms": q[-1], "runs": len(times)}
 
@@ -360,7 +284,10 @@ def quantize_int8(model: nn.Module, calib, config: Int8Config | None = None, *, 
     """
     cfg = config or Int8Config()
     OBSERVERS.get(cfg.observer)
-    paths = tuple(cfg.paths or (PATHS if cfg.compare else (quick_paths() if cfg.path == "auto" else (cfg.path,))))
+    from torchslim.quant.nncf_ptq import nncf_available
+
+    every = tuple(p for p in PATHS if p != "ov-nncf" or nncf_available())
+    paths = tuple(cfg.paths or (every if cfg.compare else (quick_paths() if cfg.path == "auto" else (cfg.path,))))
     unknown = set(paths) - set(PATHS)
     if unknown or (cfg.path != "auto" and cfg.path not in paths):
         raise InvalidInputError(f"unknown int8 path(s) {sorted(unknown) or cfg.path!r}; use {', '.join(PATHS)} or auto")
@@ -395,7 +322,7 @@ def quantize_int8(model: nn.Module, calib, config: Int8Config | None = None, *, 
         prof = profile(fp32, example_input=batches[0][:1])
         cost = dict(macs=prof.macs, params=prof.params)
         built["fp32-ort"] = OnnxRuntimeModule.from_bytes(Path(src).read_bytes(), threads, "fp32-ort", **cost)
-        if "ov-qdq" in paths:
+        if {"ov-qdq", "ov-nncf"} & set(paths):
             built["fp32-ov"] = OpenVinoModule.from_bytes(Path(src).read_bytes(), threads, "fp32-ov", **cost)
         ranges = onnx_activation_ranges(src, batches, cfg.observer)
         if input_ranges:
@@ -424,6 +351,15 @@ def quantize_int8(model: nn.Module, calib, config: Int8Config | None = None, *, 
             else:  # the QDQ model failed: so does its OpenVINO path
                 failed = report["paths"]["ort-qdq"] if "ort-qdq" in paths else report["paths"].pop("ort-qdq")
                 report["paths"]["ov-qdq"] = dict(failed)
+        if "ov-nncf" in paths:
+            from torchslim.quant.nncf_ptq import nncf_qdq_onnx
+
+            try:
+                built["ov-nncf"] = OpenVinoModule.from_bytes(nncf_qdq_onnx(raw, batches), threads, "ov-nncf", **cost)
+            except InvalidInputError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                report["paths"]["ov-nncf"] = {"error": f"{type(e).__name__}: {e}"}
     if "torch-x86" in paths:
         try:
             built["torch-x86"] = torch_x86_int8(model, batches, cfg.observer)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchslim.errors import InvalidInputError
+from torchslim.module_swap import replace_modules
 
 
 def kmeans_1d(values: torch.Tensor, k: int, iters: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,9 +64,9 @@ class _SharedMixin:
 
     def spec_args(self) -> dict:
         """Constructor arguments of the dense class, read from attributes (for torchslim.io)."""
-        from torchslim.io.model_file import _init_args
+        from torchslim.io.model_file import init_args
 
-        args = _init_args(self, self._dense_cls)
+        args = init_args(self, self._dense_cls)
         args["bits"] = self.bits
         return args
 
@@ -76,9 +77,9 @@ class _SharedMixin:
     def dense_module(self) -> nn.Module:
         """The plain layer with the decoded weights C[I] * M: what exporters write (runtimes have no
         codebook op, and the graph that decodes on the fly stores int64 indices, 3x the dense file)."""
-        from torchslim.io.model_file import _init_args
+        from torchslim.io.model_file import init_args
 
-        new = self._dense_cls(**_init_args(self, self._dense_cls))
+        new = self._dense_cls(**init_args(self, self._dense_cls))
         with torch.no_grad():
             new.weight.copy_(self.weight)
             if self.bias is not None:
@@ -182,9 +183,8 @@ def share_weights(model: nn.Module, bits: dict | None = None, *, filter_fn=None,
         if m.bias is not None:
             new.bias.data.copy_(m.bias.detach())
         new.train(m.training)
-        parent, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, attr, new)
         out[name] = new
+    replace_modules(model, out)
     return out
 
 

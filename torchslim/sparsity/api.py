@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any, Callable
+from typing import Callable
 
 from torch import nn
 
+from torchslim.data import as_loaders
 from torchslim.errors import InvalidInputError
 from torchslim.registry import Registry
 
@@ -30,17 +31,6 @@ def epochs_field(method: str) -> str:
     `epochs` unless its config class names another in `EPOCHS_FIELD`."""
     config_cls, _ = METHODS.get(method)
     return getattr(config_cls, "EPOCHS_FIELD", "epochs")
-
-
-def split_data(data) -> tuple[Any, Any]:
-    """(train_loader, val_loader) from a DataBundle, a (train, val) pair, a loader, or None."""
-    if data is None:
-        return None, None
-    if hasattr(data, "train") and hasattr(data, "val"):
-        return data.train, data.val
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        return data[0], data[1]
-    return data, None
 
 
 def need_data(train, method: str):
@@ -107,7 +97,7 @@ def sparsify(model: nn.Module, method="magnitude", sparsity: float | dict | None
     _check_sparsity(getattr(config, "sparsity", None))
     if not inplace:
         model = copy.deepcopy(model)
-    train, val = split_data(data)
+    train, val = as_loaders(data)
     info = run(model, config, train, val) or {}
     from torchslim.sparsity.masks import density_summary
 

@@ -24,9 +24,10 @@ from torch import nn
 
 from torchslim.analysis.energy import EnergyCosts, estimate_energy
 from torchslim.analysis.profile import profile
+from torchslim.data import as_batches
 from torchslim.errors import InvalidInputError
 from torchslim.sparsity.api import need_data, register_method
-from torchslim.sparsity.magnitude import _keep_largest
+from torchslim.sparsity.magnitude import keep_largest
 from torchslim.sparsity.masks import KeepMasks, attach_masks, set_mask
 from torchslim.train import FitConfig, fit
 
@@ -56,16 +57,6 @@ class EnergyAwareConfig:
     epochs: int = 1
     costs: EnergyCosts = field(default_factory=EnergyCosts)
     fit: FitConfig = field(default_factory=lambda: FitConfig(lr=0.01, weight_decay=0.0, progress=False))
-
-
-def _calibration_batch(train, n: int) -> torch.Tensor:
-    xs, seen = [], 0
-    for x, _ in train:
-        xs.append(x[: n - seen])
-        seen += len(xs[-1])
-        if seen >= n:
-            break
-    return torch.cat(xs)
 
 
 class _Stop(Exception):
@@ -197,7 +188,7 @@ def energy_aware_prune(model: nn.Module, calib: torch.Tensor, cfg: EnergyAwareCo
         name = max(open_layers, key=lambda n: energy[n])
         layer = layers[name]
         sparsity[name] = min(cfg.max_layer_sparsity, sparsity[name] + cfg.step)
-        set_mask(layer, _keep_largest((layer.weight.detach() * layer.weight_mask).abs(), sparsity[name]))
+        set_mask(layer, keep_largest((layer.weight.detach() * layer.weight_mask).abs(), sparsity[name]))
         restored = False
         if cfg.restore and layer.weight[0].numel() <= cfg.max_restore_dim:
             rows, Y = targets(name, layer)
@@ -216,7 +207,7 @@ def energy_aware_prune(model: nn.Module, calib: torch.Tensor, cfg: EnergyAwareCo
 @register_method("energy-aware", EnergyAwareConfig)
 def run_energy_aware(model: nn.Module, cfg: EnergyAwareConfig, train, val) -> dict:
     need_data(train, "energy-aware")
-    calib = _calibration_batch(train, cfg.calib_images)
+    calib = torch.cat(as_batches(train, cfg.calib_images))
     steps = energy_aware_prune(model, calib, cfg)
     history = []
     if cfg.epochs > 0:

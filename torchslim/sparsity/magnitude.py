@@ -28,7 +28,7 @@ def _check_fraction(s: float, what: str) -> float:
     return float(s)
 
 
-def _keep_largest(score: torch.Tensor, sparsity: float) -> torch.Tensor:
+def keep_largest(score: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Mask keeping the round((1 - s) n) largest scores (at least one)."""
     n = score.numel()
     k = max(1, int(round((1.0 - sparsity) * n)))
@@ -69,10 +69,10 @@ def magnitude_masks(layers: dict[str, nn.Module], *, sparsity: float | dict | No
         if unknown:
             raise InvalidInputError(f"sparsity names unknown layer(s) {sorted(unknown)}; masked layers: "
                                     f"{', '.join(layers)}")
-        return {n: _keep_largest(scores[n], _check_fraction(s, f"sparsity of {n}")) for n, s in sparsity.items()}
+        return {n: keep_largest(scores[n], _check_fraction(s, f"sparsity of {n}")) for n, s in sparsity.items()}
     s = _check_fraction(sparsity, "sparsity")
     if scope == "layer":
-        return {n: _keep_largest(scores[n], s) for n in layers}
+        return {n: keep_largest(scores[n], s) for n in layers}
     if scope == "global":
         flat = torch.cat([scores[n].flatten() for n in layers])
         k = max(1, int(round((1.0 - s) * flat.numel())))

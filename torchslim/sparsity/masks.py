@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchslim.errors import InvalidInputError
+from torchslim.module_swap import replace_modules
 from torchslim.train.fit import Callback
 
 FilterFn = Callable[[nn.Module, str], bool]
@@ -47,9 +48,9 @@ class _MaskedMixin:
 
     def spec_args(self) -> dict:
         """Constructor arguments of the dense class, read from attributes (for torchslim.io)."""
-        from torchslim.io.model_file import _init_args
+        from torchslim.io.model_file import init_args
 
-        args = _init_args(self, self._dense_cls)
+        args = init_args(self, self._dense_cls)
         return args
 
     @property
@@ -58,9 +59,9 @@ class _MaskedMixin:
 
     def dense_module(self) -> nn.Module:
         """A plain layer (new Parameters) holding W * M: for export, which needs no mask tensor."""
-        from torchslim.io.model_file import _init_args
+        from torchslim.io.model_file import init_args
 
-        new = self._dense_cls(**_init_args(self, self._dense_cls))
+        new = self._dense_cls(**init_args(self, self._dense_cls))
         with torch.no_grad():
             new.weight.copy_(self.weight * self.weight_mask)
             if getattr(self, "bias", None) is not None:
@@ -111,19 +112,6 @@ def is_masked(m: nn.Module) -> bool:
 
 def _default_filter(m: nn.Module, fqn: str) -> bool:
     return type(m) in _MASKED
-
-
-def replace_modules(model: nn.Module, fn: Callable[[nn.Module, str], nn.Module | None]) -> nn.Module:
-    """Walk the tree once; where `fn(module, fqn)` returns a module, put it in place of the old one."""
-    if (new := fn(model, "")) is not None:
-        return new
-    for fqn, parent in list(model.named_modules()):
-        for name, child in list(parent.named_children()):
-            child_fqn = f"{fqn}.{name}" if fqn else name
-            new = fn(child, child_fqn)
-            if new is not None and new is not child:
-                setattr(parent, name, new)
-    return model
 
 
 def _to_masked(m: nn.Module) -> nn.Module:

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchslim.errors import InvalidInputError
-from torchslim.sparsity.masks import FilterFn, is_masked, remove_masks, replace_modules
+from torchslim.module_swap import replace_modules
+from torchslim.sparsity.masks import FilterFn, is_masked, remove_masks
 
 
 class _CSRWeight(nn.Module):

@@ -26,7 +26,8 @@ from torch import nn
 from torchslim.errors import InvalidInputError, UnsupportedModelError
 from torchslim.sparsity.api import need_data, register_method
 from torchslim.sparsity.lowered_conv import LoweredConv2d
-from torchslim.sparsity.masks import FilterFn, replace_modules
+from torchslim.module_swap import replace_modules
+from torchslim.sparsity.masks import FilterFn
 from torchslim.train import Callback, FitConfig, fit
 
 GROUPS = ("filter", "channel", "shape", "depth")

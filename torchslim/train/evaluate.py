@@ -5,6 +5,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from torchslim.train.device import resolve_device
+
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, *, device: str | torch.device | None = None,
@@ -15,8 +17,6 @@ def evaluate(model: nn.Module, loader: DataLoader, *, device: str | torch.device
 
     Returns {"top1": ..., "top5": ..., "loss": ..., "n": images}.
     """
-    from torchslim.train.fit import resolve_device
-
     if device is None:  # where the model is: a CPU model is evaluated on the CPU even if a GPU exists
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
     else:

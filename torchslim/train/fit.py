@@ -29,6 +29,8 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from torchslim.errors import InvalidInputError
 from torchslim.progress import Progress, note
 from torchslim.train import distributed as D
+from torchslim.train.device import resolve_device
+from torchslim.train.evaluate import evaluate
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 
@@ -115,20 +117,6 @@ class FitResult:
         return self.history[-1] if self.history else {}
 
 
-def resolve_device(device, model: nn.Module | None = None) -> torch.device:
-    """`device`, or for None / "auto": $TORCHSLIM_DEVICE if set (benchmarks' --device), else where the
-    model's parameters are if not the CPU, else CUDA when available, else the CPU."""
-    if device in (None, "auto") and os.environ.get("TORCHSLIM_DEVICE"):
-        return torch.device(os.environ["TORCHSLIM_DEVICE"])
-    if device in (None, "auto"):
-        if model is not None:
-            p = next(model.parameters(), None)
-            if p is not None and p.device.type != "cpu":
-                return p.device
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -143,7 +131,8 @@ def default_loss(label_smoothing: float = 0.0) -> LossFn:
     return loss_fn
 
 
-def _make_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
+    """The optimizer `cfg` describes, over the trainable parameters of `model`."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise InvalidInputError(f"{type(model).__name__} has no trainable parameters")
@@ -274,7 +263,7 @@ def fit(
         train_loader = _shard_loader(train_loader, cfg.seed)
         net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     loss_fn = loss_fn or default_loss(cfg.label_smoothing)
-    opt = optimizer or _make_optimizer(model, cfg)
+    opt = optimizer or make_optimizer(model, cfg)
     base_lrs = [g["lr"] for g in opt.param_groups]
     steps_per_epoch = len(train_loader)
     if cfg.max_steps_per_epoch:
@@ -391,8 +380,6 @@ def fit(
                    "data_wait": round(data_wait / max(train_s, 1e-9), 3)}  # share of the epoch waiting on data
         if val_loader is not None and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0
                                                           or epoch + 1 == cfg.epochs):
-            from torchslim.train.evaluate import evaluate
-
             ev = evaluate(model, val_loader, device=device)
             metrics.update(val_top1=ev["top1"], val_loss=ev["loss"])
         result.history.append(metrics)

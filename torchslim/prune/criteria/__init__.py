@@ -3,12 +3,8 @@
 Register your own with `@CRITERIA.register("name")` on a function `ScoreContext -> Tensor[num_units]`
 (higher = more important).
 """
-from torchslim.registry import Registry
-
-CRITERIA: Registry = Registry("pruning criterion")
-
-from torchslim.prune.criteria.base import ScoreContext  # noqa: E402
-from torchslim.prune.criteria import (  # noqa: E402,F401
+from torchslim.prune.criteria.base import CRITERIA, ScoreContext
+from torchslim.prune.criteria import (  # noqa: F401 (registration)
     apoz, bn_scale, entropy, icc, l1, l2, lda, oracle, random, random_masks, taylor,
 )
 

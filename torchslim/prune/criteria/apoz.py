@@ -2,7 +2,7 @@
 APoZ_c = mean over images and positions of [a_c == 0]; score = 1 - APoZ (mostly-zero channels go first)."""
 import torch
 
-from torchslim.prune.criteria import CRITERIA
+from torchslim.prune.criteria.base import CRITERIA
 from torchslim.prune.criteria.base import ScoreContext, collect_activations, sites_to_units
 
 

@@ -13,8 +13,13 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from torchslim.data import as_loaders
 from torchslim.errors import InvalidInputError
 from torchslim.graph import ChannelGraph
+from torchslim.registry import Registry
+
+# Each criterion file registers itself here; the package imports them all.
+CRITERIA: Registry = Registry("pruning criterion")
 
 
 @dataclass
@@ -48,9 +53,11 @@ class ScoreContext:
         return _take(self.need_data("this"), "val", self.batches)
 
 
-def _take(bundle, split: str, n: int) -> list:
+def _take(data, split: str, n: int) -> list:
+    """The first n (x, y) batches of data's train or val loader (one loader serves both)."""
+    train, val = as_loaders(data)
     out = []
-    for i, (x, y) in enumerate(bundle.split(split)):
+    for i, (x, y) in enumerate(val if split == "val" and val is not None else train):
         if i >= n:
             break
         out.append((x, y))

@@ -2,7 +2,7 @@
 Slimming", ICCV 2017). Units without a norm layer fall back to their filters' L1 norm."""
 import torch
 
-from torchslim.prune.criteria import CRITERIA
+from torchslim.prune.criteria.base import CRITERIA
 from torchslim.prune.criteria.base import ScoreContext, weight_scores
 
 

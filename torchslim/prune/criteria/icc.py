@@ -13,7 +13,7 @@ the score. Low ICC goes first; a constant filter scores the lowest value ICC(1) 
 """
 import torch
 
-from torchslim.prune.criteria import CRITERIA
+from torchslim.prune.criteria.base import CRITERIA
 from torchslim.prune.criteria.base import ScoreContext, sites_to_units
 from torchslim.prune.criteria.lda import fire_scores
 

@@ -1,5 +1,5 @@
 """L2 norm of each filter (the variant Li et al. 2017 compare with L1): s_j = ||F_j||_2."""
-from torchslim.prune.criteria import CRITERIA
+from torchslim.prune.criteria.base import CRITERIA
 from torchslim.prune.criteria.base import ScoreContext, weight_scores
 
 

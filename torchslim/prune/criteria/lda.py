@@ -24,7 +24,7 @@ import scipy.linalg
 import torch
 from sklearn.covariance import ledoit_wolf_shrinkage
 
-from torchslim.prune.criteria import CRITERIA
+from torchslim.prune.criteria.base import CRITERIA
 from torchslim.prune.criteria.base import ScoreContext, collect_activations, sites_to_units
 
 

@@ -2,7 +2,7 @@
 reference ranking). Costs one evaluation per unit: for small models only."""
 import torch
 
-from torchslim.prune.criteria import CRITERIA
+from torchslim.prune.criteria.base import CRITERIA
 from torchslim.prune.criteria.base import ScoreContext, masked_loss
 
 

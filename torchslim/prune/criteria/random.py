@@ -1,7 +1,7 @@
 """Random scores: the baseline every criterion should beat (seeded by options["seed"], default 0)."""
 import torch
 
-from torchslim.prune.criteria import CRITERIA
+from torchslim.prune.criteria.base import CRITERIA
 from torchslim.prune.criteria.base import ScoreContext
 
 

@@ -5,7 +5,7 @@ options: "candidates" (N, default 20), "seed"."""
 import torch
 
 from torchslim.errors import InvalidInputError
-from torchslim.prune.criteria import CRITERIA
+from torchslim.prune.criteria.base import CRITERIA
 from torchslim.prune.criteria.base import ScoreContext, masked_loss
 
 

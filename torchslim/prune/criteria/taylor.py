@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from torchslim.prune.criteria import CRITERIA
+from torchslim.prune.criteria.base import CRITERIA
 from torchslim.prune.criteria.base import ScoreContext, per_unit
 from torchslim.train import Callback
 
