@@ -174,3 +174,27 @@ def quant_actions(calib, example_input: torch.Tensor, runtime: str = "onnxruntim
                                                               "observer": observer}}}
         out.append(_action("model", f"int8 {path}", stage, "quant", (), example_input, calib))
     return out
+
+
+def build_actions(model, data, target, kinds, *, runtime="onnxruntime", prune_ratios=(0.25, 0.5), criterion="l1",
+                  compressions=(2.0, 4.0), calib=None, calib_images=256, log=lambda s: None):
+    """The candidate actions of the kinds asked for (`KINDS`; quant only where it can change the target's
+    metric), on one example image of `data`'s validation split; what `torchslim auto` searches over."""
+    x = next(iter(data.val))[0][:1]
+    unknown = set(kinds) - set(KINDS)
+    if unknown or not kinds:
+        raise InvalidInputError(f"actions {','.join(kinds)!r}: use a comma-separated subset of {','.join(KINDS)}")
+    actions = []
+    if "prune" in kinds:
+        actions += prune_actions(model, x, prune_ratios, criterion)
+    if "lowrank" in kinds:
+        actions += lowrank_actions(model, data.input_size, compressions)
+    if "quant" in kinds:
+        if target.metric == "latency" and runtime in ("onnxruntime", "openvino"):
+            actions += quant_actions(calib, x, runtime, calib_images)
+        elif target.metric == "size":
+            actions += quant_actions(calib, x, "onnxruntime", calib_images)
+        else:
+            log(f"quant actions skipped: int8 runs in ONNX Runtime or OpenVINO and leaves {target.metric} "
+                f"{'on torch ' if target.metric == 'latency' else ''}unchanged (use latency there or size)")
+    return actions

@@ -16,22 +16,7 @@ from torchslim.cli.common import (add_data_args, add_model_args, check_input_fit
                                   load_model_from_args)
 from torchslim.cli.options import add_method_options, method_options
 from torchslim.cli.train import add_fit_args, fit_config_from_args
-
-
-def parse_bits(text: str | None) -> dict | None:
-    """'conv=8,fc=5' or 'conv=8,features.0=4' -> {"conv": 8, "fc": 5, ...}."""
-    from torchslim.errors import InvalidInputError
-
-    if not text:
-        return None
-    out = {}
-    for part in text.split(","):
-        k, _, v = part.partition("=")
-        try:
-            out[k.strip()] = int(v)
-        except ValueError:
-            raise InvalidInputError(f"--bits must look like conv=8,fc=5 (kind or layer = integer), got {text!r}") from None
-    return out
+from torchslim.quant import parse_bits
 
 
 def register(sub) -> None:

@@ -14,7 +14,7 @@ from torchslim.quant.binary import LowBitConfig, LowBitConv2d, LowBitLinear, low
 from torchslim.quant.bn_fold import fold_bn
 from torchslim.quant.int8_ptq import PATHS, Int8Config, OnnxRuntimeModule, quantize_int8
 from torchslim.quant.kmeans import (KMeansConfig, SharedWeightConv2d, SharedWeightLinear, kmeans_quantize,
-                                    share_weights)
+                                    parse_bits, share_weights)
 from torchslim.quant.observers import OBSERVERS
 from torchslim.quant.pt2e import PT2EConfig, quantize_pt2e
 from torchslim.quant.qat import QATConfig, qat_quantize
@@ -133,5 +133,5 @@ def quantize(model: nn.Module, method="int8-ptq", *, data=None, filter_fn=None, 
 
 __all__ = ["METHODS", "OBSERVERS", "PATHS", "Int8Config", "KMeansConfig", "LowBitConfig", "LowBitConv2d",
            "LowBitLinear", "OnnxRuntimeModule", "PT2EConfig", "QATConfig", "SharedWeightConv2d", "SharedWeightLinear", "fold_bn",
-           "kmeans_quantize", "low_bit_quantize", "qat_quantize", "quantize", "quantize_int8", "quantize_pt2e",
+           "kmeans_quantize", "low_bit_quantize", "parse_bits", "qat_quantize", "quantize", "quantize_int8", "quantize_pt2e",
            "share_weights"]

@@ -208,3 +208,19 @@ def kmeans_quantize(model: nn.Module, config: KMeansConfig | None = None, *, tra
         fc = cfg.fit or FitConfig(lr=1e-3, weight_decay=0.0, progress=False)
         fit(model, train_loader, val_loader=val_loader, config=replace(fc, epochs=cfg.epochs))
     return model.eval()
+
+
+def parse_bits(text: str | None) -> dict | None:
+    """'conv=8,fc=5' or 'conv=8,features.0=4' -> {"conv": 8, "fc": 5, ...}."""
+    from torchslim.errors import InvalidInputError
+
+    if not text:
+        return None
+    out = {}
+    for part in text.split(","):
+        k, _, v = part.partition("=")
+        try:
+            out[k.strip()] = int(v)
+        except ValueError:
+            raise InvalidInputError(f"--bits must look like conv=8,fc=5 (kind or layer = integer), got {text!r}") from None
+    return out

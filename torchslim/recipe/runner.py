@@ -34,7 +34,7 @@ from torchslim.data.folder import link_model
 from torchslim.errors import InvalidInputError, UnsupportedModelError
 from torchslim.recipe.inputs import build_model, load_data  # noqa: F401  (build_model: imported from here before)
 from torchslim.recipe.schema import Recipe, load_recipe
-from torchslim.recipe.stages import STAGES, StageContext, _write_json, run_distillation
+from torchslim.recipe.stages import STAGES, StageContext, run_distillation, write_json
 from torchslim.train import Callback, evaluate, fit, seed_everything
 from torchslim.train import distributed as D
 
@@ -160,7 +160,7 @@ def _finish_stage(model, stage_dir, recipe, data, input_size, device, info: dict
     if D.is_main():
         path = _save_stage(model, stage_dir, input_size, {"recipe": recipe.name, "stage": stage_dir.name})
         info["measure"] = measure(model, data, recipe, input_size, path, device)
-        _write_json(stage_dir / "metrics.json", info)
+        write_json(stage_dir / "metrics.json", info)
         acc = info["measure"]["accuracy"]["top1"]
         log(f"  {stage_dir.name}: top-1 {acc:.2f}%  params {info['measure']['params']:,}  "
             f"MACs {info['measure']['macs']:,}  file {info['measure']['size_bytes']:,} B")
@@ -196,7 +196,7 @@ def _apply_once(fn, model, stage, ctx: StageContext, input_size, device) -> nn.M
         except UnsupportedModelError:
             pass  # not savable here: the method reruns on resume; the stage end reports the problem
         else:
-            _write_json(extra, {"metrics": ctx.metrics, "artifacts": ctx.artifacts})
+            write_json(extra, {"metrics": ctx.metrics, "artifacts": ctx.artifacts})
     D.barrier()
     return load_model(path).to(device) if extra.is_file() else model.to(device)
 
@@ -240,7 +240,7 @@ def run_recipe(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike, *
             + ", ".join(f"{k} {v}" for k, v in d["sizes"].items()) + f"); preprocessing: {d['preprocessing']}")
     if D.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(run_dir / "data.json", data.describe())
+        write_json(run_dir / "data.json", data.describe())
         if recipe.source and Path(recipe.source).is_file():
             text = Path(recipe.source).read_text()
             if recipe.smoke:
@@ -249,7 +249,7 @@ def run_recipe(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike, *
             tmp = run_dir / "recipe.yaml.tmp"
             tmp.write_text(text)
             os.replace(tmp, run_dir / "recipe.yaml")
-        _write_json(run_dir / "recipe.json", recipe.model_dump(mode="json"))
+        write_json(run_dir / "recipe.json", recipe.model_dump(mode="json"))
     _check_run_dir(run_dir, recipe, restart)
     device = D.default_device() if recipe.device == "auto" else torch.device(recipe.device)
     names = recipe.stage_names()
@@ -265,7 +265,7 @@ def run_recipe(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike, *
     else:
         if D.is_main():
             in_dir.mkdir(parents=True, exist_ok=True)
-            _write_json(in_dir / "stage.json", {"fingerprint": recipe.fingerprint(-1)})
+            write_json(in_dir / "stage.json", {"fingerprint": recipe.fingerprint(-1)})
         seed_everything(recipe.seed)
         model, input_size = build_model(recipe.model, recipe.data)
         link_model(model, data, f"model {recipe.model.name or recipe.model.path}",
@@ -287,7 +287,7 @@ def run_recipe(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike, *
         t0 = time.perf_counter()
         if D.is_main():
             stage_dir.mkdir(parents=True, exist_ok=True)
-            _write_json(stage_dir / "stage.json", {"fingerprint": recipe.fingerprint(i - 1), "stage": stage.model_dump(mode="json")})
+            write_json(stage_dir / "stage.json", {"fingerprint": recipe.fingerprint(i - 1), "stage": stage.model_dump(mode="json")})
         D.barrier()
         stage_seed = recipe.seed * 1000 + i
         seed_everything(stage_seed)

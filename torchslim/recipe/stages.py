@@ -114,7 +114,7 @@ class StageContext:
         from torchslim.train.distributed import is_main
 
         if is_main():
-            _write_json(path, value)
+            write_json(path, value)
         return value
 
     def load_model(self, spec) -> nn.Module:
@@ -124,7 +124,7 @@ class StageContext:
         return build_model(spec, self.recipe.data)[0].to(self.device)
 
 
-def _write_json(path: Path, value) -> None:
+def write_json(path: Path, value) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(value, indent=2, default=str))
