@@ -26,7 +26,7 @@ import torch
 from benchmarks.bench_baselines import baseline
 from benchmarks.common import add_device_arg, command_line, md_table, write_result
 from torchslim.auto import Target, auto_compress, measure_actions, metric_fn
-from torchslim.cli.auto import build_actions
+from torchslim.auto import build_actions
 from torchslim.data import get_data
 from torchslim.prune import prune
 from torchslim.train import FitConfig, evaluate, fit

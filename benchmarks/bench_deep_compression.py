@@ -71,7 +71,7 @@ def main(argv=None) -> int:
                    help="cap on batches per retraining epoch (CIFAR epochs are long on a CPU)")
     p.add_argument("--eval-images", type=int, default=None, help="test images (default: all)")
     args = p.parse_args(argv)
-    from torchslim.cli.quantize import parse_bits
+    from torchslim.quant import parse_bits
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

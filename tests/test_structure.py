@@ -28,16 +28,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Imports the other half of issue #15 removes (the method table reworks the recipe stages and
-# takes prune's console out of the CLI): removed when #15's table lands.
-KNOWN_UNTIL_15_TABLE: frozenset[tuple[str, str]] = frozenset({
-    ("torchslim.recipe.stages", "torchslim.recipe.runner"),
-    ("torchslim.prune.api", "torchslim.cli.common"),
-    ("benchmarks.bench_auto", "torchslim.cli.auto"),  # build_actions: auto's actions from the table
-    ("benchmarks.bench_deep_compression", "torchslim.cli.quantize"),  # parse_bits
-    ("torchslim.cli.compress", "torchslim.report.build._rows"),
-    ("torchslim.recipe.runner", "torchslim.recipe.stages._write_json"),
-})
+# Imports allowed to break the rules below (none left since the method table of issue #15 landed);
+# an entry must name a live import (test_allowlist_holds_only_live_imports).
+KNOWN_UNTIL_15_TABLE: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ def test_deep_compression_pipeline(tmp_path):
 def test_bad_bits_and_corrupt_slim_are_one_line_errors(tmp_path):
     bad = tmp_path / "bad.slim"
     bad.write_bytes(b"TSLIM\x00\r\n garbage")
-    from torchslim.cli.quantize import parse_bits
+    from torchslim.quant import parse_bits
     from torchslim.errors import InvalidInputError
 
     with pytest.raises(InvalidInputError, match="conv=8,fc=5"):

@@ -1,5 +1,6 @@
-"""The method adapters call the verbs with the announced signatures; shape-changing results flow through
-saving, measuring, resuming and reporting. The verbs are stand-ins here (the real ones land at integration)."""
+"""The method adapters call the verbs with the shared verb shape (model, method, *, data=, ...); shape-changing
+results flow through saving, measuring, resuming and reporting. The verbs are stand-ins here; the real ones
+run through every surface in tests/test_methods.py."""
 import json
 import sys
 import types
@@ -19,7 +20,7 @@ data: {name: digits, batch_size: 64, limit_train: 128, limit_eval: 64, augment: 
 measure: {latency: false}
 stages:
   - method: prune
-    params: {criterion: l1, ratio: 0.5, options: {extra: 1}}
+    params: {criterion: l1, ratio: 0.5, options: {min_keep: 0.1}}
     finetune: {epochs: 1, lr: 0.05}
   - method: sparsify
     params: {method: magnitude}
@@ -53,12 +54,12 @@ def _prune_first_conv(model: nn.Sequential, keep: int) -> nn.Sequential:
 def verbs(monkeypatch, tmp_path):
     calls = {}
 
-    def prune(model, example_input, *, criterion, ratio=None, target_macs=None, data=None, **kw):
+    def prune(model, criterion, *, example_input, ratio=None, target_macs=None, data=None, inplace=False, **kw):
         calls["prune"] = dict(criterion=criterion, ratio=ratio, shape=tuple(example_input.shape),
                               data=type(data).__name__, kw=kw)
         return _prune_first_conv(model, int(model[0].out_channels * (1 - ratio)))
 
-    def sparsify(model, *, method, sparsity, data=None, inplace=False):
+    def sparsify(model, method, *, sparsity, data=None, inplace=False):
         assert inplace  # a policy re-applies it to the model being fine-tuned
         calls.setdefault("sparsify", []).append(round(sparsity, 4))
         with torch.no_grad():
@@ -70,7 +71,8 @@ def verbs(monkeypatch, tmp_path):
                         m.weight[m.weight.abs() <= thr] = 0
         return model
 
-    def decompose(model, *, method, rank, layers):
+    def decompose(model, method, *, rank, layers, data=None, inplace=False, strict=False, input_size=None):
+        assert strict and data is None  # a rank per named layer must be met; svd reads no data
         calls["decompose"] = dict(method=method, rank=rank, layers=layers)
         fc = model[int(layers[0])]
         u, s, vh = torch.linalg.svd(fc.weight.detach(), full_matrices=False)
@@ -82,7 +84,7 @@ def verbs(monkeypatch, tmp_path):
         model[int(layers[0])] = nn.Sequential(a, b)
         return model
 
-    def quantize(model, *, method, calib, calib_images=None):
+    def quantize(model, method, *, calib, data=None, calib_images=None):
         calls["quantize"] = dict(method=method, images=sum(len(x) for x in calib), calib_images=calib_images)
         return model  # a stand-in: the real int8 modules come with the quantization issue
 
@@ -100,7 +102,7 @@ def verbs(monkeypatch, tmp_path):
 def test_every_adapter_through_a_run(verbs, tmp_path):
     summary = run_recipe(parse_recipe(RECIPE, "adapters.yaml"), tmp_path / "run", progress=False, log=lambda *a: None)
     assert verbs["prune"] == {"criterion": "l1", "ratio": 0.5, "shape": (1, 1, 8, 8), "data": "DataBundle",
-                              "kw": {"extra": 1}}
+                              "kw": {"min_keep": 0.1}}
     assert verbs["sparsify"] == [0.0, 0.5]  # AGP: epoch 0 -> initial, epoch 1 -> final
     assert verbs["decompose"] == {"method": "svd", "rank": 4, "layers": ["15"]}
     assert verbs["quantize"] == {"method": "int8", "images": 100, "calib_images": 100}  # int8: told the number too
@@ -128,7 +130,7 @@ def test_distill_budget_calls_the_distill_verb_with_a_teacher(monkeypatch, tmp_p
 
     seen = {}
 
-    def distill(student, teacher, data, *, method, config, checkpoint_dir, callbacks, temperature=1.0):
+    def distill(student, method, *, data, teacher, config, checkpoint_dir, callbacks, temperature=1.0):
         seen.update(method=method, teacher=type(teacher).__name__, epochs=config.epochs, t=temperature,
                     ckpt=checkpoint_dir.name, teacher_eval=not teacher.training)
 
@@ -184,7 +186,7 @@ stages:
     pruned = load_model(tmp_path / "run/model.safetensors")
     assert pruned[0].out_channels < 8 and pruned(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
 def test_prune_stage_passes_round_to(verbs, tmp_path):
-    text = RECIPE.split("  - method: sparsify")[0].replace("options: {extra: 1}", "round_to: 4")
+    text = RECIPE.split("  - method: sparsify")[0].replace("options: {min_keep: 0.1}", "round_to: 4")
     run_recipe(parse_recipe(text, "r.yaml"), tmp_path / "run", progress=False, report=False, log=lambda *a: None)
     assert verbs["prune"]["kw"] == {"round_to": 4}
     with pytest.raises(Exception, match="round_to"):

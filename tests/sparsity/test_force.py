@@ -68,8 +68,8 @@ def test_cli_sparsify_force(tmp_path):
     from torchslim.cli.main import main
 
     out = tmp_path / "f"
-    assert main(["sparsify", "digits_cnn", "--data", "digits", "--method", "force", "--lam", "0.05",
-                 "--force-type", "gravity", "--epochs", "1", "--max-steps", "3", "-o", str(out)]) == 0
+    assert main(["sparsify", "digits_cnn", "--data", "digits", "--method", "force", "--strength", "0.05",
+                 "--force", "gravity", "--epochs", "1", "--max-steps", "3", "-o", str(out)]) == 0
     figures = json.loads((out / "sparsify.json").read_text())
     assert figures["method"] == "force" and figures["energy_at_quarter_rank"]
 

@@ -78,33 +78,18 @@ def merge_stages(actions: Sequence[Action]) -> list[dict]:
 
 def apply_stages(model: nn.Module, stages: Sequence[dict], example_input: torch.Tensor,
                  calib=None) -> nn.Module:
-    """Apply recipe stages (prune / decompose / quantize) with the same verbs and arguments as the
-    recipe runner's stages (torchslim.recipe.stages); `model` may be modified."""
-    from torchslim.lowrank import decompose_with_report
-    from torchslim.prune import prune
-    from torchslim.quant import quantize
-    from torchslim.recipe.stages import prune_kwargs
+    """Apply recipe stages (prune / decompose / quantize) through the recipe's own stage code
+    (`torchslim.recipe.stages.apply_method`), so the written recipe replays this model; `model` may be
+    modified. `calib` holds the quantize stage's calib_images training images, as in the recipe."""
+    from torchslim.recipe.stages import apply_method
 
     for s in stages:
-        p = dict(s["params"])
-        opts = p.pop("options", {})
-        if s["method"] == "prune":
-            p = prune_kwargs(p)
-            model = prune(model, example_input, inplace=True, **p, **opts)
-        elif s["method"] == "decompose":
-            model, report = decompose_with_report(model, p["method"], p["rank"], layers=p.get("layers"),
-                                                  input_size=tuple(example_input.shape[1:]), inplace=True, **opts)
-            missed = sorted(set(p["rank"]) - {r.name for r in report.decomposed})
-            if missed:
-                why = {r.name: r.reason for r in report.layers}
-                raise ValueError("; ".join(f"{n}: {why.get(n, 'not decomposed')}" for n in missed))
-        elif s["method"] == "quantize":
-            if calib is None:
-                raise InvalidInputError("a quantize action needs calibration images (calib=)")
-            # as the recipe's quantize stage: `calib` holds the stage's calib_images train images
-            model = quantize(model.cpu().eval(), p.get("method", "int8-ptq"), calib=calib, **opts)
-        else:
+        if s["method"] not in ("prune", "decompose", "quantize"):
             raise InvalidInputError(f"auto cannot apply a {s['method']!r} stage")
+        if s["method"] == "quantize":
+            model = model.cpu().eval()
+        model = apply_method(s["method"], model, s["params"], example_input=example_input, calib=calib,
+                             inplace=True, where="auto: ")
     return model
 
 
@@ -189,3 +174,27 @@ def quant_actions(calib, example_input: torch.Tensor, runtime: str = "onnxruntim
                                                               "observer": observer}}}
         out.append(_action("model", f"int8 {path}", stage, "quant", (), example_input, calib))
     return out
+
+
+def build_actions(model, data, target, kinds, *, runtime="onnxruntime", prune_ratios=(0.25, 0.5), criterion="l1",
+                  compressions=(2.0, 4.0), calib=None, calib_images=256, log=lambda s: None):
+    """The candidate actions of the kinds asked for (`KINDS`; quant only where it can change the target's
+    metric), on one example image of `data`'s validation split; what `torchslim auto` searches over."""
+    x = next(iter(data.val))[0][:1]
+    unknown = set(kinds) - set(KINDS)
+    if unknown or not kinds:
+        raise InvalidInputError(f"actions {','.join(kinds)!r}: use a comma-separated subset of {','.join(KINDS)}")
+    actions = []
+    if "prune" in kinds:
+        actions += prune_actions(model, x, prune_ratios, criterion)
+    if "lowrank" in kinds:
+        actions += lowrank_actions(model, data.input_size, compressions)
+    if "quant" in kinds:
+        if target.metric == "latency" and runtime in ("onnxruntime", "openvino"):
+            actions += quant_actions(calib, x, runtime, calib_images)
+        elif target.metric == "size":
+            actions += quant_actions(calib, x, "onnxruntime", calib_images)
+        else:
+            log(f"quant actions skipped: int8 runs in ONNX Runtime or OpenVINO and leaves {target.metric} "
+                f"{'on torch ' if target.metric == 'latency' else ''}unchanged (use latency there or size)")
+    return actions

@@ -9,7 +9,6 @@ from torchslim.cli.common import (add_data_args, add_model_args, check_input_fit
 from torchslim.cli.train import add_fit_args, fit_config_from_args
 from torchslim.errors import InvalidInputError
 
-ACTIONS = ("prune", "lowrank", "quant")
 
 
 def register(sub) -> None:
@@ -45,31 +44,6 @@ def _floats(text: str, flag: str) -> tuple[float, ...]:
         raise InvalidInputError(f"{flag} {text!r}: give comma-separated numbers, e.g. 0.25,0.5") from None
 
 
-def build_actions(model, data, target, kinds, *, runtime="onnxruntime", prune_ratios=(0.25, 0.5), criterion="l1",
-                  compressions=(2.0, 4.0), calib=None, calib_images=256, log=lambda s: None):
-    """The candidate actions of the kinds asked for (quant only where it can change the target's metric)."""
-    from torchslim.auto import lowrank_actions, prune_actions, quant_actions
-
-    x = next(iter(data.val))[0][:1]
-    unknown = set(kinds) - set(ACTIONS)
-    if unknown or not kinds:
-        raise InvalidInputError(f"--actions {','.join(kinds)!r}: use a comma-separated subset of {','.join(ACTIONS)}")
-    actions = []
-    if "prune" in kinds:
-        actions += prune_actions(model, x, prune_ratios, criterion)
-    if "lowrank" in kinds:
-        actions += lowrank_actions(model, data.input_size, compressions)
-    if "quant" in kinds:
-        if target.metric == "latency" and runtime in ("onnxruntime", "openvino"):
-            actions += quant_actions(calib, x, runtime, calib_images)
-        elif target.metric == "size":
-            actions += quant_actions(calib, x, "onnxruntime", calib_images)
-        else:
-            log(f"quant actions skipped: int8 runs in ONNX Runtime or OpenVINO and leaves {target.metric} "
-                f"{'on torch ' if target.metric == 'latency' else ''}unchanged (use latency there or size)")
-    return actions
-
-
 def summary_dict(result, *, test=None) -> dict:
     """auto.json: the per-action table, the predicted path and Pareto front, the checks and the choice."""
     def point(p):
@@ -95,7 +69,7 @@ def run(args) -> int:
     import yaml
     from rich.table import Table
 
-    from torchslim.auto import Target, auto_compress
+    from torchslim.auto import Target, auto_compress, build_actions
     from torchslim.io import save_model
     from torchslim.train import evaluate, fit
 
@@ -129,12 +103,14 @@ def run(args) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     save_model(result.model, out / "model.safetensors", input_size=data.input_size)
-    budget = {"epochs": args.epochs, "lr": args.lr, "optimizer": args.optimizer, "schedule": args.schedule,
-              "weight_decay": args.weight_decay, "label_smoothing": args.label_smoothing,
-              "precision": args.precision, "channels_last": args.channels_last,
-              "distill_from_input": not args.no_distill}
-    if args.max_steps:
-        budget["max_steps_per_epoch"] = args.max_steps
+    # the recipe's budget: the FitConfig fields a recipe budget takes (torchslim.recipe.Budget), as given
+    from dataclasses import asdict
+
+    from torchslim.recipe import Budget
+
+    budget = {k: v for k, v in asdict(fit_config_from_args(args)).items()
+              if k in Budget.model_fields and (v is not None or k in ("epochs", "lr"))}
+    budget["distill_from_input"] = not args.no_distill
     if Path(args.model).exists():
         model_spec = {"path": str(Path(args.model).resolve())}
     else:

@@ -41,13 +41,13 @@ def run(args) -> int:
     finally:
         D.shutdown()
     if summary and D.is_main():
-        from torchslim.report.build import HEADER, _rows
+        from torchslim.report.build import HEADER, stage_rows
         from rich.table import Table
 
         table = Table(title=f"{recipe.name}: {out}")
         for h in HEADER:
             table.add_column(h, justify="left" if h in ("stage", "method") else "right")
-        for row in _rows(summary):
+        for row in stage_rows(summary):
             table.add_row(*row)
         console.print(table)
     return 0

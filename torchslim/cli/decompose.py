@@ -29,12 +29,12 @@ def parse_rank(text: str):
 
 
 def register(sub) -> None:
-    from torchslim.lowrank import METHODS
+    from torchslim import methods
 
     p = sub.add_parser("decompose", help="low-rank decomposition (Tucker-2/VBMF, CP, SVD...) with a per-layer table")
     add_model_args(p)
     add_data_args(p)
-    p.add_argument("--method", default="tucker", help=f"one of: {', '.join(METHODS.names())}")
+    p.add_argument("--method", default="tucker", help=f"one of: {', '.join(methods.names('decompose'))}")
     p.add_argument("--rank", default="vbmf", help="vbmf | R | R3,R4 | fraction of energy (0.9) | compression=X")
     p.add_argument("--layers", nargs="*", help="fnmatch patterns of layer names (default: all)")
     p.add_argument("--linear-method", default="svd", help="method for Linear layers ('none': leave them)")
@@ -66,10 +66,11 @@ def run(args) -> int:
 
     from torchslim.analysis import profile
     from torchslim.io import save_model
-    from torchslim.lowrank import METHODS, decompose_with_report
+    import torchslim
+    from torchslim import methods
     from torchslim.train import FitConfig, evaluate, fit
 
-    METHODS.get(args.method)
+    spec = methods.get("decompose", args.method)
     rank = parse_rank(args.rank)
     model, input_size = load_model_from_args(args)
     data = load_data_from_args(args) if args.data else None
@@ -81,11 +82,11 @@ def run(args) -> int:
     result: dict = {"model": args.model, "method": args.method, "rank": args.rank, "input_size": list(input_size)}
     if data is not None:
         result["before"] = evaluate(model, data.test)
-    calib = data.calibration_batches(args.calibration) if data is not None and METHODS.get(args.method).needs_data else None
     linear = None if args.linear_method == "none" else args.linear_method
-    small, rep = decompose_with_report(model, args.method, rank, args.layers, linear_method=linear,
-                                       input_size=input_size, data=calib, include_ends=args.include_ends,
-                                       progress=console.print)
+    small = torchslim.decompose(model, spec.name, rank, args.layers, data=data if spec.needs_data else None,
+                                calibration_images=args.calibration, linear_method=linear, input_size=input_size,
+                                include_ends=args.include_ends, progress=console.print)
+    rep = torchslim.report_of(small)["decomposition"]
     if not args.no_latency:
         runtime = args.latency_runtime
         if runtime == "fastest":

@@ -29,7 +29,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from dataclasses import replace
 
-    from torchslim.cli.quantize import parse_bits
+    from torchslim.quant import parse_bits
     from torchslim.errors import InvalidInputError
     from torchslim.io import save_model
     from torchslim.quant.deep_compression import DeepCompressionConfig, deep_compression

@@ -22,17 +22,14 @@ def register(subparsers) -> None:
     p.add_argument("--student-weights", help="checkpoint file for a named student")
     p.add_argument("--code", metavar="FILE.py:FACTORY",
                    help="the code of your own network, named again, for a saved teacher or student built from it")
-    p.add_argument("--method", nargs="+", default=["kd"], help="kd, at, hint (several add up); default kd")
+    from torchslim import methods
+
+    p.add_argument("--method", nargs="+", default=["kd"], choices=methods.names("distill"),
+                   help="several add up; default kd")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "adamw"])
     p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--temperature", type=float, default=4.0)
-    p.add_argument("--alpha", type=float, default=0.9, help="weight of the soft (KD) term; the hard loss gets 1 - alpha")
-    p.add_argument("--beta", type=float, default=1000.0, help="weight of the attention-transfer term")
-    p.add_argument("--at-mode", default="activation", choices=["activation", "gradient"])
-    p.add_argument("--cache-teacher", action="store_true",
-                   help="compute teacher targets once (turns augmentation off, so every epoch sees the same inputs)")
     p.add_argument("--max-steps", type=int, help="stop each epoch after this many batches (quick runs)")
     p.add_argument("--data", required=True, help="data set: digits, mnist or cifar10")
     p.add_argument("--data-dir", help="directory with <data>/{train,test}.npz")
@@ -44,6 +41,10 @@ def register(subparsers) -> None:
 
     add_precision_args(p)
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
+    from torchslim.cli.options import add_method_options
+
+    # temperature, alpha, beta, at_mode, cache_teacher, ...: the fields of DistillConfig (torchslim.methods)
+    add_method_options(p, "distill", exclude=("checkpoint_dir",))
     p.set_defaults(func=run)
 
 
@@ -104,14 +105,17 @@ def run(args: argparse.Namespace) -> int:
 
     teacher = _model(args.teacher, args.teacher_pretrained, args.teacher_weights, args.data_dir, "teacher", args.code)
     student = _model(args.student, False, args.student_weights, args.data_dir, "student", args.code)
-    data = load_data_from_args(args, augment=not args.cache_teacher)
+    from torchslim import methods
+    from torchslim.cli.options import method_options
+
+    options = method_options(args, methods.get("distill", args.method[0]))  # every method reads DistillConfig
+    data = load_data_from_args(args, augment=not options.get("cache_teacher", False))
     size = data.input_size
     cfg = DistillConfig(
         fit=FitConfig(epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay,
                       device=args.device, max_steps_per_epoch=args.max_steps, progress=True,
                       precision=args.precision, channels_last=args.channels_last),
-        temperature=args.temperature, alpha=args.alpha, beta=args.beta, at_mode=args.at_mode,
-        cache_teacher=args.cache_teacher, checkpoint_dir=str(Path(args.output) / "checkpoint"))
+        checkpoint_dir=str(Path(args.output) / "checkpoint"), **options)
     _check_classes(teacher, student, data, size)
     t_eval = evaluate(teacher, data.test)
     t_acc = t_eval["top1"]

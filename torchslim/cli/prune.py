@@ -15,8 +15,10 @@ def register(sub) -> None:
     p = sub.add_parser("prune", help="remove whole channels (structured pruning) and fine-tune")
     add_model_args(p)
     add_data_args(p)
-    p.add_argument("--criterion", default="l1", help="l1, l2, bn_scale, random, apoz, entropy, taylor, "
-                                                    "random_masks, lda, icc, oracle")
+    from torchslim import methods
+
+    p.add_argument("--criterion", default="l1", choices=methods.names("prune"),
+                   help="importance criterion (torchslim methods prune)")
     t = p.add_mutually_exclusive_group(required=True)
     t.add_argument("--ratio", type=float, help="fraction of channels removed from each group")
     t.add_argument("--target-macs", type=float, help="prune until MACs <= this fraction of the original")
@@ -89,7 +91,7 @@ def run(args) -> int:
     layer_ratios = json.loads(Path(args.layer_ratios).read_text()) if args.layer_ratios else None
     acc_before = evaluate(model, data.test, progress="test before")["top1"] if data is not None else None
     before = profile(model, size)
-    pruned = prune(model, x, args.criterion, args.ratio, target_macs=args.target_macs,
+    pruned = prune(model, args.criterion, example_input=x, ratio=args.ratio, target_macs=args.target_macs,
                    target_params=args.target_params, data=data, allocation=args.allocation,
                    layer_ratios=layer_ratios, schedule=args.schedule, steps=args.steps, finetune=recovery,
                    final_finetune=final, skip=tuple(args.skip), progress=True, reconstruct=args.reconstruct,

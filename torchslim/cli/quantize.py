@@ -14,34 +14,21 @@ from pathlib import Path
 
 from torchslim.cli.common import (add_data_args, add_model_args, check_input_fits, console, load_data_from_args,
                                   load_model_from_args)
+from torchslim.cli.options import add_method_options, method_options
 from torchslim.cli.train import add_fit_args, fit_config_from_args
-
-
-def parse_bits(text: str | None) -> dict | None:
-    """'conv=8,fc=5' or 'conv=8,features.0=4' -> {"conv": 8, "fc": 5, ...}."""
-    from torchslim.errors import InvalidInputError
-
-    if not text:
-        return None
-    out = {}
-    for part in text.split(","):
-        k, _, v = part.partition("=")
-        try:
-            out[k.strip()] = int(v)
-        except ValueError:
-            raise InvalidInputError(f"--bits must look like conv=8,fc=5 (kind or layer = integer), got {text!r}") from None
-    return out
+from torchslim.quant import parse_bits
 
 
 def register(sub) -> None:
-    from torchslim.quant import METHODS, OBSERVERS, PATHS
+    from torchslim import methods
+    from torchslim.quant import OBSERVERS, PATHS
 
     p = sub.add_parser("quantize", help="int8 (PTQ/QAT, real int8 execution), k-means, binary/ternary weights",
                        description=__doc__.splitlines()[0])
     add_model_args(p)
     add_data_args(p, required=True)
     add_fit_args(p, epochs=1, lr=1e-3)
-    p.add_argument("--method", default="int8-ptq", choices=METHODS.names())
+    p.add_argument("--method", default="int8-ptq", choices=methods.names("quantize"))
     p.add_argument("--bits", help="kmeans bits per kind or layer, e.g. conv=8,fc=5 (default)")
     p.add_argument("--observer", default="mse", choices=OBSERVERS.names(), help="int8 activation range observer")
     p.add_argument("--path", default="auto", choices=["auto", *PATHS], help="int8 execution path (auto: fastest correct)")
@@ -50,13 +37,17 @@ def register(sub) -> None:
                         "default: the QDQ model in OpenVINO and ONNX Runtime, only the faster one evaluated)")
     p.add_argument("--calib-images", type=int, default=256)
     p.add_argument("--threads", type=int, help="intra-op threads for latency measurements")
+    # the other options of every method, from its config (torchslim.methods)
+    add_method_options(p, "quantize", exclude=("bits", "observer", "path", "compare", "calib_images", "threads",
+                                                "epochs", "mode"))
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from torchslim.io import save_model
-    from torchslim.quant import METHODS, Int8Config, QATConfig, quantize
+    from torchslim import methods
+    from torchslim.quant import Int8Config, QATConfig, quantize
     from torchslim.train import evaluate
 
     data = load_data_from_args(args)
@@ -64,11 +55,13 @@ def run(args) -> int:
     check_input_fits(model, data.input_size, f"{args.model} on {args.data}")
     out = Path(args.output)  # made once there is something to write: a failure leaves no empty folder
     fit_cfg = fit_config_from_args(args)
-    m = METHODS.canonical(args.method)  # an alias (int8) runs as the method it names (int8-ptq)
+    spec = methods.get("quantize", args.method)  # an alias (int8) runs as the method it names (int8-ptq)
+    m = spec.name
+    extra = method_options(args, spec)
     figures: dict = {"model": args.model, "data": args.data, "method": m}
     if m in ("int8-ptq", "int8-qat"):
         i8 = Int8Config(observer=args.observer, path=args.path, calib_images=args.calib_images, threads=args.threads,
-                        compare=args.compare)
+                        compare=args.compare, **(extra if m == "int8-ptq" else {}))
         if m == "int8-ptq":
             q = quantize(model, m, calib=data.train, config=i8, eval_loader=data.test)
         else:
@@ -97,7 +90,7 @@ def run(args) -> int:
     elif m == "int8-pt2e":  # a torch.export program: saved as .pt2, run int8 under torch.compile
         import torch
 
-        q = quantize(model, m, calib=data, calib_images=args.calib_images)
+        q = quantize(model, m, calib=data, calib_images=args.calib_images, **extra)
         figures["test"], figures["test_before"] = evaluate(q, data.test), evaluate(model, data.test)
         x = torch.zeros(2, *size)
         out.mkdir(parents=True, exist_ok=True)
@@ -106,7 +99,7 @@ def run(args) -> int:
         console.print(f"top-1 {figures['test_before']['top1']:.2f} % -> {figures['test']['top1']:.2f} % (eager "
                       f"reference numerics)  ->  {out / 'model.pt2'} (torch.export.load(...).module(), torch.compile)")
     else:
-        opts = {"epochs": args.epochs, "fit": fit_cfg}
+        opts = {"epochs": args.epochs, "fit": fit_cfg, **extra}
         if m == "kmeans" and args.bits:
             opts["bits"] = parse_bits(args.bits)
         q = quantize(model, m, data=data, **opts)

@@ -13,32 +13,26 @@ from pathlib import Path
 
 from torchslim.cli.common import (add_data_args, add_model_args, check_fraction, check_input_fits, console,
                                   load_data_from_args, load_model_from_args)
+from torchslim.cli.options import PREFIX, add_method_options, method_options
 from torchslim.cli.train import add_fit_args, fit_config_from_args
 
 
 def register(sub) -> None:
-    from torchslim.sparsity import METHODS
-    from torchslim.sparsity.force import FORCES
+    from torchslim import methods
 
-    p = sub.add_parser("sparsify", help=f"make weights sparse ({', '.join(METHODS.names())})",
+    p = sub.add_parser("sparsify", help=f"make weights sparse ({', '.join(methods.names('sparsify'))})",
                        description=__doc__.splitlines()[0])
     add_model_args(p)
     add_data_args(p, required=True)
     add_fit_args(p, epochs=2, lr=0.01)
-    p.add_argument("--method", default="magnitude", choices=METHODS.names())
+    p.add_argument("--method", default="magnitude", choices=methods.names("sparsify"))
     p.add_argument("--sparsity", type=float, default=0.9, help="target fraction of zero weights (default 0.9)")
     p.add_argument("--layer-sparsity", help='per-layer targets as JSON, e.g. \'{"1": 0.98, "3": 0.9}\'')
-    p.add_argument("--scope", default="layer", choices=["layer", "global"], help="magnitude/iht/l1 threshold scope")
-    p.add_argument("--prune-schedule", dest="prune_schedule", default="iterative", choices=["oneshot", "iterative", "agp"],
-                   help="magnitude pruning schedule")
-    p.add_argument("--quality", type=float, help="magnitude: Han's q (threshold q * std) instead of --sparsity")
-    p.add_argument("--rounds", type=int, default=3, help="magnitude (iterative) rounds / iht cycles")
-    p.add_argument("--finetune-epochs", type=int, default=1, help="dns/l1/ssl/correlation: epochs with masks frozen")
-    p.add_argument("--groups", default="filter,shape", help="ssl: group kinds (filter,channel,shape,depth)")
-    p.add_argument("--lam", type=float, default=1e-3, help="ssl: lambda_g; l1: lambda; force: strength lambda_f")
-    p.add_argument("--force-type", default="l2", choices=list(FORCES),
-                   help="force: the attraction between filters (l2: Wen et al.'s L2-norm force)")
-    p.add_argument("--candidates", type=int, default=20, help="random_masks: random kernel masks tried per layer")
+    # every other option of every method, from its config (torchslim.methods); --epochs sets the method's
+    # training epochs (its config's EPOCHS_FIELD)
+    add_method_options(p, "sparsify", exclude=("sparsity", "epochs"))
+    p.add_argument("--prune-schedule", dest=PREFIX + "schedule", help=argparse.SUPPRESS)  # old spelling of --method-schedule
+    p.add_argument("--force-type", dest=PREFIX + "force", help=argparse.SUPPRESS)  # old spelling of --force
     p.add_argument("--keep-masks", action="store_true",
                    help="save the masked layers (to fine-tune further with the masks; stored as bits) instead "
                         "of plain layers with the pruned weights at zero, which are no larger than the input")
@@ -50,11 +44,12 @@ def register(sub) -> None:
 
 
 def _method_options(args, fit_cfg) -> dict:
+    from torchslim import methods
     from torchslim.errors import InvalidInputError
     from torchslim.sparsity.api import epochs_field
 
-    m = args.method
-    opts: dict = {"fit": fit_cfg, epochs_field(m): args.epochs}
+    spec = methods.get("sparsify", args.method)
+    opts: dict = {"fit": fit_cfg, epochs_field(spec.name): args.epochs}
     if args.layer_sparsity:
         try:
             opts["sparsity"] = {str(k): float(v) for k, v in json.loads(args.layer_sparsity).items()}
@@ -63,25 +58,11 @@ def _method_options(args, fit_cfg) -> dict:
                                     f"{args.layer_sparsity!r} ({e})") from None
         for layer, v in opts["sparsity"].items():
             check_fraction(v, f"--layer-sparsity {layer!r}")
-    elif m not in ("ssl", "force"):
+    elif "sparsity" in spec.option_names():
         opts["sparsity"] = args.sparsity
-    if m == "magnitude":
-        opts.update(scope=args.scope, schedule=args.prune_schedule, rounds=args.rounds)
-        if args.quality is not None:
-            opts.update(quality=args.quality, sparsity=None)
-    elif m == "iht":
-        opts.update(scope=args.scope, cycles=args.rounds, dense_epochs=args.epochs)
-    elif m == "l1":
-        opts.update(scope=args.scope, l1=args.lam, finetune_epochs=args.finetune_epochs)
-    elif m in ("dns", "correlation"):
-        opts.update(finetune_epochs=args.finetune_epochs)
-    elif m == "random_masks":
-        opts.update(candidates=args.candidates)
-    elif m == "force":
-        opts.update(strength=args.lam, force=args.force_type)
-    elif m == "ssl":
-        opts.update(groups=tuple(g.strip() for g in args.groups.split(",") if g.strip()), lam=args.lam,
-                    finetune_epochs=args.finetune_epochs)
+    opts.update(method_options(args, spec))
+    if opts.get("quality") is not None:  # Han's q instead of a target
+        opts["sparsity"] = None
     return opts
 
 
@@ -105,6 +86,7 @@ def density_table(rows: list[dict], title: str):
 
 def run(args) -> int:
     import torchslim
+    from torchslim import methods
     from torchslim.io import save_model
     from torchslim.sparsity import density_summary, remove_masks, to_sparse
     from torchslim.train import evaluate
@@ -118,7 +100,7 @@ def run(args) -> int:
     fit_cfg = replace(fit_config_from_args(args), progress=True)
     before = evaluate(model, data.test, progress="test before")
     console.print(f"{args.model}: test top-1 {before['top1']:.2f} % before; method {args.method}")
-    sparse, info = torchslim.sparsify(model, args.method, data=data, inplace=True, return_info=True,
+    sparse, info = torchslim.sparsify(model, methods.get("sparsify", args.method).name, data=data, inplace=True, return_info=True,
                                       **_method_options(args, fit_cfg))
     if not args.keep_masks or args.sparse_exec is not None:
         remove_masks(sparse)

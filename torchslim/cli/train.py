@@ -8,34 +8,49 @@ from torchslim.cli.common import (add_data_args, add_model_args, check_input_fit
                                   load_model_from_args)
 
 
+def _fit_options(names=None):
+    """(flag, field, metadata) of FitConfig's fields that the CLI sets (all, or those in `names`)."""
+    import dataclasses
+
+    from torchslim.train import FitConfig
+
+    for f in dataclasses.fields(FitConfig):
+        flag = f.metadata.get("cli")
+        if flag == "" or (names is not None and f.name not in names):
+            continue
+        yield flag or "--" + f.name.replace("_", "-"), f
+
+
+def _add(p, flag: str, f, default) -> None:
+    meta = f.metadata
+    if isinstance(f.default, bool):
+        p.add_argument(flag, dest=f.name, action="store_true", default=default, help=meta.get("help"))
+        return
+    kind = {"int": int, "float": float}.get(str(f.type).split(" |")[0], str)
+    p.add_argument(flag, dest=f.name, type=kind, default=default, choices=meta.get("choices"),
+                   help=meta.get("help"))
+
+
 def add_fit_args(p, epochs: int = 10, lr: float = 0.05) -> None:
-    p.add_argument("--epochs", type=int, default=epochs)
-    p.add_argument("--lr", type=float, default=lr)
-    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "adamw"])
-    p.add_argument("--schedule", default="cosine", choices=["cosine", "step", "constant"])
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--label-smoothing", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    p.add_argument("--max-steps", type=int, help="at most this many batches per epoch")
-    add_precision_args(p)
+    """Every FitConfig field as an option (help, choices and defaults from FitConfig; `epochs` and `lr`
+    default to the command's own budget)."""
+    for flag, f in _fit_options():
+        _add(p, flag, f, {"epochs": epochs, "lr": lr}.get(f.name, f.default))
 
 
 def add_precision_args(p) -> None:
     """Training speed flags, on every command that fine-tunes (FitConfig.precision / channels_last)."""
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
-                   help="bf16: autocast mixed precision (fp32 weights), about 2x faster on CPUs with AVX-512 BF16")
-    p.add_argument("--channels-last", action="store_true", help="train in NHWC (oneDNN's native conv layout)")
+    for flag, f in _fit_options(("precision", "channels_last")):
+        _add(p, flag, f, f.default)
 
 
 def fit_config_from_args(args, epochs: int | None = None):
     from torchslim.train import FitConfig
 
-    return FitConfig(epochs=args.epochs if epochs is None else epochs, lr=args.lr, optimizer=args.optimizer,
-                     schedule=args.schedule, weight_decay=args.weight_decay,
-                     label_smoothing=args.label_smoothing, seed=args.seed, device=args.device,
-                     max_steps_per_epoch=args.max_steps, precision=args.precision,
-                     channels_last=args.channels_last)
+    values = {f.name: getattr(args, f.name) for _, f in _fit_options() if hasattr(args, f.name)}
+    if epochs is not None:
+        values["epochs"] = epochs
+    return FitConfig(**values)
 
 
 def register(sub) -> None:

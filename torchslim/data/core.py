@@ -125,9 +125,6 @@ def as_batches(data, n_images: int, split: str = "train") -> list[torch.Tensor]:
     return out
 
 
-first_images = as_batches  # the name prune/api.py imports until #15's table lands
-
-
 SPLITS = ("train", "val", "heldout", "test")
 
 

@@ -11,8 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from torchslim.distill.attention import AttentionTransfer, at_loss, attention_map, input_gradient
 from torchslim.distill.cache import TeacherCache
@@ -53,9 +53,14 @@ class DistillConfig:
     checkpoint_dir: str | None = None
 
 
-METHODS.register("kd")(lambda c: KD(c.temperature, c.alpha))
-METHODS.register("at")(lambda c: AttentionTransfer(c.beta, c.p, c.at_pairs, c.at_mode))
-METHODS.register("hint")(lambda c: Hint(c.hint_weight, c.hint_pairs))
+def _register(name: str, term: type, build: Callable[[DistillConfig], Term]) -> None:
+    build.term = term  # the class that implements it (the method table points to its code)
+    METHODS.register(name)(build)
+
+
+_register("kd", KD, lambda c: KD(c.temperature, c.alpha))
+_register("at", AttentionTransfer, lambda c: AttentionTransfer(c.beta, c.p, c.at_pairs, c.at_mode))
+_register("hint", Hint, lambda c: Hint(c.hint_weight, c.hint_pairs))
 
 
 def from_original(original: nn.Module, temperature: float = 4.0, alpha: float = 0.9) -> DistillLoss:
@@ -122,6 +127,7 @@ def distill_fit(student: nn.Module, teacher: nn.Module, data, method: str | Sequ
     device = resolve_device(cfg.fit.device, student)
     student.to(device)
     x0, _ = next(iter(train))
+    torch.manual_seed(cfg.fit.seed)  # adapters (FitNets) start from the run's seed: the same run, the same student
     loss.setup(student, x0.to(device))
     if cfg.cache_teacher:
         loss.cache = TeacherCache(loss, train, device=device)
@@ -138,33 +144,64 @@ def distill_fit(student: nn.Module, teacher: nn.Module, data, method: str | Sequ
     return DistillResult(student, result, loss)
 
 
-def distill(student: nn.Module, teacher: nn.Module, data, method: str | Sequence[str] = "kd",
-            config: DistillConfig | FitConfig | None = None, *, callbacks: Sequence = (), checkpoint_dir=None,
-            **overrides) -> nn.Module:
-    """Train `student` (in place) to imitate `teacher` on `data`; returns the student.
+def distill(model: nn.Module, method_or_config: str | Sequence[str] | DistillConfig | None = None, *args, data=None,
+            teacher: nn.Module | None = None, filter_fn=None, method: str | Sequence[str] | None = None, config: DistillConfig | FitConfig | None = None,
+            callbacks: Sequence = (), checkpoint_dir=None, **options) -> nn.Module:
+    """Train `model` (the student, in place) to imitate `teacher` on `data`; returns the student.
 
     Args:
-        student: the model to train, e.g. a pruned/decomposed/quantization-aware copy of the teacher.
-        teacher: the trained model; frozen and run in eval mode. Same number of classes as the student.
+        model: the model to train, e.g. a pruned/decomposed/quantization-aware copy of the teacher.
+        method_or_config (or method=): "kd" (default), "at", "hint" or a list of them (their losses add
+            up), e.g. ["kd", "at"]; or a `DistillConfig` (then "kd").
         data: a `DataBundle` (`torchslim.data.get_data`), a train DataLoader, (train, val) loaders or a name.
-        method: "kd", "at", "hint" or a list of them (their losses add up), e.g. ["kd", "at"].
+        teacher: the trained model; frozen and run in eval mode. Same number of classes as the student.
+        filter_fn: not used (distillation trains every layer); accepted for the shape every verb shares.
         config: `DistillConfig` (epochs and lr live in `config.fit`), or a bare `FitConfig` (paper defaults
             for the rest).
         callbacks: extra `fit` callbacks (masks that keep pruned weights at zero, ...).
         checkpoint_dir: resumable checkpoints of the run.
-        **overrides: `DistillConfig` fields, e.g. `temperature=4.0, alpha=0.9` (how YAML recipes pass them).
+        **options: `DistillConfig` fields, e.g. `temperature=4.0, alpha=0.9` (how YAML recipes pass them).
 
     Example:
         >>> teacher = create_model("resnet56", pretrained=True)
         >>> student = create_model("resnet20")
         >>> cfg = DistillConfig(fit=FitConfig(epochs=30, lr=0.1))
-        >>> torchslim.distill(student, teacher, get_data("cifar10"), method=["kd", "at"], config=cfg)
+        >>> torchslim.distill(student, ["kd", "at"], data=get_data("cifar10"), teacher=teacher, config=cfg)
 
     As recovery after compression, keep the original as the teacher:
         >>> teacher = copy.deepcopy(model); small = torchslim.prune(model, ...)
-        >>> torchslim.distill(small, teacher, data, method="kd")
+        >>> torchslim.distill(small, "kd", data=data, teacher=teacher)
+
+    The old call `distill(student, teacher, data, method, config)` still works, with a DeprecationWarning.
     """
-    return distill_fit(student, teacher, data, method, config, callbacks, checkpoint_dir, **overrides).student
+    from torchslim import verbs
+
+    if isinstance(method_or_config, nn.Module):  # distill(student, teacher, data, method, config): the old shape
+        verbs.deprecated("torchslim.distill(student, teacher, data, method)",
+                           "torchslim.distill(student, method, data=data, teacher=teacher)")
+        if len(args) > 3:
+            raise TypeError("distill(student, teacher, data, method, config) takes at most 5 positional arguments")
+        teacher, method_or_config = method_or_config, None
+        data = args[0] if args else data
+        method = args[1] if len(args) > 1 else method
+        config = args[2] if len(args) > 2 else config
+    elif args:
+        raise TypeError("distill(model, method, *, data=..., teacher=...): give the other arguments by keyword")
+    if teacher is None or data is None:
+        raise InvalidInputError("distill trains the model to imitate a teacher: pass data= and teacher=")
+    if filter_fn is not None:
+        raise InvalidInputError("distill trains every layer: filter_fn does not apply")
+    if method_or_config is not None and method is not None:
+        raise TypeError("distill: give the method once (method_or_config or method=)")
+    method = method_or_config if method_or_config is not None else method if method is not None else "kd"
+    if isinstance(method, DistillConfig):
+        config, method = method, "kd"
+    names = [method] if isinstance(method, str) else list(method)
+    names = [METHODS.canonical(n) for n in names]
+    result = distill_fit(model, teacher, data, names, config, callbacks, checkpoint_dir, **options)
+    if names:
+        verbs.attach_report(result.student, "distill", names[0], {"methods": names, "history": result.fit.history})
+    return result.student
 
 
 __all__ = ["AttentionTransfer", "Batch", "DistillConfig", "DistillLoss", "DistillResult", "Hint", "KD", "METHODS",

@@ -9,11 +9,12 @@ records per-layer accounting (Kim et al. 2016, Eqs. 6-7) in a `DecompositionRepo
 from __future__ import annotations
 
 import copy
+import dataclasses
 import fnmatch
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -482,8 +483,50 @@ def decompose_with_report(
     return model, DecompositionReport(m.name, rank, results, time.perf_counter() - t0)
 
 
-def decompose(model: nn.Module, method: str = "tucker", rank: RankSpec = "vbmf",
-              layers: Iterable[str] | str | LayerFilter | None = None, **kwargs) -> nn.Module:
+@dataclass
+class DecomposeConfig:
+    """Options of `decompose` (every decomposition takes the same ones).
+
+    Args:
+        method: a name in `torchslim.lowrank.METHODS` (tucker, cp, separable, svd, channel, ...).
+        rank: "vbmf" (also None), an int or tuple, a float in (0, 1] (energy kept), {"compression": x},
+            or {layer name pattern: any of these} (unmatched layers are left alone).
+        linear_method: method for layer types `method` does not handle ("svd" for Linear; None: leave them).
+        input_size: (C, H, W) to count MACs at the real resolution (default: recorded by create_model).
+        allow_growth: build chains even when not smaller (for studies; rank=1.0 reproduces the model).
+        include_ends: also decompose the input layer and the final classifier (left alone by default).
+        options: per-method settings passed to every layer (e.g. {"asymmetric": False, "n_samples": 4096}).
+        calibration_images: training images response methods (channel, zhang3d) read from data=.
+        strict: with per-layer ranks, fail when a named layer is left alone (saying why) instead of skipping it.
+    """
+
+    method: str = "tucker"
+    rank: Any = "vbmf"
+    linear_method: str | None = "svd"
+    input_size: tuple | None = None
+    allow_growth: bool = False
+    include_ends: bool = False
+    options: dict | None = None
+    calibration_images: int = 256
+    strict: bool = False
+
+
+def check_named_layers(report: "DecompositionReport", rank) -> None:
+    """Each layer pattern of a per-layer `rank` must have decomposed a layer: else one line per
+    pattern saying why (the layer's reason from the report)."""
+    if not isinstance(rank, dict) or "compression" in rank:
+        return
+    done = [r.name for r in report.decomposed]
+    missed = [p for p in rank if not fnmatch.filter(done, p)]
+    if missed:
+        why = {r.name: r.reason for r in report.layers}
+        raise InvalidInputError("not decomposed: " + "; ".join(
+            f"{p}: {why.get(p) or 'matches no Conv2d/Linear layer'}" for p in missed))
+
+
+def decompose(model: nn.Module, method: "str | DecomposeConfig" = "tucker", rank: RankSpec = None,
+              layers: Iterable[str] | str | LayerFilter | None = None, *, data=None, filter_fn: LayerFilter | None = None,
+              inplace: bool = False, progress: Callable[[str], None] | None = None, **options) -> nn.Module:
     """Replace each selected layer by a low-rank chain that computes nearly the same function.
 
     Kim et al. 2016 ("one-shot whole network compression"): VBMF ranks, Tucker-2 for every conv and a
@@ -493,15 +536,16 @@ def decompose(model: nn.Module, method: str = "tucker", rank: RankSpec = "vbmf",
 
     Args:
         model: the trained model (not modified unless inplace=True).
-        method: a name in `torchslim.lowrank.METHODS` (tucker, cp, separable, svd, channel, ...),
-            used for the layer types it handles.
+        method: a name in `torchslim.lowrank.METHODS` (tucker, cp, separable, svd, channel,
+            ...), used for the layer types it handles, or a `DecomposeConfig`.
         rank: "vbmf" (also None), an int or tuple, a float in (0, 1] (energy kept), {"compression": x},
             or {layer name pattern: any of these} (unmatched layers are left alone).
-        layers: fnmatch patterns of layer names, or `filter_fn(module, name) -> bool`; None = all.
+        layers / filter_fn: fnmatch patterns of layer names, or `filter_fn(module, name) -> bool`; None = all.
         linear_method: method for layer types `method` does not handle (default "svd" for Linear;
             None leaves them alone).
         input_size: (C, H, W) to count MACs at the real resolution (default: recorded by create_model).
-        data: input batches, needed by response-reconstruction methods ("channel", "zhang3d"); these
+        data: a DataBundle, a DataLoader or input batches, needed by response-reconstruction methods
+            ("channel", "zhang3d", `calibration_images` of them); these
             fit the layers in order, each on the inputs the already decomposed layers produce (the
             asymmetric variant of Zhang et al. 2015; options={"asymmetric": False} for the symmetric one).
         allow_growth: build chains even when not smaller (for studies; rank=1.0 reproduces the model).
@@ -511,8 +555,33 @@ def decompose(model: nn.Module, method: str = "tucker", rank: RankSpec = "vbmf",
             little to gain there, and accuracy lost directly (Kim et al. 2016 keep them).
         progress: called with one line per layer as the walk reaches it (e.g. print).
 
+    The `DecompositionReport` is `torchslim.report_of(result)["decomposition"]`.
+
     Example:
         >>> model = torchslim.models.create_model("resnet20")
         >>> small = torchslim.decompose(model, method="tucker", rank="vbmf")
     """
-    return decompose_with_report(model, method, rank, layers, **kwargs)[0]
+    from torchslim import verbs
+
+    name, config = verbs.resolve(METHODS, "decompose", method, lambda c: getattr(c, "method", None))
+    known = {f.name for f in dataclasses.fields(DecomposeConfig)} - {"method"}
+    unknown = set(options) - known
+    if unknown:
+        raise InvalidInputError(f"decompose has no option(s) {sorted(unknown)}; its options: {sorted(known)}")
+    values = dataclasses.asdict(config) if config is not None else {}
+    values.update(method=name, **options)
+    if rank is not None:
+        values["rank"] = rank
+    cfg = DecomposeConfig(**values)
+    if filter_fn is not None and layers is not None:
+        raise InvalidInputError("decompose: give filter_fn or layers (name patterns), not both")
+    select = filter_fn if filter_fn is not None else layers  # patterns stay patterns: errors quote them
+    batches = verbs.images(data, cfg.calibration_images) if data is not None else None
+    model, report = decompose_with_report(model, cfg.method, cfg.rank, select, linear_method=cfg.linear_method,
+                                          input_size=cfg.input_size, data=batches, allow_growth=cfg.allow_growth,
+                                          inplace=inplace, options=cfg.options, include_ends=cfg.include_ends,
+                                          progress=progress)
+    if cfg.strict:
+        check_named_layers(report, cfg.rank)
+    verbs.attach_report(model, "decompose", name, {"decomposition": report, **report.totals()})
+    return model

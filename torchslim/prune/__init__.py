@@ -1,6 +1,6 @@
 """Structured pruning: remove whole channels, on any traceable CNN.
 
-`prune(model, x, criterion, ratio | target_macs)` is the verb; `ChannelGraph` (torchslim.graph),
+`prune(model, criterion, ratio= | target_macs=, data=, filter_fn=)` is the verb; `ChannelGraph` (torchslim.graph),
 `select` / `search_ratio` and `apply_plan` are the steps it is made of (scores -> selection -> surgery).
 """
 from torchslim.prune.allocation import normalise, search_ratio, select

@@ -4,7 +4,8 @@ from __future__ import annotations
 import copy
 import fnmatch
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from typing import Callable
 
 import torch
 from torch import nn
@@ -13,6 +14,7 @@ from torchslim.errors import InvalidInputError
 from torchslim.graph import ChannelGraph
 from torchslim.prune.allocation import search_ratio, select
 from torchslim.prune.criteria import CRITERIA, DATA_DRIVEN, ScoreContext
+from torchslim.progress import note
 from torchslim.prune.surgery import apply_plan
 from torchslim.train import FitConfig, fit
 
@@ -42,28 +44,31 @@ class PruneConfig:
         calibration_images: training images the reconstruction samples.
         distill: fine-tune with Hinton KD from the unpruned model (`torchslim.distill.from_original`)
             instead of the hard labels alone; the default recovery loss.
+        filter_fn: `filter_fn(module, name) -> bool` on each group's first layer: groups it rejects are
+            never pruned (as `skip`, by function instead of name patterns).
     """
 
     criterion: str = "l1"
-    ratio: float | None = None
-    target_macs: float | None = None
-    target_params: float | None = None
+    ratio: float | None = field(default=None, metadata={"help": "fraction of channels removed from every group"})
+    target_macs: float | None = field(default=None, metadata={"help": "prune until MACs <= this fraction of the original"})
+    target_params: float | None = field(default=None, metadata={"help": "prune until parameters <= this fraction of the original"})
     allocation: str = "uniform"
-    layer_ratios: dict[str, float] | None = None
+    layer_ratios: dict[str, float] | None = field(default=None, metadata={"help": "{group: ratio} for allocation \"layers\""})
     schedule: str = "oneshot"
-    steps: int = 3
-    finetune: FitConfig | None = None
-    final_finetune: FitConfig | None = None
+    steps: int = field(default=3, metadata={"help": "iterative: pruning rounds"})
+    finetune: FitConfig | None = field(default=None, metadata={"help": "recovery after each round (iterative, layerwise)"})
+    final_finetune: FitConfig | None = field(default=None, metadata={"help": "fine-tuning after the last round"})
     skip: tuple[str, ...] = ()
     min_keep: float = 0.05
     round_to: int = ROUND_TO
     batches: int = 8
     options: dict = field(default_factory=dict)
-    progress: bool = False
+    progress: bool = field(default=False, metadata={"help": "log each step (torchslim.progress)"})
     reconstruct: bool = False
     bn_recalibration: int = 0
     calibration_images: int = 256
     distill: bool = True
+    filter_fn: Callable[[nn.Module, str], bool] | None = None
 
     def __post_init__(self):
         targets = [v for v in (self.ratio, self.target_macs, self.target_params) if v is not None]
@@ -82,17 +87,15 @@ class PruneConfig:
 
 
 def _log(cfg, msg):
-    if cfg.progress:
-        from torchslim.cli.common import console
-
-        console.print(msg)
+    if cfg.progress:  # the library's one progress channel (stderr), not the CLI's console
+        note(msg)
 
 
 def _images(data, n: int) -> list[torch.Tensor]:
     """The first `n` training images of a data bundle (or of a loader of (x, y) batches), as batches."""
-    from torchslim.data.core import first_images
+    from torchslim.data import as_batches
 
-    return data.calibration_batches(n) if hasattr(data, "calibration_batches") else first_images(data, n)
+    return as_batches(data, n)
 
 
 class _Pruner:
@@ -118,6 +121,14 @@ class _Pruner:
             self._graph = ChannelGraph(self.model, self.x)
         return self._graph
 
+    def filtered_out(self) -> tuple[str, ...]:
+        """The groups `filter_fn` rejects (judged on each group's first layer)."""
+        if self.cfg.filter_fn is None:
+            return ()
+        mods = dict(self.model.named_modules())
+        return tuple(g.name for g in self.graph.groups
+                     if g.name in mods and not self.cfg.filter_fn(mods[g.name], g.name))
+
     def scores(self, ratio):
         ctx = ScoreContext(self.model, self.graph, self.data, ratio=ratio, batches=self.cfg.batches,
                            options=self.cfg.options)
@@ -128,7 +139,7 @@ class _Pruner:
     def step(self, *, ratio=None, goal=None, metric="macs", only=None):
         """One prune round: `ratio` of each group, or down to `goal` (absolute MACs/params)."""
         g, cfg = self.graph, self.cfg
-        skip = tuple(cfg.skip)
+        skip = tuple(cfg.skip) + self.filtered_out()
         if only is not None:  # layer-by-layer: every other group is skipped this round
             skip += tuple(x.name for x in g.groups if x.name != only)
         kw = dict(allocation=cfg.allocation, layer_ratios=cfg.layer_ratios, skip=skip, min_keep=cfg.min_keep,
@@ -195,41 +206,84 @@ class _Pruner:
         return res.last
 
 
-def prune(model: nn.Module, example_input: torch.Tensor, criterion: str = "l1", ratio: float | None = None, *,
-          target_macs: float | None = None, target_params: float | None = None, data=None,
+def _is_input(x) -> bool:
+    """An example input (the old second argument): a tensor, or a tuple / dict of them."""
+    if isinstance(x, torch.Tensor):
+        return True
+    values = x.values() if isinstance(x, dict) else x if isinstance(x, (tuple, list)) else ()
+    return bool(values) and all(isinstance(v, torch.Tensor) for v in values)
+
+
+def example_input_for(model: nn.Module, data=None) -> torch.Tensor:
+    """One input for tracing: the first training image of `data`, else zeros of the recorded input size."""
+    if data is not None:
+        from torchslim.verbs import images
+
+        return images(data, 1)[0][:1]
+    size = (getattr(model, "_torchslim_arch", None) or {}).get("input_size")
+    if not size:
+        raise InvalidInputError("prune traces the model: pass example_input= (e.g. torch.zeros(1, 3, 32, 32)) "
+                                "or data=")
+    return torch.zeros(1, *size)
+
+
+def prune(model: nn.Module, method="l1", *args, data=None, filter_fn=None, example_input=None,
+          ratio: float | None = None, target_macs: float | None = None, target_params: float | None = None,
           config: PruneConfig | None = None, inplace: bool = False, **options) -> nn.Module:
     """Structured pruning: remove whole channels and return a smaller dense model.
 
     Args:
         model: a traceable CNN (torchvision zoo, torchslim models, most custom models).
+        method: importance criterion name (see `torchslim.prune.criteria.CRITERIA`), or a `PruneConfig`.
+        data: a `torchslim.data` DataBundle, needed by data-driven criteria and by fine-tuning.
+        filter_fn: `filter_fn(module, name) -> bool`: groups whose first layer it rejects stay whole.
         example_input: a tensor the model accepts, e.g. torch.randn(1, 3, 32, 32); a tuple of tensors for
-            `model(a, b)` or a dict for keyword inputs `model(a=..., b=...)`.
-        criterion: importance criterion name (see `torchslim.prune.criteria.CRITERIA`).
+            `model(a, b)` or a dict for keyword inputs `model(a=..., b=...)`. Default: one image of
+            `data`, else zeros of the input size `create_model` recorded.
         ratio: fraction of channels removed from every group; or
         target_macs / target_params: prune until MACs (params) <= this fraction of the original.
-        data: a `torchslim.data` DataBundle, needed by data-driven criteria and by fine-tuning.
-        config: a full `PruneConfig` (schedules, allocation, fine-tuning); keyword `options` override
-            its fields (e.g. schedule="iterative", allocation="global", finetune=FitConfig(epochs=1)).
+        config: (old spelling) a full `PruneConfig`; keyword `options` override its fields (e.g.
+            schedule="iterative", allocation="global", finetune=FitConfig(epochs=1)).
         inplace: modify `model` itself instead of a copy.
 
-    Returns the pruned model; `prune_report(model)` gives the before/after figures and steps.
+    Returns the pruned model; `torchslim.report_of(model)` (or `prune_report(model)`) gives the
+    before/after figures and steps.
 
     Example:
-        >>> small = torchslim.prune(create_model("resnet56", pretrained=True), torch.randn(1, 3, 32, 32),
-        ...                         criterion="l1", target_macs=0.5)
+        >>> small = torchslim.prune(create_model("resnet56", pretrained=True), "l1", target_macs=0.5)
+
+    The old call `prune(model, example_input, criterion, ratio)` still works, with a DeprecationWarning.
     """
-    fields = set(PruneConfig.__dataclass_fields__)
-    unknown = set(options) - fields
+    from torchslim import verbs
+
+    if _is_input(method):  # prune(model, x, criterion="l1", ratio=None, ...): the old shape
+        verbs.deprecated("torchslim.prune(model, example_input, criterion, ratio)",
+                           "torchslim.prune(model, criterion, example_input=x, ratio=...)")
+        example_input, method = method, "l1"
+        if len(args) > 2:
+            raise TypeError("prune(model, example_input, criterion, ratio) takes at most 4 positional arguments")
+        method = args[0] if args else options.pop("criterion", method)
+        ratio = args[1] if len(args) > 1 else ratio
+    elif args:
+        raise TypeError("prune(model, method, *, ratio=..., ...): give the other arguments by keyword")
+    if "criterion" in options:  # the config field's own name
+        method = options.pop("criterion")
+    name, given = verbs.resolve(CRITERIA, "prune", method, lambda c: getattr(c, "criterion", None))
+    config = config if config is not None else given
+    known = set(PruneConfig.__dataclass_fields__) - {"criterion"}
+    unknown = set(options) - known
     if unknown:
-        raise InvalidInputError(f"unknown prune option(s) {sorted(unknown)}; known: {sorted(fields)}")
-    base = asdict(config) if config is not None else {}
-    if config is not None:  # keep FitConfig objects, not dicts
-        base.update(finetune=config.finetune, final_finetune=config.final_finetune)
+        raise InvalidInputError(f"unknown prune option(s) {sorted(unknown)}; known: {sorted(known)}")
+    base = {f.name: getattr(config, f.name) for f in fields(PruneConfig)} if config is not None else {}
     base.update(options)
-    if config is None or criterion != "l1":
-        base["criterion"] = criterion
+    if config is None or given is not None or name != "l1":
+        base["criterion"] = name
+    if filter_fn is not None:
+        base["filter_fn"] = filter_fn
     if ratio is not None or target_macs is not None or target_params is not None:
         base.update(ratio=ratio, target_macs=target_macs, target_params=target_params)
+    if example_input is None:
+        example_input = example_input_for(model, data)
     cfg = PruneConfig(**base)
     if not inplace:
         model = copy.deepcopy(model)
@@ -262,12 +316,14 @@ def prune(model: nn.Module, example_input: torch.Tensor, criterion: str = "l1", 
                 p.step(ratio=r, only=name)
                 history.append(p.finetune(cfg.finetune, f"prune: recovery {i}/{len(names)} ({name})"))
     history.append(p.finetune(cfg.final_finetune))
-    report = {"config": {k: v for k, v in asdict(cfg).items() if k not in ("finetune", "final_finetune")},
+    report = {"config": {k: getattr(cfg, k) for k in PruneConfig.__dataclass_fields__
+                         if k not in ("finetune", "final_finetune", "filter_fn")},
               "before": p.original, "after": dict(p.current),
               "macs_ratio": p.current["macs"] / max(p.original["macs"], 1),
               "params_ratio": p.current["params"] / max(p.original["params"], 1),
               "steps": p.steps, "pinned": p.notes, "reconstruction": p.reconstruction, "tracer": p.tracer, "tracer_caveat": p.tracer_caveat, "finetune": [h for h in history if h], "time_s": round(time.perf_counter() - t0, 2)}
     object.__setattr__(model, REPORT_ATTR, report)
+    verbs.attach_report(model, "prune", cfg.criterion, report)
     return model
 
 

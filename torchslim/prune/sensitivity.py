@@ -65,7 +65,7 @@ def sensitivity(model: nn.Module, example_input: torch.Tensor, data, *, criterio
 
     Example:
         >>> s = sensitivity(model, torch.randn(1, 3, 32, 32), get_data("cifar10"), max_batches=4)
-        >>> s.plot("sensitivity.png"); prune(model, x, allocation="layers", layer_ratios=s.layer_ratios(), ratio=0.5)
+        >>> s.plot("sensitivity.png"); prune(model, "l1", allocation="layers", layer_ratios=s.layer_ratios(), ratio=0.5)
     """
     loader = data.split(split)
     base = evaluate(model, loader, max_batches=max_batches)["top1"]

@@ -14,7 +14,7 @@ from torchslim.quant.binary import LowBitConfig, LowBitConv2d, LowBitLinear, low
 from torchslim.quant.bn_fold import fold_bn
 from torchslim.quant.int8_ptq import PATHS, Int8Config, OnnxRuntimeModule, quantize_int8
 from torchslim.quant.kmeans import (KMeansConfig, SharedWeightConv2d, SharedWeightLinear, kmeans_quantize,
-                                    share_weights)
+                                    parse_bits, share_weights)
 from torchslim.quant.observers import OBSERVERS
 from torchslim.quant.pt2e import PT2EConfig, quantize_pt2e
 from torchslim.quant.qat import QATConfig, qat_quantize
@@ -33,14 +33,27 @@ def _with(cfg, options: dict):
     return replace(cfg, **options)
 
 
-@METHODS.register("int8")  # short name (recipes use it)
-@METHODS.register("int8-ptq")
+def _method(*names: str, config: type, implementation, needs_data: bool = True, fixed: dict | None = None,
+            changes_input: bool = False):
+    """Register a method under its name (and aliases after it): its config class, the function that
+    implements it (the method table points there), whether it needs data, fields it fixes itself, and
+    whether it changes the model it is given (then `quantize` hands it a copy unless inplace=True)."""
+    def add(fn):
+        fn.config, fn.implementation, fn.needs_data, fn.fixed = config, implementation, needs_data, fixed or {}
+        fn.changes_input = changes_input
+        for n in names:
+            METHODS.register(n)(fn)
+        return fn
+    return add
+
+
+@_method("int8-ptq", "int8", config=Int8Config, implementation=quantize_int8)  # int8: the short name recipes use
 def _int8_ptq(model, *, calib=None, data=None, config=None, eval_loader=None, **options):
     calib = calib if calib is not None else data
     return quantize_int8(model, calib, _with(config or Int8Config(), options), eval_loader=eval_loader)
 
 
-@METHODS.register("int8-qat")
+@_method("int8-qat", config=QATConfig, implementation=qat_quantize)
 def _int8_qat(model, *, calib=None, data=None, config=None, eval_loader=None, **options):
     train, val = as_loaders(data)
     if train is None:
@@ -49,13 +62,13 @@ def _int8_qat(model, *, calib=None, data=None, config=None, eval_loader=None, **
                         calib=calib if calib is not None else train, eval_loader=eval_loader)
 
 
-@METHODS.register("int8-pt2e")
+@_method("int8-pt2e", config=PT2EConfig, implementation=quantize_pt2e)
 def _int8_pt2e(model, *, calib=None, data=None, config=None, eval_loader=None, **options):
     calib = calib if calib is not None else data
     return quantize_pt2e(model, calib, _with(config or PT2EConfig(), options))
 
 
-@METHODS.register("kmeans")
+@_method("kmeans", config=KMeansConfig, implementation=kmeans_quantize, changes_input=True)
 def _kmeans(model, *, calib=None, data=None, config=None, eval_loader=None, **options):
     train, val = as_loaders(data)
     if "conv_bits" in options or "fc_bits" in options:  # recipe spelling of bits={"conv": .., "fc": ..}
@@ -73,11 +86,12 @@ def _low_bit(mode):
     return run
 
 
-METHODS.register("binary")(_low_bit("binary"))
-METHODS.register("ternary")(_low_bit("ternary"))
+for _mode in ("binary", "ternary"):
+    _method(_mode, config=LowBitConfig, implementation=low_bit_quantize, fixed={"mode": _mode},
+            changes_input=True)(_low_bit(_mode))
 
 
-def quantize(model: nn.Module, method: str = "int8-ptq", *, calib=None, data=None, config=None,
+def quantize(model: nn.Module, method="int8-ptq", *, data=None, filter_fn=None, calib=None, config=None,
              eval_loader=None, inplace: bool = False, **options) -> nn.Module:
     """Quantize `model` with a method of `torchslim.quant.METHODS`; returns a new model.
 
@@ -86,25 +100,38 @@ def quantize(model: nn.Module, method: str = "int8-ptq", *, calib=None, data=Non
             fastest correct path measured on this machine), int8-qat (fake-quant training, then the
             same int8 paths), int8-pt2e (torch.export-based int8 program for torch.compile, needs
             torchao), kmeans (Deep Compression weight sharing + centroid fine-tuning),
-            binary / ternary (STE training).
-        calib: calibration data for int8 (DataBundle, DataLoader, or tensors).
+            binary / ternary (STE training); an alias (int8); or the method's config dataclass.
+        filter_fn: `filter_fn(module, name) -> bool` chooses the layers (methods whose config has one).
+        calib: calibration data for int8 (DataBundle, DataLoader, or tensors); default: `data`.
         data: training data (DataBundle, DataLoader or (train, val)) for the methods that train.
         config: the method's config dataclass; `options` override its fields (e.g. observer="mse",
             bits={"conv": 8, "fc": 5}, epochs=2).
         eval_loader: int8 methods report top-1 of every execution path on it.
+
+    The report (int8: execution paths and timings) is `torchslim.report_of(q)`.
 
     Example:
         >>> q = torchslim.quantize(model, "int8-ptq", calib=data.calibration_batches(256))
         >>> q.quant_report["chosen"], q.quant_report["paths"]
         >>> k = torchslim.quantize(model, "kmeans", data=data, bits={"conv": 8, "fc": 5}, epochs=1)
     """
-    fn = METHODS.get(method)
-    if not inplace and method in ("kmeans", "binary", "ternary"):
-        model = copy.deepcopy(model)  # these methods work in place on the copy
-    return fn(model, calib=calib, data=data, config=config, eval_loader=eval_loader, **options)
+    from torchslim import verbs
+
+    name, given = verbs.resolve(METHODS, "quantize", method, lambda c: next(
+        (n for n in METHODS.names() if type(c) is METHODS.get(n).config
+         and all(getattr(c, k) == v for k, v in METHODS.get(n).fixed.items())), None))
+    config = config if config is not None else given
+    if filter_fn is not None:
+        options["filter_fn"] = filter_fn  # the method checks its options (kmeans also takes conv_bits / fc_bits)
+    fn = METHODS.get(name)
+    if not inplace and fn.changes_input:
+        model = copy.deepcopy(model)  # the method works in place: on a copy
+    q = fn(model, calib=calib, data=data, config=config, eval_loader=eval_loader, **options)
+    verbs.attach_report(q, "quantize", name, dict(getattr(q, "quant_report", None) or {}))
+    return q
 
 
 __all__ = ["METHODS", "OBSERVERS", "PATHS", "Int8Config", "KMeansConfig", "LowBitConfig", "LowBitConv2d",
            "LowBitLinear", "OnnxRuntimeModule", "PT2EConfig", "QATConfig", "SharedWeightConv2d", "SharedWeightLinear", "fold_bn",
-           "kmeans_quantize", "low_bit_quantize", "qat_quantize", "quantize", "quantize_int8", "quantize_pt2e",
+           "kmeans_quantize", "low_bit_quantize", "parse_bits", "qat_quantize", "quantize", "quantize_int8", "quantize_pt2e",
            "share_weights"]

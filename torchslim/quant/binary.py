@@ -99,7 +99,7 @@ class LowBitConfig:
 
     mode: str = "binary"
     keep_first_last: bool = True
-    epochs: int = 1
+    epochs: int = 1  # epochs of straight-through training
     fit: object = None
 
 

@@ -75,13 +75,13 @@ class Int8Config:
     path: str = "auto"
     compare: bool = False
     calib_images: int = 256
-    per_channel: bool = True
-    preprocess: bool = True
+    per_channel: bool = True  # per-channel weight scales (False: per tensor)
+    preprocess: bool = True  # run ONNX Runtime's quantization pre-processing (shape inference, fusion)
     tolerance: float = 0.2
-    threads: int | None = None
+    threads: int | None = None  # intra-op threads for the latency measurement
     batch_size: int = 1
-    repeats: int = 20
-    min_time_s: float = 0.3
+    repeats: int = 20  # timed runs per path
+    min_time_s: float = 0.3  # at least this long timing each path
     extra_paths: dict = field(default_factory=dict)  # name -> quantize_static kwargs (benchmarks' ablations)
 
 

@@ -135,9 +135,9 @@ class KMeansConfig:
     """k-means weight sharing: `bits` per layer kind ("conv", "fc") or per layer fqn (fqn wins);
     `epochs` of centroid fine-tuning with `fit` (0: cluster only). `filter_fn(module, fqn)` picks layers."""
 
-    bits: dict = field(default_factory=lambda: {"conv": 8, "fc": 5})
-    iters: int = 30
-    epochs: int = 1
+    bits: dict = field(default_factory=lambda: {"conv": 8, "fc": 5})  # bits per kind (conv, fc) or layer: 2**bits values
+    iters: int = 30  # k-means iterations
+    epochs: int = 1  # epochs of centroid fine-tuning (0: cluster only)
     fit: object = None  # a torchslim.train.FitConfig (default: SGD lr 1e-3, no weight decay)
     filter_fn: object = None
 
@@ -208,3 +208,19 @@ def kmeans_quantize(model: nn.Module, config: KMeansConfig | None = None, *, tra
         fc = cfg.fit or FitConfig(lr=1e-3, weight_decay=0.0, progress=False)
         fit(model, train_loader, val_loader=val_loader, config=replace(fc, epochs=cfg.epochs))
     return model.eval()
+
+
+def parse_bits(text: str | None) -> dict | None:
+    """'conv=8,fc=5' or 'conv=8,features.0=4' -> {"conv": 8, "fc": 5, ...}."""
+    from torchslim.errors import InvalidInputError
+
+    if not text:
+        return None
+    out = {}
+    for part in text.split(","):
+        k, _, v = part.partition("=")
+        try:
+            out[k.strip()] = int(v)
+        except ValueError:
+            raise InvalidInputError(f"--bits must look like conv=8,fc=5 (kind or layer = integer), got {text!r}") from None
+    return out

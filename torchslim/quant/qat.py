@@ -24,7 +24,7 @@ from torchslim.quant.int8_ptq import Int8Config, calibration_batches, quantize_i
 class QATConfig:
     """epochs of fake-quant training (`fit`), then int8 conversion with `int8` settings."""
 
-    epochs: int = 1
+    epochs: int = 1  # epochs of fake-quant training
     fit: object = None
     int8: Int8Config = field(default_factory=Int8Config)
 

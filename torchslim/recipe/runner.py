@@ -32,45 +32,13 @@ from torch import nn
 
 from torchslim.data.folder import link_model
 from torchslim.errors import InvalidInputError, UnsupportedModelError
+from torchslim.recipe.inputs import build_model, load_data  # noqa: F401  (build_model: imported from here before)
 from torchslim.recipe.schema import Recipe, load_recipe
-from torchslim.recipe.stages import STAGES, StageContext, _write_json, run_distillation
+from torchslim.recipe.stages import STAGES, StageContext, run_distillation, write_json
 from torchslim.train import Callback, evaluate, fit, seed_everything
 from torchslim.train import distributed as D
 
 INPUT_STAGE = "00-input"
-
-
-def build_model(spec, data_spec=None) -> tuple[nn.Module, tuple[int, int, int]]:
-    """A recipe's model (by name or saved file) and its input size (C, H, W)."""
-    from torchslim.models import create_model, model_input_size
-
-    if spec.path:
-        from torchslim.io import load_model, model_info
-
-        model = load_model(spec.path, code=spec.code)
-        size = spec.input_size or model_info(spec.path).get("input_size")
-    else:
-        model = create_model(spec.name, pretrained=spec.pretrained, weights=spec.weights,
-                             num_classes=spec.num_classes, **spec.kwargs)
-        size = spec.input_size or model_input_size(spec.name)
-    if not size:
-        raise InvalidInputError(f"model {spec.path or spec.name}: input size unknown; add `input_size: [C, H, W]`")
-    return model, tuple(size)
-
-
-def load_data(recipe: Recipe):
-    from torchslim.data import get_data
-
-    d, m = recipe.data, recipe.model
-    preprocess = None
-    if d.path or d.name.startswith("torchvision:"):  # image files: preprocessed as the model expects
-        from torchslim.data.preprocess import preprocess_for
-
-        preprocess = preprocess_for(m.path or m.name, input_size=m.input_size)
-    return get_data(d.path or d.name, data_dir=d.data_dir, batch_size=d.batch_size,
-                    eval_batch_size=d.eval_batch_size, num_workers=d.workers, seed=recipe.seed, augment=d.augment,
-                    download=False, limit_train=d.limit_train, limit_eval=d.limit_eval, preprocess=preprocess,
-                    cache=d.cache, skip_bad_images=d.skip_bad_images, protocol=d.protocol)
 
 
 class PolicyCallback(Callback):
@@ -192,7 +160,7 @@ def _finish_stage(model, stage_dir, recipe, data, input_size, device, info: dict
     if D.is_main():
         path = _save_stage(model, stage_dir, input_size, {"recipe": recipe.name, "stage": stage_dir.name})
         info["measure"] = measure(model, data, recipe, input_size, path, device)
-        _write_json(stage_dir / "metrics.json", info)
+        write_json(stage_dir / "metrics.json", info)
         acc = info["measure"]["accuracy"]["top1"]
         log(f"  {stage_dir.name}: top-1 {acc:.2f}%  params {info['measure']['params']:,}  "
             f"MACs {info['measure']['macs']:,}  file {info['measure']['size_bytes']:,} B")
@@ -228,7 +196,7 @@ def _apply_once(fn, model, stage, ctx: StageContext, input_size, device) -> nn.M
         except UnsupportedModelError:
             pass  # not savable here: the method reruns on resume; the stage end reports the problem
         else:
-            _write_json(extra, {"metrics": ctx.metrics, "artifacts": ctx.artifacts})
+            write_json(extra, {"metrics": ctx.metrics, "artifacts": ctx.artifacts})
     D.barrier()
     return load_model(path).to(device) if extra.is_file() else model.to(device)
 
@@ -272,7 +240,7 @@ def run_recipe(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike, *
             + ", ".join(f"{k} {v}" for k, v in d["sizes"].items()) + f"); preprocessing: {d['preprocessing']}")
     if D.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(run_dir / "data.json", data.describe())
+        write_json(run_dir / "data.json", data.describe())
         if recipe.source and Path(recipe.source).is_file():
             text = Path(recipe.source).read_text()
             if recipe.smoke:
@@ -281,7 +249,7 @@ def run_recipe(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike, *
             tmp = run_dir / "recipe.yaml.tmp"
             tmp.write_text(text)
             os.replace(tmp, run_dir / "recipe.yaml")
-        _write_json(run_dir / "recipe.json", recipe.model_dump(mode="json"))
+        write_json(run_dir / "recipe.json", recipe.model_dump(mode="json"))
     _check_run_dir(run_dir, recipe, restart)
     device = D.default_device() if recipe.device == "auto" else torch.device(recipe.device)
     names = recipe.stage_names()
@@ -297,7 +265,7 @@ def run_recipe(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike, *
     else:
         if D.is_main():
             in_dir.mkdir(parents=True, exist_ok=True)
-            _write_json(in_dir / "stage.json", {"fingerprint": recipe.fingerprint(-1)})
+            write_json(in_dir / "stage.json", {"fingerprint": recipe.fingerprint(-1)})
         seed_everything(recipe.seed)
         model, input_size = build_model(recipe.model, recipe.data)
         link_model(model, data, f"model {recipe.model.name or recipe.model.path}",
@@ -319,7 +287,7 @@ def run_recipe(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike, *
         t0 = time.perf_counter()
         if D.is_main():
             stage_dir.mkdir(parents=True, exist_ok=True)
-            _write_json(stage_dir / "stage.json", {"fingerprint": recipe.fingerprint(i - 1), "stage": stage.model_dump(mode="json")})
+            write_json(stage_dir / "stage.json", {"fingerprint": recipe.fingerprint(i - 1), "stage": stage.model_dump(mode="json")})
         D.barrier()
         stage_seed = recipe.seed * 1000 + i
         seed_everything(stage_seed)

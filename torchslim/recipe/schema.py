@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from torchslim.errors import InvalidInputError
 
@@ -98,26 +98,32 @@ class DataSpec(_Strict):
         return self
 
 
-class Budget(_Strict):
-    """A fine-tuning budget: the fields of `torchslim.train.FitConfig` (seed and device come from the recipe)."""
+def _fit_fields() -> dict:
+    """`FitConfig`'s fields that a recipe budget sets, as pydantic fields with the same defaults, allowed
+    values and bounds (the metadata FitConfig declares them with): one declaration of a training budget."""
+    import dataclasses
 
-    epochs: int = Field(default=1, ge=0)
-    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = Field(default=0.01, gt=0)
-    momentum: float = Field(default=0.9, ge=0)
-    nesterov: bool = False
-    weight_decay: float = Field(default=5e-4, ge=0)
-    schedule: Literal["cosine", "step", "constant"] = "cosine"
-    step_epochs: int = Field(default=30, gt=0)
-    gamma: float = Field(default=0.1, gt=0)
-    warmup_epochs: float = Field(default=0.0, ge=0)
-    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
-    grad_clip: float | None = Field(default=None, gt=0)
-    max_steps_per_epoch: int | None = Field(default=None, gt=0)
-    checkpoint_every_steps: int | None = Field(default=None, gt=0)
-    eval_every: int = Field(default=1, ge=0)
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast mixed precision, about 2x on AVX-512-BF16 CPUs
-    channels_last: bool = False
+    from torchslim.train.fit import FitConfig
+
+    hints = typing.get_type_hints(FitConfig)
+    out = {}
+    for f in dataclasses.fields(FitConfig):
+        meta = f.metadata
+        if not meta.get("budget", True):
+            continue
+        kind = Literal[meta["choices"]] if meta.get("choices") else hints[f.name]
+        bounds = {k: meta[k] for k in ("ge", "gt", "lt") if meta.get(k) is not None}
+        out[f.name] = (kind, Field(default=f.default, description=meta.get("help"), **bounds))
+    return out
+
+
+_BudgetFields = create_model("_BudgetFields", __base__=_Strict, **_fit_fields())
+
+
+class Budget(_BudgetFields):
+    """A fine-tuning budget: the fields of `torchslim.train.FitConfig` (seed and device come from the
+    recipe), generated from it, plus what a recipe decides about recovery."""
+
     # recovery after a compression stage: Hinton KD from the stage's input model besides the labels
     # (torchslim.distill.from_original); false: the labels alone
     distill_from_input: bool = True

@@ -9,7 +9,7 @@ A method plugs in with a few lines:
     @register_stage("prune", params=PruneParams)
     def prune_stage(model, params, ctx):
         import torchslim
-        return torchslim.prune(model, ctx.example_input(), data=ctx.data, **params)
+        return torchslim.prune(model, example_input=ctx.example_input(), data=ctx.data, **params)
 
 `params` is the stage's validated `params:` mapping (unset keys left out, so the method's own defaults
 apply). `ctx` (`StageContext`) gives the data, an example input, the stage's folder, a cache for
@@ -25,7 +25,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -114,17 +114,17 @@ class StageContext:
         from torchslim.train.distributed import is_main
 
         if is_main():
-            _write_json(path, value)
+            write_json(path, value)
         return value
 
     def load_model(self, spec) -> nn.Module:
         """Build a model from a recipe `ModelSpec` (a teacher, for instance)."""
-        from torchslim.recipe.runner import build_model
+        from torchslim.recipe.inputs import build_model
 
         return build_model(spec, self.recipe.data)[0].to(self.device)
 
 
-def _write_json(path: Path, value) -> None:
+def write_json(path: Path, value) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(value, indent=2, default=str))
@@ -189,9 +189,82 @@ def export_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Module
 
 
 # ------------------------------------------------------------------ adapters to the method verbs
+def apply_method(family: str, model: nn.Module, params: dict, *, example_input: torch.Tensor | None = None,
+                 data=None, calib=None, inplace: bool = False, where: str = "") -> nn.Module:
+    """A method stage's params as one call of its verb: the one translation that recipe stages and
+    `torchslim auto`'s actions (torchslim.auto.actions) share, so both build the same model.
+
+    Args:
+        params: the stage's validated params (the method's name, its fields, `options`).
+        data: what the method reads (prune: the DataBundle; sparsify: the training loader; decompose:
+            images for response methods); calib: quantize's calibration batches.
+        inplace: the caller's model may be changed (sparsify always is: masks stay attached).
+    """
+    from torchslim import methods
+
+    p = dict(params)
+    opts = dict(p.pop("options", None) or {})
+    if family == "prune":
+        p = prune_kwargs(p)
+        if p.get("round_to") is None:
+            p.pop("round_to", None)
+        if p.get("ratio") is None and p.get("target_macs") is None:
+            raise InvalidInputError(f"{where}prune needs `ratio`, `target_macs` or `layer_ratios`")
+        return _verb("prune")(model, p.pop("criterion", "l1"), example_input=example_input, data=data,
+                              inplace=inplace, **p, **opts)
+    if family == "sparsify":
+        spec = methods.get("sparsify", p.pop("method", "magnitude"))
+        return _verb("sparsify")(model, spec.name, data=data, inplace=True, **p, **spec.coerce(opts))
+    if family == "decompose":
+        spec = methods.get("decompose", p.pop("method", "tucker"))
+        # a rank per named layer: each must be decomposed, or the reason why not is the error
+        opts.setdefault("strict", True)
+        if example_input is not None:
+            opts.setdefault("input_size", tuple(example_input.shape[1:]))
+        return _verb("decompose")(model, spec.name, data=data if spec.needs_data else None, inplace=inplace,
+                                  **p, **opts)
+    if family == "quantize":
+        spec = methods.get("quantize", p.pop("method", "int8-ptq"))
+        n = p.pop("calib_images", None)
+        if calib is None:
+            raise InvalidInputError(f"{where}quantize needs calibration images (calib=)")
+        if n is not None and _is_int8_ptq(spec.name):
+            opts.setdefault("calib_images", n)  # else Int8Config's own default would cap what was asked for
+        return _verb("quantize")(model.cpu(), params.get("method", "int8-ptq"), data=data, calib=calib, **p,
+                                 **spec.coerce(opts))
+    raise InvalidInputError(f"{where}no verb applies a {family!r} stage's params")
+
+
+
 # Their signatures are the ones announced by the method issues; the lead adjusts them at integration.
 class _Options(StageParams):
-    options: dict[str, Any] = {}  # anything else, passed to the verb as keyword arguments
+    """A method stage's params: the method's name and the most used fields here; `options` holds any
+    other field of the method's config (torchslim.methods), checked against it when the recipe loads."""
+
+    FAMILY: ClassVar[str] = ""
+    METHOD_KEY: ClassVar[str] = "method"  # the param naming the method (prune: criterion)
+    DEFAULT_METHOD: ClassVar[str] = ""
+    options: dict[str, Any] = {}  # other fields of the method's config, passed to the verb as keywords
+
+    @model_validator(mode="after")
+    def _method_and_options(self):
+        from torchslim import methods
+        from torchslim.errors import TorchslimError
+
+        try:
+            methods.methods(self.FAMILY)
+        except ImportError:  # a family this installation lacks: the stage fails clearly when it runs
+            return self
+        try:
+            spec = methods.get(self.FAMILY, getattr(self, self.METHOD_KEY, None) or self.DEFAULT_METHOD)
+            spec.check_options({k: v for k, v in self.options.items() if k not in EXTRA_OPTIONS.get(self.FAMILY, ())})
+        except TorchslimError as e:  # pydantic turns a ValueError into an error at the recipe's line
+            raise ValueError(str(e)) from None
+        return self
+
+
+# option spellings a family accepts besides its config fields (kmeans: bits={"conv": .., "fc": ..})
+EXTRA_OPTIONS = {"quantize": ("conv_bits", "fc_bits")}
 
 
 class SensitivityParams(StageParams):
@@ -206,6 +279,7 @@ class SensitivityParams(StageParams):
 
 
 class PruneParams(_Options):
+    FAMILY, METHOD_KEY, DEFAULT_METHOD = "prune", "criterion", "l1"
     criterion: str = "l1"
     ratio: float | None = Field(default=None, gt=0, lt=1)
     target_macs: float | None = Field(default=None, gt=0)
@@ -285,20 +359,17 @@ def prune_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Module:
     `layer_ratios` gives a ratio per channel group (allocation "layers").
 
     With `sensitivity` the groups a scan finds sensitive are added to the `skip` option (Li et al. 2017)."""
-    p = prune_kwargs(params)
-    if p.get("round_to") is None:
-        p.pop("round_to", None)
-    opts = dict(p.pop("options", {}))
+    p = dict(params)
     sens = p.pop("sensitivity", False)
-    if p.get("ratio") is None and p.get("target_macs") is None:
-        raise InvalidInputError(f"stage {ctx.name}: prune needs `ratio`, `target_macs` or `layer_ratios`")
     if sens:
         found = _sensitive_groups(model, SensitivityParams.model_validate({} if sens is True else sens),
                                   p.get("criterion", "l1"), ctx)
         ctx.metrics["sensitivity"] = found
+        opts = dict(p.get("options", {}))
         opts["skip"] = tuple(opts.get("skip", ())) + tuple(found["skipped"])
+        p["options"] = opts
     # the bundle, not its train loader: data criteria (apoz, taylor...) read its splits
-    return _verb("prune")(model, ctx.example_input(), data=ctx.data, **p, **opts)
+    return apply_method("prune", model, p, example_input=ctx.example_input(), data=ctx.data, where=f"stage {ctx.name}: ")
 
 
 class KeepZeros(Callback):
@@ -319,6 +390,7 @@ class KeepZeros(Callback):
 
 
 class SparsifyParams(_Options):
+    FAMILY, DEFAULT_METHOD = "sparsify", "magnitude"
     method: str = "magnitude"
     # one fraction of zeros for every layer, or {layer name: fraction} (e.g. a paper's per-layer rates)
     sparsity: float | dict[str, float] = Field(default=0.5)
@@ -336,14 +408,13 @@ class SparsifyParams(_Options):
 def sparsify_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Module:
     """Unstructured sparsity: `torchslim.sparsify(model, method=, sparsity=, data=)`; with a policy it is
     re-applied each scheduled epoch (AGP), so it works in place (masks are attached to the model's layers)."""
-    p = dict(params)
-    opts = p.pop("options", {})
-    model = _verb("sparsify")(model, data=ctx.data.train, inplace=True, **p, **opts)
+    model = apply_method("sparsify", model, params, data=ctx.data, where=f"stage {ctx.name}: ")
     ctx.callbacks.append(KeepZeros(model))
     return model
 
 
 class DecomposeParams(_Options):
+    FAMILY, DEFAULT_METHOD = "decompose", "tucker"
     method: str = "tucker"
     rank: Any = None  # a number, a fraction, "vbmf", or {layer: rank}
     layers: list[str] | None = None
@@ -351,22 +422,31 @@ class DecomposeParams(_Options):
 
 @register_stage("decompose", params=DecomposeParams)
 def decompose_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Module:
-    """Low-rank: `torchslim.decompose(model, method=, rank=, layers=)`."""
-    p = dict(params)
-    opts = p.pop("options", {})
-    return _verb("decompose")(model, **p, **opts)
+    """Low-rank: `torchslim.decompose(model, method, rank=, layers=)`; response methods (channel, zhang3d)
+    read the recipe's training images."""
+    return apply_method("decompose", model, params, example_input=ctx.example_input(), data=ctx.data,
+                        where=f"stage {ctx.name}: ")
 
 
-INT8_PTQ = ("int8-ptq", "int8")  # they build several int8 execution paths and time each to pick one
+def _is_int8_ptq(method: str) -> bool:
+    """int8 PTQ (by any of its names) builds several int8 execution paths and times each to pick one."""
+    from torchslim import methods
+    from torchslim.errors import TorchslimError
+
+    try:
+        return methods.get("quantize", method).name == "int8-ptq"
+    except (TorchslimError, ImportError):
+        return False
 
 
 class QuantizeParams(_Options):
+    FAMILY, DEFAULT_METHOD = "quantize", "int8-ptq"
     method: str = "int8-ptq"
     calib_images: int = Field(default=512, gt=0)
 
     @classmethod
     def smoke(cls, params: dict) -> dict:
-        if params.get("method", "int8-ptq") not in INT8_PTQ:
+        if not _is_int8_ptq(params.get("method", "int8-ptq")):
             return params
         opts = dict(params.get("options", {}))  # time each path briefly: the same paths are still built
         opts["repeats"] = min(opts.get("repeats", 3), 3)
@@ -377,16 +457,14 @@ class QuantizeParams(_Options):
 @register_stage("quantize", params=QuantizeParams)
 def quantize_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Module:
     """Quantization: `torchslim.quantize(model, method=, calib=)`, calibrated on `calib_images` train images."""
-    p = dict(params)
-    opts = dict(p.pop("options", {}))
-    n = p.pop("calib_images", 512)
-    if p.get("method", "int8-ptq") in INT8_PTQ:
-        opts.setdefault("calib_images", n)  # else Int8Config's own default would cap what the recipe asked for
-    calib = ctx.data.calibration_batches(n)
-    return _verb("quantize")(model.cpu(), calib=calib, **p, **opts)
+    calib = ctx.data.calibration_batches(params.get("calib_images", 512))
+    # methods that train (kmeans, binary, ternary, int8-qat) train on the recipe's data
+    return apply_method("quantize", model, {"calib_images": 512, **params}, data=ctx.data, calib=calib,
+                        where=f"stage {ctx.name}: ")
 
 
 class EncodeParams(_Options):
+    FAMILY, METHOD_KEY, DEFAULT_METHOD = "encode", "format", "slim"
     file: str = "model.slim"
 
 
@@ -413,8 +491,8 @@ def distill_stage(model: nn.Module, params: dict, ctx: StageContext) -> nn.Modul
 
 
 def run_distillation(model: nn.Module, budget, ctx: StageContext, config, checkpoint_dir: Path) -> nn.Module:
-    """Recovery by distillation: `torchslim.distill(student, teacher, data, method=[...], config=, ...)`."""
+    """Recovery by distillation: `torchslim.distill(student, [methods], data=, teacher=, config=, ...)`."""
     teacher = ctx.load_model(budget.teacher).eval()
-    out = _verb("distill")(model, teacher, ctx.data, method=list(budget.method), config=config,
+    out = _verb("distill")(model, list(budget.method), data=ctx.data, teacher=teacher, config=config,
                            checkpoint_dir=checkpoint_dir, callbacks=list(ctx.callbacks), **budget.params)
     return out if isinstance(out, nn.Module) else model

@@ -77,7 +77,7 @@ def _top1(stage: dict) -> float | None:
     return stage["accuracy"].get("top1")
 
 
-def _rows(run: dict) -> list[list[str]]:
+def stage_rows(run: dict) -> list[list[str]]:
     base = run["stages"][0]
     rows = []
     for s in run["stages"]:
@@ -198,7 +198,7 @@ def _markdown(run: dict, plot_files: list[str]) -> str:
                   + (f", {d['layout']}" if d.get("layout") else "") + f"; preprocessing: {d['preprocessing']}", ""]
     if run["pending"]:
         lines += [f"**Unfinished stages:** {', '.join(run['pending'])} (rerun the same command to resume).", ""]
-    lines += ["## Stages", "", _md_table(HEADER, _rows(run)), ""]
+    lines += ["## Stages", "", _md_table(HEADER, stage_rows(run)), ""]
     for s in run["stages"]:
         extra = {k: v for k, v in s["metrics"].items()}
         if s["params"] or extra or s["history"]:
@@ -253,7 +253,7 @@ def _html(run: dict, plots: dict[str, bytes], run_dir: Path) -> str:
     if run["pending"]:
         parts.append(f"<p class='warn'>Unfinished stages: {esc(', '.join(run['pending']))} "
                      "(rerun the same command to resume).</p>")
-    parts += ["<h2>Stages</h2>", _html_table(HEADER, _rows(run), "stages")]
+    parts += ["<h2>Stages</h2>", _html_table(HEADER, stage_rows(run), "stages")]
     parts += ["<h2>Plots</h2><div class='plots'>"]
     parts += [f"<figure>{_img(data, name)}<figcaption>{esc(name)}</figcaption></figure>" for name, data in plots.items()]
     parts.append("</div>")

@@ -15,8 +15,11 @@ from torchslim.registry import Registry
 METHODS: Registry[tuple[type, Callable]] = Registry("sparsity method")
 
 
-def register_method(name: str, config_cls: type):
+def register_method(name: str, config_cls: type, *, needs_data: bool = True):
+    """Register `fn(model, config, train, val) -> info` as sparsity method `name` (it appears in the
+    method table, `torchslim.methods`); `needs_data=False` for methods that can run without images."""
     def add(fn):
+        fn.needs_data = needs_data
         METHODS.register(name)((config_cls, fn))
         return fn
 
@@ -44,43 +47,52 @@ def _check_sparsity(sparsity) -> None:
                                     f"got {v!r}")
 
 
-def sparsify(model: nn.Module, method: str = "magnitude", sparsity: float | dict | None = 0.9, *, data=None,
-             config=None, inplace: bool = False, return_info: bool = False, **options):
+def sparsify(model: nn.Module, method="magnitude", sparsity: float | dict | None = 0.9, *, data=None,
+             filter_fn=None, config=None, inplace: bool = False, return_info: bool = False, **options):
     """Make the weights of `model` sparse with a kernel-sparsification method; masks stay attached.
 
     Args:
         model: a trained network (Linear / Conv layers are sparsified).
         method: a name in `torchslim.sparsity.METHODS`: magnitude, dns, iht, ssl, l1, correlation,
             random_masks, kernel_magnitude (whole k x k kernels, `kernel_masks.py`), force (Force
-            Regularization: low-rank filters for `decompose`, `force.py`).
+            Regularization: low-rank filters for `decompose`, `force.py`), energy-aware; or the
+            method's config dataclass itself (e.g. `DNSConfig(sparsity=0.9)`).
         sparsity: target fraction of zero weights (a float, or {layer fqn: fraction} for magnitude);
             None keeps the method's own default (e.g. magnitude with `quality=`).
         data: a `DataBundle` (torchslim.data.get_data), a training DataLoader, or (train, val);
             needed by every method that retrains (all but one-shot magnitude).
-        config: the method's config dataclass (e.g. `MagnitudeConfig`); `options` override its fields.
+        filter_fn: `filter_fn(module, name) -> bool` chooses the layers sparsified (default: all).
+        config: (old spelling) the method's config dataclass; `options` override its fields.
         inplace: modify `model` itself (default: work on a deep copy).
         return_info: also return a dict of what happened (per-round history, per-layer densities).
 
     Returns:
         The sparsified model (masked layers: `torchslim.sparsity.remove_masks` bakes them in), and the
-        info dict if `return_info`.
+        info dict if `return_info` (it is also `torchslim.report_of(model)`).
 
     Example:
         >>> data = torchslim.data.get_data("mnist")
         >>> sparse = torchslim.sparsify(model, "magnitude", sparsity=0.92, data=data, epochs=4)
     """
+    from torchslim import verbs
+
+    method, given = verbs.resolve(METHODS, "sparsify", method,
+                                  lambda c: next((n for n in METHODS.names() if type(c) is METHODS.get(n)[0]), None))
     config_cls, run = METHODS.get(method)
+    config = config if config is not None else given
     if config is None:
         config = config_cls()
     elif not isinstance(config, config_cls):
         raise InvalidInputError(f"method {method!r} takes a {config_cls.__name__}, got {type(config).__name__}")
     fields = {f.name for f in dataclasses.fields(config_cls)}
-    if sparsity is not None and "sparsity" in fields:
+    if sparsity is not None and "sparsity" in fields and given is None:
         options.setdefault("sparsity", sparsity)
+    if filter_fn is not None:
+        options["filter_fn"] = filter_fn
     unknown = set(options) - fields
     if unknown:
-        raise InvalidInputError(f"method {method!r} has no option(s) {sorted(unknown)}; "
-                                f"its options: {sorted(fields)}")
+        raise InvalidInputError(f"sparsify method {method!r} has no option(s) {sorted(unknown)}; "
+                                f"its options: {sorted(fields - {'callbacks'})}")
     config = dataclasses.replace(config, **options)
     _check_sparsity(getattr(config, "sparsity", None))
     if not inplace:
@@ -90,4 +102,5 @@ def sparsify(model: nn.Module, method: str = "magnitude", sparsity: float | dict
     from torchslim.sparsity.masks import density_summary
 
     info = {"method": method, **info, "density": density_summary(model)}
+    verbs.attach_report(model, "sparsify", method, info)
     return (model, info) if return_info else model

@@ -118,11 +118,11 @@ class CorrelationConfig:
 
     EPOCHS_FIELD: ClassVar[str] = "epochs_per_layer"  # what `torchslim sparsify --epochs` sets
 
-    sparsity: float | dict = 0.9
-    stat_batches: int = 20
-    max_locations: int = 64
-    epochs_per_layer: int = 1
-    finetune_epochs: int = 0
+    sparsity: float | dict = 0.9  # fraction of connections removed per layer (or {layer: fraction})
+    stat_batches: int = 20  # training batches the correlations are measured on
+    max_locations: int = 64  # spatial positions sampled per image (convolutions)
+    epochs_per_layer: int = 1  # retraining epochs after each layer's masks, masks held
+    finetune_epochs: int = 0  # fine-tuning epochs at the end, masks held
     fit: FitConfig = field(default_factory=lambda: FitConfig(lr=0.01, weight_decay=0.0, progress=False))
     filter_fn: FilterFn | None = None
     callbacks: list = field(default_factory=list)

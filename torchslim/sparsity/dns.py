@@ -122,13 +122,13 @@ class DNSConfig:
     training, then `finetune_epochs` with the masks frozen (the paper keeps training after surgery
     stops; freezing makes the final accuracy that of the final masks)."""
 
-    sparsity: float | dict | None = 0.9
-    crate: float | dict | None = None
-    margin: float = 0.1
-    gamma: float = 1e-4
-    power: float = 1.0
-    epochs: int = 4
-    finetune_epochs: int = 1
+    sparsity: float | dict | None = 0.9  # target fraction of zeros (float, or {layer: fraction})
+    crate: float | dict | None = None  # the paper's c_rate instead of a target: thresholds at mean + crate * std
+    margin: float = 0.1  # hysteresis between the prune and splice thresholds (fraction of the threshold)
+    gamma: float = 1e-4  # surgery probability sigma(t) = (1 + gamma t)^(-power)
+    power: float = 1.0  # see gamma
+    epochs: int = 4  # surgery epochs (masks pruned and spliced while training)
+    finetune_epochs: int = 1  # epochs with the masks frozen after surgery
     fit: FitConfig = field(default_factory=lambda: FitConfig(lr=0.01, weight_decay=0.0, progress=False))
     filter_fn: FilterFn | None = None
     callbacks: list = field(default_factory=list)

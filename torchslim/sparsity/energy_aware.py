@@ -49,7 +49,7 @@ class EnergyAwareConfig:
     target_energy: float = 0.5
     step: float = 0.1
     max_layer_sparsity: float = 0.95
-    calib_images: int = 2048
+    calib_images: int = 2048  # training images whose layer inputs the restoration fits
     samples: int = 8192
     restore: bool = True
     max_restore_dim: int = 4608

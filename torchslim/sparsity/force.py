@@ -131,8 +131,8 @@ class ForceConfig:
 
     strength: float = 1e-3  # lambda_f
     force: str = "l2"  # l2 | constant | linear | gravity
-    adaptive: bool = False
-    epochs: int = 2
+    adaptive: bool = False  # scale lambda_f per layer by the ratio of the loss gradient to the force
+    epochs: int = 2  # training epochs with the force on
     fit: FitConfig = field(default_factory=lambda: FitConfig(lr=0.01, progress=False))
     filter_fn: FilterFn | None = None
     callbacks: list = field(default_factory=list)

@@ -27,12 +27,12 @@ class IHTConfig:
 
     EPOCHS_FIELD: ClassVar[str] = "sparse_epochs"  # what `torchslim sparsify --epochs` sets
 
-    sparsity: float | dict = 0.9
-    scope: str = "layer"
-    cycles: int = 2
-    dense_epochs: int = 1
-    sparse_epochs: int = 1
-    dense_first: bool = False
+    sparsity: float | dict = 0.9  # target fraction of zeros (float, or {layer: fraction})
+    scope: str = "layer"  # layer | global threshold
+    cycles: int = 2  # dense -> sparse cycles
+    dense_epochs: int = 1  # epochs of each dense phase
+    sparse_epochs: int = 1  # epochs of each sparse phase (masks held)
+    dense_first: bool = False  # start with a dense phase (False: the model is trained already)
     fit: FitConfig = field(default_factory=lambda: FitConfig(lr=0.01, weight_decay=0.0, progress=False))
     filter_fn: FilterFn | None = None
     callbacks: list = field(default_factory=list)

@@ -111,10 +111,10 @@ class RandomMasksConfig:
     sparsity: float = 0.5
     candidates: int = 20
     search: str = "layer"  # layer | network
-    batches: int = 4
-    seed: int = 0
+    batches: int = 4  # validation batches each candidate is scored on
+    seed: int = 0  # seed of the random candidates
     eval_fn: Callable[[nn.Module], float] | None = None
-    finetune_epochs: int = 0
+    finetune_epochs: int = 0  # fine-tuning epochs with the chosen masks held
     fit: FitConfig = field(default_factory=lambda: FitConfig(lr=0.01, weight_decay=0.0, progress=False))
     filter_fn: FilterFn | None = None
     callbacks: list = field(default_factory=list)
@@ -126,8 +126,8 @@ class KernelMagnitudeConfig:
 
     EPOCHS_FIELD: ClassVar[str] = "finetune_epochs"  # what `torchslim sparsify --epochs` sets
 
-    sparsity: float = 0.5
-    finetune_epochs: int = 0
+    sparsity: float = 0.5  # fraction of each conv's k x k kernels removed (smallest L1 norm first)
+    finetune_epochs: int = 0  # fine-tuning epochs with the masks held
     fit: FitConfig = field(default_factory=lambda: FitConfig(lr=0.01, weight_decay=0.0, progress=False))
     filter_fn: FilterFn | None = None
     callbacks: list = field(default_factory=list)
@@ -188,7 +188,7 @@ def run_random_masks(model: nn.Module, cfg: RandomMasksConfig, train, val) -> di
     return info
 
 
-@register_method("kernel_magnitude", KernelMagnitudeConfig)
+@register_method("kernel_magnitude", KernelMagnitudeConfig, needs_data=False)
 def run_kernel_magnitude(model: nn.Module, cfg: KernelMagnitudeConfig, train, val) -> dict:
     s = _check(cfg.sparsity)
     layers = _layers(model, cfg.filter_fn)

@@ -40,7 +40,7 @@ class L1Regularizer:
 
 @dataclass
 class L1Config:
-    sparsity: float | dict = 0.9
+    sparsity: float | dict = 0.9  # target fraction of zeros (or {layer: fraction})
     l1: float = 1e-4  # lambda (per weight; the loss adds lambda * sum |w|)
     scope: str = "layer"
     epochs: int = 2  # training with the L1 term

@@ -179,10 +179,10 @@ class MagnitudeConfig:
     quality: float | None = None
     scope: str = "layer"  # layer | global
     schedule: str = "iterative"  # oneshot | iterative | agp
-    rounds: int = 3
+    rounds: int = 3  # iterative: prune + retrain rounds
     epochs: int = 1  # retraining epochs per round (oneshot/iterative), total epochs (agp)
-    agp_end: float = 0.75
-    agp_every: int = 50
+    agp_end: float = 0.75  # agp: fraction of the training at which pruning ends
+    agp_every: int = 50  # agp: steps between two mask updates
     fit: FitConfig = field(default_factory=lambda: FitConfig(lr=0.01, weight_decay=0.0, progress=False))
     filter_fn: FilterFn | None = None
     callbacks: list = field(default_factory=list)
@@ -198,7 +198,7 @@ def _fit(model, train, val, cfg: MagnitudeConfig, epochs: int, callbacks, label:
     return res.history
 
 
-@register_method("magnitude", MagnitudeConfig)
+@register_method("magnitude", MagnitudeConfig, needs_data=False)  # one-shot: no data
 def run_magnitude(model: nn.Module, cfg: MagnitudeConfig, train, val) -> dict:
     if cfg.schedule not in ("oneshot", "iterative", "agp"):
         raise InvalidInputError(f"schedule must be oneshot, iterative or agp, got {cfg.schedule!r}")

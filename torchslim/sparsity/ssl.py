@@ -299,13 +299,13 @@ class SSLConfig:
     """Train with group lasso over `groups` (lam per kind), zero groups whose RMS weight is below
     `threshold`, remove them (`remove`: none, lower, all), fine-tune `finetune_epochs` keeping the zeros."""
 
-    groups: tuple = ("filter", "shape")
+    groups: tuple = ("filter", "shape")  # group kinds: filter, channel, shape, depth
     lam: float | dict = 1e-3  # lambda_g, or {kind: lambda_g}
     proximal: bool = False  # proximal steps (exact zeros, faster) instead of the subgradient in the loss
-    normalize: bool = True
-    epochs: int = 2
-    threshold: float = 1e-3
-    finetune_epochs: int = 1
+    normalize: bool = True  # scale each group's lambda by the square root of its size
+    epochs: int = 2  # epochs of group-lasso training
+    threshold: float = 1e-3  # groups whose RMS weight is below this are zeroed
+    finetune_epochs: int = 1  # fine-tuning epochs keeping the zeros
     remove: str = "lower"  # none | lower (columns and filters as skipped GEMM rows) | all (+ channel engine)
     input_size: tuple | None = None  # (C, H, W) for the removal pass (default: from the first batch)
     fit: FitConfig = field(default_factory=lambda: FitConfig(lr=0.01, weight_decay=1e-4, progress=False))

@@ -35,34 +35,53 @@ from torchslim.train.evaluate import evaluate
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 
 
+def _opt(default, help: str, *, choices: tuple | None = None, ge=None, gt=None, lt=None, budget: bool = True,
+         cli: str | None = None, factory=None):
+    """A FitConfig field with what every surface needs: help text, allowed values and bounds (checked in
+    `__post_init__`, turned into the recipe `Budget`'s constraints and the CLI's options), whether a
+    recipe budget sets it (`budget`; seed and device come from the recipe) and its CLI flag."""
+    meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "lt": lt, "budget": budget, "cli": cli}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class FitConfig:
-    """Fine-tuning settings; the defaults suit a short recovery after compression."""
+    """Fine-tuning settings; the defaults suit a short recovery after compression.
 
-    epochs: int = 1
-    optimizer: str = "sgd"  # sgd | adam | adamw
-    lr: float = 0.01
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"  # cosine | step | constant
-    step_epochs: int = 30  # step schedule: multiply lr by `gamma` every `step_epochs`
-    gamma: float = 0.1
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
-    grad_clip: float | None = None
-    seed: int = 0
-    device: str = "auto"
+    The one declaration of a training budget: the recipe's `Budget` (torchslim.recipe.schema) and the
+    CLI's training options (torchslim.cli.train) are generated from these fields and their metadata.
+    """
+
+    epochs: int = _opt(1, "training epochs", ge=0)
+    optimizer: str = _opt("sgd", "optimizer", choices=("sgd", "adam", "adamw"))
+    lr: float = _opt(0.01, "peak learning rate", gt=0)
+    momentum: float = _opt(0.9, "SGD momentum", ge=0)
+    nesterov: bool = _opt(False, "Nesterov momentum")
+    weight_decay: float = _opt(5e-4, "L2 weight decay", ge=0)
+    schedule: str = _opt("cosine", "learning-rate schedule", choices=("cosine", "step", "constant"))
+    step_epochs: int = _opt(30, "step schedule: multiply lr by `gamma` every this many epochs", gt=0)
+    gamma: float = _opt(0.1, "step schedule: the lr factor", gt=0)
+    warmup_epochs: float = _opt(0.0, "linear lr warm-up, in epochs", ge=0)
+    label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy", ge=0, lt=1)
+    grad_clip: float | None = _opt(None, "clip the gradient norm to this", gt=0)
+    seed: int = _opt(0, "random seed (data order, initialisation)", budget=False)
+    device: str = _opt("auto", "auto, cpu, cuda, cuda:1 ...", budget=False)
     # "bf16": autocast mixed precision (weights and optimizer stay fp32). About 2x faster training on
     # CPUs with AVX-512 BF16 or AMX (oneDNN) and on recent GPUs; "fp32" is exact and the default.
-    precision: str = "fp32"
-    channels_last: bool = False  # NHWC during training (oneDNN's native conv layout); the model is returned NCHW
-    max_steps_per_epoch: int | None = None  # quick runs: stop each epoch after this many batches
-    checkpoint_every_steps: int | None = None  # also checkpoint inside long epochs
-    checkpoint_every_s: float | None = 120.0  # and whenever this long has passed since the last one
-    eval_every: int = 1  # evaluate on val_loader every N epochs (0: never)
-    progress: bool = True
-    label: str = "epoch"  # names the phase in progress lines, e.g. "dns: surgery" -> "dns: surgery 3/4: ..."
+    precision: str = _opt("fp32", "bf16: autocast mixed precision (fp32 weights), about 2x faster on CPUs with "
+                          "AVX-512 BF16", choices=("fp32", "bf16"))
+    channels_last: bool = _opt(False, "train in NHWC (oneDNN's native conv layout); the model is returned NCHW")
+    max_steps_per_epoch: int | None = _opt(None, "at most this many batches per epoch", gt=0, cli="--max-steps")
+    checkpoint_every_steps: int | None = _opt(None, "also checkpoint inside long epochs, every this many steps",
+                                              gt=0)
+    checkpoint_every_s: float | None = _opt(120.0, "and whenever this long has passed since the last checkpoint",
+                                            budget=False)
+    eval_every: int = _opt(1, "evaluate on the validation data every N epochs (0: never)", ge=0)
+    progress: bool = _opt(True, "progress bar / log lines", budget=False, cli="")
+    # names the phase in progress lines, e.g. "dns: surgery" -> "dns: surgery 3/4: ..."
+    label: str = _opt("epoch", "names the phase in progress lines", budget=False, cli="")
 
     def __post_init__(self):
         if self.epochs < 0 or self.lr <= 0:
