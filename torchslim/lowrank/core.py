@@ -489,8 +489,9 @@ class DecomposeConfig:
 
     Args:
         method: a name in `torchslim.lowrank.METHODS` (tucker, cp, separable, svd, channel, ...).
-        rank: "vbmf" (also None), an int or tuple, a float in (0, 1] (energy kept), {"compression": x},
-            or {layer name pattern: any of these} (unmatched layers are left alone).
+        rank: "vbmf" (also None), an int or tuple, a float in (0, 1] (energy kept), {"compression": x}
+            (each layer's parameters cut x-fold), {"macs": x} (each layer's MACs cut x-fold), or
+            {layer name pattern: any of these} (unmatched layers are left alone).
         linear_method: method for layer types `method` does not handle ("svd" for Linear; None: leave them).
         input_size: (C, H, W) to count MACs at the real resolution (default: recorded by create_model).
         allow_growth: build chains even when not smaller (for studies; rank=1.0 reproduces the model).
@@ -538,8 +539,9 @@ def decompose(model: nn.Module, method: "str | DecomposeConfig" = "tucker", rank
         model: the trained model (not modified unless inplace=True).
         method: a name in `torchslim.lowrank.METHODS` (tucker, cp, separable, svd, channel,
             ...), used for the layer types it handles, or a `DecomposeConfig`.
-        rank: "vbmf" (also None), an int or tuple, a float in (0, 1] (energy kept), {"compression": x},
-            or {layer name pattern: any of these} (unmatched layers are left alone).
+        rank: "vbmf" (also None), an int or tuple, a float in (0, 1] (energy kept), {"compression": x}
+            (each layer's parameters cut x-fold), {"macs": x} (each layer's MACs cut x-fold), or
+            {layer name pattern: any of these} (unmatched layers are left alone).
         layers / filter_fn: fnmatch patterns of layer names, or `filter_fn(module, name) -> bool`; None = all.
         linear_method: method for layer types `method` does not handle (default "svd" for Linear;
             None leaves them alone).

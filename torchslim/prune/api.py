@@ -200,8 +200,10 @@ class _Pruner:
             from torchslim.distill import from_original
 
             loss_fn = from_original(self.teacher)
-        res = fit(self.model, self.data.train, val_loader=self.data.val, config=fc, callbacks=callbacks,
-                  loss_fn=loss_fn)
+        from torchslim.data import as_loaders
+
+        train, val = as_loaders(self.data)  # a bundle, a (train, val) pair or one loader
+        res = fit(self.model, train, val_loader=val, config=fc, callbacks=callbacks, loss_fn=loss_fn)
         self.model.cpu()
         return res.last
 
