@@ -172,3 +172,9 @@ def test_pruned_option_a_shortcuts_stay_a_pad():
     p = prune(create_model("resnet20"), torch.randn(1, 3, 32, 32), "l1", target_macs=0.5)
     pads = [m for m in p.modules() if isinstance(m, ChannelPadShortcut)]
     assert pads and all(m._pad is not None for m in pads)
+
+
+def test_fine_tuning_takes_a_plain_loader_as_data(trained, digits):
+    fc = FitConfig(epochs=1, lr=0.01, max_steps_per_epoch=2, progress=False, eval_every=0)
+    p = prune(trained, "l1", ratio=0.25, data=digits.train, final_finetune=fc)  # a DataLoader, not a bundle
+    assert len(prune_report(p)["finetune"]) == 1
