@@ -275,6 +275,8 @@ def main(argv=None) -> int:
     if not (args.assemble or args.quick):
         for row_id in args.rows:
             row = measure_row(row_id, Path(args.runs_dir), args.device) | {"command": command_line()}
+            if old.is_file():  # rows another run of this script wrote meanwhile are kept
+                res = json.loads(old.read_text())
             res["rows"] = [r for r in res["rows"] if r["id"] != row_id] + [row]
             res["rows"].sort(key=lambda r: list(ROWS).index(r["id"]))
             res["machine"] = machine_info(1, False)
