@@ -32,7 +32,8 @@ GOAL_SPEED, GOAL_DROP, GOAL_CALIB_S = 1.05, 0.3, 15.0
 # PyTorch fp32 logits to ~1e-6 relative error (the quant report's rel_l2_error), so they are left out
 # unless --top1-all (on 2 shared cores, each full-test-set pass costs minutes)
 TOP1_ARMS = ("PyTorch fp32", "OpenVINO bf16", "ONNX Runtime int8 (torchslim QDQ)", "OpenVINO int8 (torchslim QDQ)",
-             "OpenVINO int8 + bf16 (torchslim QDQ)", "OpenVINO int8 (NNCF PTQ, reference)",
+             "OpenVINO int8 + bf16 (torchslim QDQ)", "OpenVINO int8 (torchslim ov-nncf path)",
+             "OpenVINO int8 (NNCF PTQ, reference)",
              "PyTorch int8 (torchslim torch-x86)")
 
 
@@ -95,6 +96,11 @@ def build_arms(model, calib: list[torch.Tensor], x: np.ndarray, tmp: Path, *, nn
                          "paths": {k: {kk: v for kk, v in r.items() if kk in ("median_ms", "rel_l2_error", "correct")}
                                    for k, r in q.quant_report["paths"].items()}}
     qdq = q.onnx_bytes()
+    t, c = time.perf_counter(), time.process_time()
+    with torch_threads(1):  # the ov-nncf path: NNCF's PTQ inside torchslim.quantize, same calibration images
+        qn = quantize(model, "int8-ptq", calib=calib, config=Int8Config(threads=1, path="ov-nncf"))
+    info["torchslim_ov_nncf"] = {"seconds": time.perf_counter() - t, "cpu_seconds": time.process_time() - c}
+    nncf_qdq = qn.onnx_bytes()
     t = time.perf_counter()
     with torch_threads(1):
         tx86 = torch_x86_int8(model, calib, "mse")
@@ -117,6 +123,8 @@ def build_arms(model, calib: list[torch.Tensor], x: np.ndarray, tmp: Path, *, nn
         "OpenVINO int8 (torchslim QDQ)": ("openvino", "int8", "torchslim int8", lambda s: ov_fn(ov_request(qdq, "fp32", s))),
         "OpenVINO int8 + bf16 (torchslim QDQ)": ("openvino", "int8+bf16", "torchslim int8",
                                                  lambda s: ov_fn(ov_request(qdq, "bf16", s))),
+        "OpenVINO int8 (torchslim ov-nncf path)": ("openvino", "int8", "torchslim int8",
+                                                   lambda s: ov_fn(ov_request(nncf_qdq, "fp32", s))),
         "OpenVINO int8 (NNCF PTQ, reference)": ("openvino", "int8", "NNCF int8", lambda s: ov_fn(_nncf(nq, "fp32", s))),
         "OpenVINO int8 + bf16 (NNCF PTQ, reference)": ("openvino", "int8+bf16", "NNCF int8",
                                                        lambda s: ov_fn(_nncf(nq, "bf16", s))),
