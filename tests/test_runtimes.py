@@ -25,18 +25,13 @@ def test_without_a_model_the_preferred_installed_runtime_is_chosen(monkeypatch):
 
 
 def test_fastest_runtime_is_the_least_measured_median(monkeypatch):
-    import torchslim.analysis.latency as latency
-
     fake_ms = {"torch": 3.0, "onnxruntime": 2.0, "openvino": 1.0}
 
-    class Result:
-        def __init__(self, runtime):
-            if runtime == "openvino" and "broken" in fake_ms:
-                raise RuntimeError("cannot compile")
-            self.median_ms = fake_ms[runtime]
+    def medians(model, x, installed, **kw):  # a runtime that fails on the model is left out
+        return {r: fake_ms[r] for r in installed if not (r == "openvino" and "broken" in fake_ms)}
 
     monkeypatch.setattr(runtimes, "installed_runtimes", lambda: ("torch", "onnxruntime", "openvino"))
-    monkeypatch.setattr(latency, "measure_latency", lambda model, x, runtime, **kw: Result(runtime))
+    monkeypatch.setattr(runtimes, "runtime_medians", medians)
     assert runtimes.fastest_runtime(small(), None) == ("openvino", fake_ms)
     fake_ms.update(broken=True, openvino=0.5)  # a runtime that fails on the model is skipped
     assert runtimes.fastest_runtime(small(), None) == ("onnxruntime", {"torch": 3.0, "onnxruntime": 2.0})
@@ -51,7 +46,7 @@ def test_fastest_runtime_measures_every_installed_runtime():
     import torch
 
     name, medians = runtimes.fastest_runtime(small(), torch.randn(1, 3, 16, 16), repeats=2, min_time_s=0.0)
-    assert set(medians) == set(runtimes.installed_runtimes()) and medians[name] == min(medians.values())
+    assert set(medians) == set(runtimes.installed_runtimes()) and medians[name] <= min(medians.values()) * (1 + runtimes.TIE)
 
 
 def test_a_runtime_that_is_not_installed_is_a_clear_error(monkeypatch):

@@ -14,7 +14,7 @@ from torch import nn
 from torchslim.errors import InvalidInputError
 
 
-def _runner(model: nn.Module, x: torch.Tensor, runtime: str, threads: int, tmp: Path, name: str,
+def runner(model: nn.Module, x: torch.Tensor, runtime: str, threads: int, tmp: Path, name: str,
             precision: str = "fp32"):
     if runtime == "torch":
         model = model.eval()
@@ -68,7 +68,7 @@ def latency_side_by_side(models: dict[str, nn.Module], example_input: torch.Tens
     torch.set_num_threads(threads)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            runs = {n: _runner(m, example_input, runtime, threads, Path(tmp), f"m{i}", precision)
+            runs = {n: runner(m, example_input, runtime, threads, Path(tmp), f"m{i}", precision)
                     for i, (n, m) in enumerate(models.items())}
             for run in runs.values():
                 for _ in range(warmup):
