@@ -174,3 +174,17 @@ def test_a_candidate_whose_prediction_was_noise_gives_way_to_the_next(monkeypatc
                            example_input=torch.zeros(1, 1), target="latency=0.5x", max_drop=1.0, runtime="torch")
     assert [a.layer for a in result.chosen.actions] == ["model"] and result.target_met
     assert [c["actions"] for c in result.checks] == [1, 1]  # "a" built and measured, then int8
+
+
+def test_equal_predicted_accuracy_prefers_the_fewest_actions(monkeypatch):
+    # "a" and "b" each scored above the base on the validation subset (no predicted loss) and int8 alone
+    # meets the target: int8 alone is chosen, not int8 + a + b (which really lose accuracy together).
+    def measure(m):
+        return (30.0 if "int8" in m.applied else 100.0) * (0.9 if "a" in m.applied else 1.0) * (0.9 if "b" in m.applied else 1.0)
+
+    monkeypatch.setattr("torchslim.auto.search.metric_fn", lambda *a, **k: measure)
+    actions = [Action(k, "x", _mark(k), kind="prune", touches=frozenset({k})) for k in "ab"]
+    actions.append(Action("model", "int8", _mark("int8"), kind="quant"))
+    result = auto_compress(_Marked(), actions, evaluate=lambda m: 90.5 if len(m.applied) == 1 else 90.0,
+                           example_input=torch.zeros(1, 1), target="latency=0.5x", max_drop=1.0, runtime="torch")
+    assert [a.layer for a in result.chosen.actions] == ["model"]

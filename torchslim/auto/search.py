@@ -283,8 +283,11 @@ def auto_compress(model: nn.Module, actions: list[Action], *, evaluate: Callable
         ok = [i for i, p in enumerate(line)
               if p.predicted_metric <= goal and base.accuracy - p.predicted_accuracy <= max_drop]
         if ok:
-            candidates.append((line, max(ok, key=lambda i: (line[i].predicted_accuracy, -line[i].predicted_metric))))
-    candidates.sort(key=lambda li: (-li[0][li[1]].predicted_accuracy, li[0][li[1]].predicted_metric))
+            # equal predicted accuracy: the fewest actions. Predicted losses are clipped at zero (a gain is
+            # validation noise), so a long run of "free" actions is a bound, not a promise.
+            candidates.append((line, max(ok, key=lambda i: (line[i].predicted_accuracy, -len(line[i].actions)))))
+    candidates.sort(key=lambda li: (-li[0][li[1]].predicted_accuracy, len(li[0][li[1]].actions),
+                                    li[0][li[1]].predicted_metric))
     seen: set = set()  # lines of different kinds can propose the same point: check it once
     candidates = [c for c in candidates if not (_key(c[0][c[1]]) in seen or seen.add(_key(c[0][c[1]])))]
     points = [p for line in lines for p in line]
