@@ -22,6 +22,10 @@ def build(num_classes=10, width=8):
 
 @pytest.fixture(scope="module")
 def own(tmp_path_factory):
+    from tests.conftest import shared_data_available
+
+    if not shared_data_available("cifar10/test.npz"):
+        pytest.skip("needs ../shared/data/cifar10")
     root = tmp_path_factory.mktemp("own")
     x, y, _ = cifar_test_images(8)
     write_class_folders(root / "photos", x, y, mixed=True)
