@@ -50,15 +50,13 @@ def runtime_medians(model, example_input, runtimes, *, threads: int | None = 1, 
     """Median ms per call of `model` in each of `runtimes` that can run it, timed in alternating blocks."""
     import statistics
     import tempfile
-    import time
     from pathlib import Path
 
     from torchslim.analysis.latency import torch_threads
-    from torchslim.analysis.side_by_side import runner
+    from torchslim.analysis.side_by_side import alternate, runner
 
     # Each runtime is built once, then timed in alternating blocks (as `latency_side_by_side`): timed one
     # after the other, a shared machine's load drift decides which runtime "wins".
-    samples: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp, torch_threads(threads or 1):
         runs = {}
         for i, runtime in enumerate(runtimes):
@@ -68,12 +66,5 @@ def runtime_medians(model, example_input, runtimes, *, threads: int | None = 1, 
                 runs[runtime] = run
             except Exception:  # noqa: BLE001 - a runtime that cannot run this model is not the fastest
                 continue
-        deadline = time.perf_counter() + min_time_s * max(len(runs), 1)
-        while runs and (min((len(v) for v in samples.values()), default=0) < max(repeats // 2, 3)
-                        or time.perf_counter() < deadline):
-            for runtime, run in runs.items():
-                t = time.perf_counter()
-                for _ in range(2):
-                    run()
-                samples.setdefault(runtime, []).append((time.perf_counter() - t) * 1e3 / 2)
+        samples = alternate(runs, rounds=max(repeats // 2, 3), calls=2, min_time_s=min_time_s)
     return {r: statistics.median(v) for r, v in samples.items()}

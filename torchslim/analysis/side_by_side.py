@@ -42,6 +42,23 @@ def runner(model: nn.Module, x: torch.Tensor, runtime: str, threads: int, tmp: P
     raise InvalidInputError(f"unknown runtime {runtime!r}; use torch, onnxruntime or openvino")
 
 
+def alternate(runs: dict, *, rounds: int, calls: int, warmup: int = 0, min_time_s: float = 0.0) -> dict[str, list[float]]:
+    """Milliseconds per call of each `runs` callable, timed in alternating blocks of `calls` calls: at least
+    `rounds` blocks each, more until the whole takes `min_time_s` per callable. One sample per block."""
+    for run in runs.values():
+        for _ in range(warmup):
+            run()
+    samples: dict[str, list[float]] = {n: [] for n in runs}
+    deadline = time.perf_counter() + min_time_s * len(runs)
+    while runs and (min(len(v) for v in samples.values()) < rounds or time.perf_counter() < deadline):
+        for n, run in runs.items():
+            t = time.perf_counter()
+            for _ in range(calls):
+                run()
+            samples[n].append((time.perf_counter() - t) * 1e3 / calls)
+    return samples
+
+
 def latency_side_by_side(models: dict[str, nn.Module], example_input: torch.Tensor, *, runtime: str = "onnxruntime",
                          threads: int = 1, rounds: int = 7, calls: int = 10, warmup: int = 3,
                          precision: str = "fp32") -> dict[str, dict]:
@@ -70,16 +87,7 @@ def latency_side_by_side(models: dict[str, nn.Module], example_input: torch.Tens
         with tempfile.TemporaryDirectory() as tmp:
             runs = {n: runner(m, example_input, runtime, threads, Path(tmp), f"m{i}", precision)
                     for i, (n, m) in enumerate(models.items())}
-            for run in runs.values():
-                for _ in range(warmup):
-                    run()
-            samples: dict[str, list[float]] = {n: [] for n in runs}
-            for _ in range(rounds):
-                for n, run in runs.items():
-                    t = time.perf_counter()
-                    for _ in range(calls):
-                        run()
-                    samples[n].append((time.perf_counter() - t) * 1e3 / calls)
+            samples = alternate(runs, rounds=rounds, calls=calls, warmup=warmup)
     finally:
         torch.set_num_threads(old)
     out = {}
