@@ -213,6 +213,9 @@ def test_quantize_method_through_every_surface(name, base, images, tmp_path):
         options = {"epochs": 1, "fit": FIT, "int8": INT8}
         ref = _verb(torchslim.quantize, model, name, data=_data(), **spec.coerce(options))
         _same(ref, _stage("quantize", {"method": name, "options": options}, base, tmp_path), images, "stage")
+        # the CLI's int8 flags go into QATConfig.int8 (the method table routes them)
+        _same(ref, _cli(["quantize", str(base), "--method", name, *CLI_FIT, *CLI_INT8, *CLI_DATA], tmp_path / "cli"),
+              images, "cli")
         return
     ref = _verb(torchslim.quantize, model, name, data=_data(), epochs=1, fit=FitConfig(**FIT))
     _same(ref, _cli(["quantize", str(base), "--method", name, *CLI_FIT, *CLI_DATA], tmp_path / "cli"), images, "cli")
@@ -284,6 +287,82 @@ def test_cli_method_choices_and_recipe_checks_come_from_the_table(capsys, base, 
     with pytest.raises(RecipeError, match=r"t\.yaml:6.*has no option"):
         parse_recipe(f"name: t\nmodel: {{path: {base}}}\ndata: {{name: digits}}\nstages:\n  - method: sparsify\n"
                      "    params: {method: dns, options: {candidates: 3}}\n", "t.yaml")
+
+
+def _command(name: str):
+    import argparse
+
+    from torchslim.cli.main import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[name]
+
+
+@pytest.mark.parametrize("family", ["prune", "sparsify", "decompose", "quantize", "distill"])
+def test_every_option_of_every_method_is_a_flag_of_its_command(family):
+    """The commands' options are generated from the configs: a field added to a config is on the CLI."""
+    from torchslim.cli.options import NOT_ON_CLI
+
+    flags = set(_command(family)._option_string_actions)
+    for s in methods.methods(family):
+        for o in s.options():
+            if o.name in NOT_ON_CLI or "FitConfig" in o.type:  # objects; the budget has FitConfig's own flags
+                continue
+            if (family, o.name) == ("distill", "checkpoint_dir"):  # the command's -o directory
+                continue
+            flag = "--" + o.name.replace("_", "-")
+            assert flag in flags or "--method-" + flag[2:] in flags, f"{s.key}: {o.name} has no flag"
+
+
+def test_prune_cli_reads_several_skip_patterns_and_a_layer_ratios_file(base, tmp_path):
+    import argparse
+
+    from torchslim.cli.options import given
+
+    parse = _command("prune").parse_args
+    for words in (["3", "4"], ["3,4"], ['["3", "4"]']):
+        assert given(parse([str(base), "--ratio", "0.5", "--skip", *words, "-o", "x"]))["skip"] == ("3", "4")
+    ratios = tmp_path / "ratios.json"
+    ratios.write_text('{"0": 0.5}')
+    args = parse([str(base), "--allocation", "layers", "--ratio", "0", "--layer-ratios", str(ratios), "-o", "x"])
+    assert given(args)["layer_ratios"] == {"0": 0.5}
+    with pytest.raises(SystemExit):  # choices come from PruneConfig's field metadata
+        parse([str(base), "--ratio", "0.5", "--schedule", "nope", "-o", "x"])
+    assert isinstance(args, argparse.Namespace)
+
+
+def test_prune_cli_needs_one_target(base, capsys, tmp_path):
+    assert main(["prune", str(base), "-o", str(tmp_path)]) == 2
+    assert "give one of --ratio, --target-macs, --target-params" in capsys.readouterr().err
+
+
+def test_quantize_cli_reports_and_saves_by_what_the_method_returns():
+    """No quantize method is named in the CLI: it reports and saves by `MethodSpec.output`."""
+    from torchslim.cli.quantize import SAVE
+
+    assert {s.output for s in methods.methods("quantize")} <= set(SAVE)
+    qat = methods.get("quantize", "int8-qat")
+    routed = qat.route({"observer": "minmax", "epochs": 2, "bits": {"conv": 4}})
+    assert routed["epochs"] == 2 and routed["int8"].observer == "minmax" and "bits" not in routed
+    assert "observer" in qat.accepted_names() and "observer" not in qat.option_names()
+
+
+def test_a_criterion_says_once_whether_it_reads_data(base):
+    from torchslim.errors import InvalidInputError
+    from torchslim.prune.criteria import CRITERIA, register_criterion
+
+    @register_criterion("test_reads_data", needs_data=True)
+    def reads_data(ctx):
+        return torch.ones(ctx.graph.num_units)
+
+    try:
+        assert methods.get("prune", "test_reads_data").needs_data
+        assert {s.name for s in methods.methods("prune") if s.needs_data} >= {"apoz", "taylor", "lda", "icc"}
+        assert not methods.get("prune", "l1").needs_data
+        with pytest.raises(InvalidInputError, match="reads data"):
+            torchslim.prune(load_model(base), "test_reads_data", ratio=0.5)
+    finally:
+        CRITERIA._entries.pop("test_reads_data")
 
 
 def test_docs_methods_md_is_the_table():

@@ -42,6 +42,7 @@ class Option:
     type: str
     default: Any
     help: str
+    choices: tuple | None = None  # the values it allows (field metadata["choices"])
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,11 @@ class MethodSpec:
     code: str = ""  # the file of its implementation, relative to the repository
     method_field: str | None = None  # the config field that names the method (prune: criterion)
     fixed: tuple[tuple[str, Any], ...] = ()  # config fields the method sets itself (binary: mode)
+    # what the verb gives back, so a surface knows how to report and save it without naming methods:
+    # "model" (an nn.Module of ordinary layers), "int8" (a model run by an int8 runtime, with its
+    # execution-path report), "program" (a torch.export program), "coded" (weights that the .slim
+    # file codes: shared centroids, binary/ternary signs)
+    output: str = "model"
 
     @property
     def key(self) -> str:
@@ -89,6 +95,27 @@ class MethodSpec:
                 from torchslim.train import FitConfig
 
                 out[k] = FitConfig(**v)
+        return out
+
+    def nested(self) -> dict[str, Any]:
+        """{field: default config} of the fields whose default is itself a config (int8-qat's `int8`)."""
+        defaults = {f.name: _default(f) for f in dataclasses.fields(self.config) if f.name in self.option_names()}
+        return {k: d for k, d in defaults.items() if dataclasses.is_dataclass(d) and not isinstance(d, type)}
+
+    def accepted_names(self) -> set[str]:
+        """Its option names and those of its nested configs (what `route` places)."""
+        return self.option_names() | {f.name for d in self.nested().values() for f in dataclasses.fields(d)}
+
+    def route(self, values: dict) -> dict:
+        """Options as this method's config takes them: a value for a field of the config is kept; one for
+        a field of a nested config (int8-qat's `int8: Int8Config`) goes into that config; the rest are
+        left out (they belong to other methods of the family)."""
+        own = self.option_names()
+        out = {k: v for k, v in values.items() if k in own}
+        for name, d in self.nested().items():
+            inner = {k: v for k, v in values.items() if k not in own and k in {f.name for f in dataclasses.fields(d)}}
+            if inner and name not in values:
+                out[name] = dataclasses.replace(d, **inner)
         return out
 
     def check_options(self, options: dict, where: str = "") -> None:
@@ -145,7 +172,7 @@ def config_options(cls: type) -> list[Option]:
             continue
         text = f.metadata.get("help") or doc.get(f.name) or comments.get(f.name, "")
         opts.append(Option(f.name, f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type)),
-                           _default(f), text))
+                           _default(f), text, f.metadata.get("choices")))
     return opts
 
 
@@ -178,11 +205,11 @@ def _aliases(reg: Registry) -> dict[str, tuple[str, ...]]:
 
 def _prune() -> Iterator[MethodSpec]:
     from torchslim.prune.api import PruneConfig
-    from torchslim.prune.criteria import CRITERIA, DATA_DRIVEN
+    from torchslim.prune.criteria import CRITERIA, criterion_needs_data
 
     for name, aliases in _aliases(CRITERIA).items():
         fn = CRITERIA.get(name)
-        yield MethodSpec("prune", name, PruneConfig, "prune", aliases, needs_data=name in DATA_DRIVEN,
+        yield MethodSpec("prune", name, PruneConfig, "prune", aliases, needs_data=criterion_needs_data(name),
                          paper=_paper(fn), code=_code(fn), method_field="criterion")
 
 
@@ -211,7 +238,7 @@ def _quantize() -> Iterator[MethodSpec]:
         fn = METHODS.get(name)
         yield MethodSpec("quantize", name, fn.config, "quantize", aliases, needs_data=fn.needs_data,
                          paper=_paper(fn.implementation), code=_code(fn.implementation),
-                         fixed=tuple(getattr(fn, "fixed", {}).items()))
+                         fixed=tuple(getattr(fn, "fixed", {}).items()), output=fn.output)
 
 
 def _distill() -> Iterator[MethodSpec]:

@@ -111,10 +111,9 @@ def prune_actions(model: nn.Module, example_input: torch.Tensor, ratios=(0.25, 0
     import fnmatch
 
     from torchslim.graph import ChannelGraph
-    from torchslim.prune.criteria import CRITERIA, DATA_DRIVEN
+    from torchslim.prune.criteria import criterion_needs_data
 
-    CRITERIA.get(criterion)
-    if criterion in DATA_DRIVEN:
+    if criterion_needs_data(criterion):  # (an unknown name fails here with the known ones)
         raise InvalidInputError(f"criterion {criterion!r} reads data; auto's prune actions use a weight "
                                 f"criterion (l1, l2, bn_scale)")
     g = ChannelGraph(model, example_input)

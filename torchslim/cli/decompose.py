@@ -1,31 +1,15 @@
 """`torchslim decompose MODEL --method tucker --rank vbmf [--data cifar10 --finetune-epochs N] -o DIR`."""
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 from torchslim.cli.common import (add_data_args, add_model_args, check_input_fits, console, load_data_from_args,
                                   load_model_from_args)
+from torchslim.cli.options import PREFIX, add_method_options, method_options
+from torchslim.cli.train import FINETUNE_FLAGS, add_fit_args, fit_config_from_args
 from torchslim.errors import InvalidInputError
-
-
-def parse_rank(text: str):
-    """'vbmf' | '8' | '0.9' (energy) | '4,8' (per mode) | 'compression=4' or 'x4'."""
-    t = text.strip().lower()
-    try:
-        if t == "vbmf":
-            return "vbmf"
-        if t.startswith("compression="):
-            return {"compression": float(t.split("=", 1)[1])}
-        if t.startswith("x"):
-            return {"compression": float(t[1:])}
-        if "," in t:
-            return tuple(int(v) for v in t.split(","))
-        if "." in t:
-            return float(t)
-        return int(t)
-    except ValueError:
-        raise InvalidInputError(f"--rank {text!r}: use vbmf, an int, R3,R4, a float in (0,1] or compression=X") from None
 
 
 def register(sub) -> None:
@@ -34,22 +18,17 @@ def register(sub) -> None:
     p = sub.add_parser("decompose", help="low-rank decomposition (Tucker-2/VBMF, CP, SVD...) with a per-layer table")
     add_model_args(p)
     add_data_args(p)
-    p.add_argument("--method", default="tucker", help=f"one of: {', '.join(methods.names('decompose'))}")
-    p.add_argument("--rank", default="vbmf", help="vbmf | R | R3,R4 | fraction of energy (0.9) | compression=X")
+    p.add_argument("--method", default="tucker", choices=methods.names("decompose"),
+                   help="decomposition (torchslim methods decompose)")
     p.add_argument("--layers", nargs="*", help="fnmatch patterns of layer names (default: all)")
-    p.add_argument("--linear-method", default="svd", help="method for Linear layers ('none': leave them)")
-    p.add_argument("--include-ends", action="store_true",
-                   help="also decompose the input layer and the final classifier (left alone by default: "
-                        "little to save there, and accuracy lost directly)")
-    p.add_argument("--finetune-epochs", type=float, default=0, help="fine-tuning epochs after decomposition")
-    from torchslim.cli.train import add_precision_args
-
-    add_precision_args(p)
+    # DecomposeConfig's fields (torchslim.methods): --rank, --linear-method, --include-ends, --calibration-images, ...
+    add_method_options(p, "decompose", exclude=("input_size",),
+                       title="decomposition options (torchslim.lowrank.DecomposeConfig)")
+    p.add_argument("--calibration", dest=PREFIX + "calibration_images", type=int, help=argparse.SUPPRESS)  # old name
+    # the fine-tuning budget (FitConfig); fractional epochs cut the one epoch short
+    add_fit_args(p, epochs=0, lr=0.01, flags=FINETUNE_FLAGS, epochs_type=float, nesterov=True)
     p.add_argument("--no-distill", action="store_true",
                    help="fine-tune on the labels alone (default: KD from the undecomposed model as well)")
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--max-steps", type=int, help="at most this many batches per fine-tuning epoch")
-    p.add_argument("--calibration", type=int, default=256, help="images for response-reconstruction methods")
     p.add_argument("--no-latency", action="store_true", help="skip the per-layer latency measurement")
     p.add_argument("--threads", type=int, default=1, help="threads for latency measurement")
     p.add_argument("--latency-runtime", default="fastest", choices=["fastest", "torch", "onnxruntime", "openvino"],
@@ -60,6 +39,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    import dataclasses
     import math
 
     from rich.console import Console
@@ -68,24 +48,23 @@ def run(args) -> int:
     from torchslim.io import save_model
     import torchslim
     from torchslim import methods
-    from torchslim.train import FitConfig, evaluate, fit
+    from torchslim.train import evaluate, fit
 
     spec = methods.get("decompose", args.method)
-    rank = parse_rank(args.rank)
+    opts = method_options(args, spec)
     model, input_size = load_model_from_args(args)
     data = load_data_from_args(args) if args.data else None
     if data is not None:
         input_size = data.input_size
         check_input_fits(model, input_size, f"{args.model} on {args.data}")
-    if args.finetune_epochs and data is None:
+    if args.epochs and data is None:
         raise InvalidInputError("--finetune-epochs needs --data")
-    result: dict = {"model": args.model, "method": args.method, "rank": args.rank, "input_size": list(input_size)}
+    rank_text = opts.get("rank", "vbmf")
+    result: dict = {"model": args.model, "method": args.method, "rank": rank_text, "input_size": list(input_size)}
     if data is not None:
         result["before"] = evaluate(model, data.test)
-    linear = None if args.linear_method == "none" else args.linear_method
-    small = torchslim.decompose(model, spec.name, rank, args.layers, data=data if spec.needs_data else None,
-                                calibration_images=args.calibration, linear_method=linear, input_size=input_size,
-                                include_ends=args.include_ends, progress=console.print)
+    small = torchslim.decompose(model, spec.name, layers=args.layers, data=data if spec.needs_data else None,
+                                input_size=input_size, progress=console.print, **opts)
     rep = torchslim.report_of(small)["decomposition"]
     if not args.no_latency:
         runtime = args.latency_runtime
@@ -102,23 +81,22 @@ def run(args) -> int:
                   size_ratio=p0.params / p1.params, macs_ratio=p0.macs / p1.macs)
     if data is not None:
         result["after"] = evaluate(small, data.test)
-        if args.finetune_epochs:
-            epochs = math.ceil(args.finetune_epochs)
-            steps = args.max_steps
-            if args.finetune_epochs < 1 and steps is None:
-                steps = max(1, int(args.finetune_epochs * len(data.train)))
-            cfg = FitConfig(epochs=epochs, lr=args.lr, max_steps_per_epoch=steps, nesterov=True,
-                            precision=args.precision, channels_last=args.channels_last)
+        if args.epochs:
+            steps = args.max_steps_per_epoch
+            if args.epochs < 1 and steps is None:
+                steps = max(1, int(args.epochs * len(data.train)))
+            cfg = fit_config_from_args(args, epochs=math.ceil(args.epochs))
+            cfg = dataclasses.replace(cfg, max_steps_per_epoch=steps)
             from torchslim.distill import from_original
 
             res = fit(small, data.train, val_loader=data.val, config=cfg,
                       loss_fn=None if args.no_distill else from_original(model))
-            result["finetune"] = {"epochs": args.finetune_epochs, "lr": args.lr, "max_steps": steps,
+            result["finetune"] = {"epochs": args.epochs, "lr": cfg.lr, "max_steps": steps,
                                   "distill_from_original": not args.no_distill,
                                   "history": res.history}
             result["after_finetune"] = evaluate(small, data.test)
     result["report"] = rep.to_dict()
-    Console(width=max(console.width, 160)).print(rep.table(f"{args.model}: {args.method}, rank {args.rank}"))
+    Console(width=max(console.width, 160)).print(rep.table(f"{args.model}: {args.method}, rank {rank_text}"))
     line = (f"params {p0.params:,} -> {p1.params:,} ({result['size_ratio']:.2f}x), "
             f"MACs {p0.macs:,} -> {p1.macs:,} ({result['macs_ratio']:.2f}x)")
     for k in ("before", "after", "after_finetune"):

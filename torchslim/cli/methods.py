@@ -27,7 +27,7 @@ def run(args) -> int:
                       markup=True)
         console.print(f"paper: {s.paper}", markup=False)
         console.print(f"needs data: {s.needs_data}; needs a fine-tuning budget: {s.needs_budget}; "
-                      f"in place: {s.inplace}", markup=False)
+                      f"in place: {s.inplace}; returns: {s.output}", markup=False)
         t = Table(title="options")
         for c in ("option", "default", "help"):
             t.add_column(c)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from torchslim.cli.common import (add_data_args, add_model_args, check_input_fits, console, load_data_from_args,
                                   load_model_from_args)
-from torchslim.cli.options import add_method_options, method_options
+from torchslim.cli.options import add_method_options
 from torchslim.cli.train import add_fit_args, fit_config_from_args
 from torchslim.quant import parse_bits
 
@@ -45,77 +45,96 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from torchslim.io import save_model
     from torchslim import methods
-    from torchslim.quant import Int8Config, QATConfig, quantize
-    from torchslim.train import evaluate
+    from torchslim.cli.options import given
+    from torchslim.errors import InvalidInputError
+    from torchslim.quant import quantize
 
     data = load_data_from_args(args)
     model, size = load_model_from_args(args)
     check_input_fits(model, data.input_size, f"{args.model} on {args.data}")
     out = Path(args.output)  # made once there is something to write: a failure leaves no empty folder
-    fit_cfg = fit_config_from_args(args)
     spec = methods.get("quantize", args.method)  # an alias (int8) runs as the method it names (int8-ptq)
-    m = spec.name
-    extra = method_options(args, spec)
-    figures: dict = {"model": args.model, "data": args.data, "method": m}
-    if m in ("int8-ptq", "int8-qat"):
-        i8 = Int8Config(observer=args.observer, path=args.path, calib_images=args.calib_images, threads=args.threads,
-                        compare=args.compare, **(extra if m == "int8-ptq" else {}))
-        if m == "int8-ptq":
-            q = quantize(model, m, calib=data.train, config=i8, eval_loader=data.test)
-        else:
-            q = quantize(model, m, data=data, config=QATConfig(epochs=args.epochs, fit=fit_cfg, int8=i8),
-                         eval_loader=data.test)
-        rep = q.quant_report
-        figures["int8"] = rep
-        from rich.table import Table
-
-        t = Table(title=f"{args.model}: int8 execution paths (batch {rep['batch_size']}, {rep['threads']} threads)")
-        for c in ("path", "median ms", "top-1", "rel. err", "correct"):
-            t.add_column(c)
-        for name, r in rep["paths"].items():
-            t.add_row(name + (" *" if name == rep["chosen"] else ""), f"{r.get('median_ms', float('nan')):.2f}",
-                      f"{r.get('top1', float('nan')):.2f}", f"{r.get('rel_l2_error', float('nan')):.3f}",
-                      str(r.get("correct", r.get("error", ""))))
-        console.print(t)
-        vs = {"torch": "torch", "ort": "ONNX Runtime", "ov": "OpenVINO"}
-        console.print(f"chosen: {rep['chosen']} (" + ", ".join(f"{rep[f'speedup_vs_fp32_{k}']:.2f}x vs fp32 {v}" for k, v
-                                                              in vs.items() if f"speedup_vs_fp32_{k}" in rep)
-                      + f"); fastest overall: {rep['fastest_overall']}")
-        if rep["chosen"].startswith(("ort", "ov")):
-            save_model(q, out / "model.safetensors", input_size=size, metadata={"int8": rep["chosen"]})
-        else:
-            console.print("torch x86 int8 modules are not saved by torchslim.io; use --path ort-qdq to save")
-    elif m == "int8-pt2e":  # a torch.export program: saved as .pt2, run int8 under torch.compile
-        import torch
-
-        q = quantize(model, m, calib=data, calib_images=args.calib_images, **extra)
-        figures["test"], figures["test_before"] = evaluate(q, data.test), evaluate(model, data.test)
-        x = torch.zeros(2, *size)
-        out.mkdir(parents=True, exist_ok=True)
-        torch.export.save(torch.export.export(q, (x,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},)),
-                          out / "model.pt2")
-        console.print(f"top-1 {figures['test_before']['top1']:.2f} % -> {figures['test']['top1']:.2f} % (eager "
-                      f"reference numerics)  ->  {out / 'model.pt2'} (torch.export.load(...).module(), torch.compile)")
-    else:
-        opts = {"epochs": args.epochs, "fit": fit_cfg, **extra}
-        if m == "kmeans" and args.bits:
-            opts["bits"] = parse_bits(args.bits)
-        q = quantize(model, m, data=data, **opts)
-        figures["test"] = evaluate(q, data.test, progress="test after")
-        figures["test_before"] = evaluate(model, data.test, progress="test before")
-        save_model(q, out / "model.safetensors", input_size=size)
-        if m in ("kmeans", "binary", "ternary"):  # Huffman/CSR-coded centroids, bit-packed signs
-            from torchslim import encode
-
-            encode.save(q, out / "model.slim", input_size=size)
-            rep = encode.storage_report(out / "model.slim")
-            figures["storage"] = rep
-            console.print(f".slim: {rep['file_bytes']} bytes, {rep['compression']:.1f}x smaller than fp32 parameters")
-        console.print(f"top-1 {figures['test_before']['top1']:.2f} % -> {figures['test']['top1']:.2f} %  ->  {out}")
+    wrong = sorted(set(given(args)) - spec.accepted_names())
+    if wrong:
+        raise InvalidInputError(f"{', '.join('--' + w.replace('_', '-') for w in wrong)} does not apply to "
+                                f"quantize method {spec.name!r}")
+    # this command's own options and the generated ones, each routed to the config field (or the
+    # nested config field, int8-qat's int8) that takes it; the others belong to other methods
+    values = {"observer": args.observer, "path": args.path, "calib_images": args.calib_images,
+              "threads": args.threads, "compare": args.compare, "epochs": args.epochs,
+              "fit": fit_config_from_args(args), **given(args)}
+    if args.bits:
+        values["bits"] = parse_bits(args.bits)
+    q = quantize(model, spec.name, data=data, eval_loader=data.test, **spec.route(values))
+    figures: dict = {"model": args.model, "data": args.data, "method": spec.name}
+    SAVE[spec.output](q, model, data, size, out, figures, args)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "quantize.json.tmp"
     tmp.write_text(json.dumps(figures, indent=2, default=str))
     tmp.replace(out / "quantize.json")
     return 0
+
+
+# ---------------------------------------------------------------- report and save, by what the method returns
+def _int8(q, model, data, size, out, figures, args) -> None:
+    """A model run by an int8 runtime: the execution-path table; saved when ONNX Runtime/OpenVINO runs it."""
+    from rich.table import Table
+
+    from torchslim.io import save_model
+
+    rep = figures["int8"] = q.quant_report
+    t = Table(title=f"{args.model}: int8 execution paths (batch {rep['batch_size']}, {rep['threads']} threads)")
+    for c in ("path", "median ms", "top-1", "rel. err", "correct"):
+        t.add_column(c)
+    for name, r in rep["paths"].items():
+        t.add_row(name + (" *" if name == rep["chosen"] else ""), f"{r.get('median_ms', float('nan')):.2f}",
+                  f"{r.get('top1', float('nan')):.2f}", f"{r.get('rel_l2_error', float('nan')):.3f}",
+                  str(r.get("correct", r.get("error", ""))))
+    console.print(t)
+    vs = {"torch": "torch", "ort": "ONNX Runtime", "ov": "OpenVINO"}
+    console.print(f"chosen: {rep['chosen']} (" + ", ".join(f"{rep[f'speedup_vs_fp32_{k}']:.2f}x vs fp32 {v}" for k, v
+                                                          in vs.items() if f"speedup_vs_fp32_{k}" in rep)
+                  + f"); fastest overall: {rep['fastest_overall']}")
+    if rep["chosen"].startswith(("ort", "ov")):
+        save_model(q, out / "model.safetensors", input_size=size, metadata={"int8": rep["chosen"]})
+    else:
+        console.print("torch x86 int8 modules are not saved by torchslim.io; use --path ort-qdq to save")
+
+
+def _program(q, model, data, size, out, figures, args) -> None:
+    """A torch.export program: saved as .pt2, run int8 under torch.compile."""
+    import torch
+
+    from torchslim.train import evaluate
+
+    figures["test"], figures["test_before"] = evaluate(q, data.test), evaluate(model, data.test)
+    x = torch.zeros(2, *size)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.export.save(torch.export.export(q, (x,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},)),
+                      out / "model.pt2")
+    console.print(f"top-1 {figures['test_before']['top1']:.2f} % -> {figures['test']['top1']:.2f} % (eager "
+                  f"reference numerics)  ->  {out / 'model.pt2'} (torch.export.load(...).module(), torch.compile)")
+
+
+def _model(q, model, data, size, out, figures, args) -> None:
+    from torchslim.io import save_model
+    from torchslim.train import evaluate
+
+    figures["test"] = evaluate(q, data.test, progress="test after")
+    figures["test_before"] = evaluate(model, data.test, progress="test before")
+    save_model(q, out / "model.safetensors", input_size=size)
+    console.print(f"top-1 {figures['test_before']['top1']:.2f} % -> {figures['test']['top1']:.2f} %  ->  {out}")
+
+
+def _coded(q, model, data, size, out, figures, args) -> None:
+    """Shared centroids or binary/ternary signs: also the coded file (Huffman/CSR centroids, bit-packed signs)."""
+    from torchslim import encode
+
+    _model(q, model, data, size, out, figures, args)
+    encode.save(q, out / "model.slim", input_size=size)
+    rep = figures["storage"] = encode.storage_report(out / "model.slim")
+    console.print(f".slim: {rep['file_bytes']} bytes, {rep['compression']:.1f}x smaller than fp32 parameters")
+
+
+SAVE = {"int8": _int8, "program": _program, "model": _model, "coded": _coded}  # MethodSpec.output -> how

@@ -21,21 +21,29 @@ def _fit_options(names=None):
         yield flag or "--" + f.name.replace("_", "-"), f
 
 
-def _add(p, flag: str, f, default) -> None:
+def _add(p, flag: str, f, default, kind=None) -> None:
     meta = f.metadata
     if isinstance(f.default, bool):
         p.add_argument(flag, dest=f.name, action="store_true", default=default, help=meta.get("help"))
         return
-    kind = {"int": int, "float": float}.get(str(f.type).split(" |")[0], str)
+    kind = kind or {"int": int, "float": float}.get(str(f.type).split(" |")[0], str)
     p.add_argument(flag, dest=f.name, type=kind, default=default, choices=meta.get("choices"),
                    help=meta.get("help"))
 
 
-def add_fit_args(p, epochs: int = 10, lr: float = 0.05) -> None:
-    """Every FitConfig field as an option (help, choices and defaults from FitConfig; `epochs` and `lr`
-    default to the command's own budget)."""
+# flags of a command that fine-tunes after compressing (prune, decompose): its own --schedule and
+# --steps name the compression schedule, so the training ones are spelled for what they budget
+FINETUNE_FLAGS = {"epochs": "--finetune-epochs", "schedule": "--lr-schedule"}
+
+
+def add_fit_args(p, epochs: int = 10, lr: float = 0.05, *, flags: dict | None = None, epochs_type=None,
+                 **defaults) -> None:
+    """Every FitConfig field as an option (help, choices and defaults from FitConfig; `epochs`, `lr` and
+    any field in `defaults` default to the command's own budget; `flags` renames a field's option)."""
+    defaults = {"epochs": epochs, "lr": lr, **defaults}
     for flag, f in _fit_options():
-        _add(p, flag, f, {"epochs": epochs, "lr": lr}.get(f.name, f.default))
+        _add(p, (flags or {}).get(f.name, flag), f, defaults.get(f.name, f.default),
+             epochs_type if f.name == "epochs" else None)
 
 
 def add_precision_args(p) -> None:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from torchslim.errors import InvalidInputError
-from torchslim.lowrank.ranks import Budget, RankSpec, is_budget, resolve_ranks, validate_rank
+from torchslim.lowrank.ranks import Budget, RankSpec, is_budget, parse_rank, resolve_ranks, validate_rank
 from torchslim.module_swap import replace_modules
 from torchslim.registry import Registry
 
@@ -491,8 +491,10 @@ class DecomposeConfig:
         method: a name in `torchslim.lowrank.METHODS` (tucker, cp, separable, svd, channel, ...).
         rank: "vbmf" (also None), an int or tuple, a float in (0, 1] (energy kept), {"compression": x}
             (each layer's parameters cut x-fold), {"macs": x} (each layer's MACs cut x-fold), or
-            {layer name pattern: any of these} (unmatched layers are left alone).
-        linear_method: method for layer types `method` does not handle ("svd" for Linear; None: leave them).
+            {layer name pattern: any of these} (unmatched layers are left alone); as text also "8",
+            "4,8", "0.9", "compression=4" (or "x4") and "macs=3".
+        linear_method: method for layer types `method` does not handle ("svd" for Linear; None or "none":
+            leave them).
         input_size: (C, H, W) to count MACs at the real resolution (default: recorded by create_model).
         allow_growth: build chains even when not smaller (for studies; rank=1.0 reproduces the model).
         include_ends: also decompose the input layer and the final classifier (left alone by default).
@@ -510,6 +512,12 @@ class DecomposeConfig:
     options: dict | None = None
     calibration_images: int = 256
     strict: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.rank, str):  # text forms: "compression=4", "4,8", "0.9" (CLI, recipes)
+            self.rank = parse_rank(self.rank)
+        if self.linear_method == "none":
+            self.linear_method = None
 
 
 def check_named_layers(report: "DecompositionReport", rank) -> None:

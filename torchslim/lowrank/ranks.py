@@ -39,6 +39,28 @@ class Budget:
         return self.size(cost) <= self.limit
 
 
+def parse_rank(text: str) -> RankSpec:
+    """A rank written as text (the CLI, a recipe): 'vbmf' | '8' | '0.9' (energy) | '4,8' (per mode) |
+    'compression=4' or 'x4' | 'macs=3'."""
+    t = text.strip().lower()
+    try:
+        if t == "vbmf":
+            return "vbmf"
+        for key in ("compression", "macs"):
+            if t.startswith(key + "="):
+                return {key: float(t.split("=", 1)[1])}
+        if t.startswith("x"):
+            return {"compression": float(t[1:])}
+        if "," in t:
+            return tuple(int(v) for v in t.split(","))
+        if "." in t:
+            return float(t)
+        return int(t)
+    except ValueError:
+        raise InvalidInputError(f"rank {text!r}: use vbmf, an int, R3,R4, a float in (0,1], compression=X "
+                                "or macs=X") from None
+
+
 def validate_rank(rank: RankSpec) -> RankSpec:
     """Fail early, naming the value, on a rank argument that no method can use."""
     if isinstance(rank, str):

@@ -13,7 +13,7 @@ from torch import nn
 from torchslim.errors import InvalidInputError
 from torchslim.graph import ChannelGraph
 from torchslim.prune.allocation import search_ratio, select
-from torchslim.prune.criteria import CRITERIA, DATA_DRIVEN, ScoreContext
+from torchslim.prune.criteria import CRITERIA, ScoreContext, criterion_needs_data
 from torchslim.progress import note
 from torchslim.prune.surgery import apply_plan
 from torchslim.train import FitConfig, fit
@@ -52,9 +52,9 @@ class PruneConfig:
     ratio: float | None = field(default=None, metadata={"help": "fraction of channels removed from every group"})
     target_macs: float | None = field(default=None, metadata={"help": "prune until MACs <= this fraction of the original"})
     target_params: float | None = field(default=None, metadata={"help": "prune until parameters <= this fraction of the original"})
-    allocation: str = "uniform"
+    allocation: str = field(default="uniform", metadata={"choices": ("uniform", "global", "layers")})
     layer_ratios: dict[str, float] | None = field(default=None, metadata={"help": "{group: ratio} for allocation \"layers\""})
-    schedule: str = "oneshot"
+    schedule: str = field(default="oneshot", metadata={"choices": ("oneshot", "iterative", "layerwise")})
     steps: int = field(default=3, metadata={"help": "iterative: pruning rounds"})
     finetune: FitConfig | None = field(default=None, metadata={"help": "recovery after each round (iterative, layerwise)"})
     final_finetune: FitConfig | None = field(default=None, metadata={"help": "fine-tuning after the last round"})
@@ -78,6 +78,8 @@ class PruneConfig:
                                     f"target_params={self.target_params})")
         if self.schedule not in ("oneshot", "iterative", "layerwise"):
             raise InvalidInputError(f"unknown schedule {self.schedule!r}; use oneshot, iterative or layerwise")
+        if self.allocation not in ("uniform", "global", "layers"):
+            raise InvalidInputError(f"unknown allocation {self.allocation!r}; use uniform, global or layers")
         if not isinstance(self.round_to, int) or self.round_to < 1:
             raise InvalidInputError(f"round_to must be a positive integer, got {self.round_to!r}")
         CRITERIA.get(self.criterion)  # fails early with the known names
@@ -101,7 +103,7 @@ def _images(data, n: int) -> list[torch.Tensor]:
 class _Pruner:
     def __init__(self, model, example_input, cfg: PruneConfig, data):
         self.model, self.x, self.cfg, self.data = model, example_input, cfg, data
-        if cfg.criterion in DATA_DRIVEN and data is None:
+        if criterion_needs_data(cfg.criterion) and data is None:
             raise InvalidInputError(f"criterion {cfg.criterion!r} reads data: pass data=get_data(...)")
         if (cfg.reconstruct or cfg.bn_recalibration) and data is None:
             raise InvalidInputError("reconstruct and bn_recalibration read training images: pass data=get_data(...)")

@@ -33,27 +33,28 @@ def _with(cfg, options: dict):
     return replace(cfg, **options)
 
 
-def _method(*names: str, config: type, implementation, needs_data: bool = True, fixed: dict | None = None,
-            changes_input: bool = False):
+def _method(*names: str, config: type, implementation, output: str, needs_data: bool = True,
+            fixed: dict | None = None, changes_input: bool = False):
     """Register a method under its name (and aliases after it): its config class, the function that
-    implements it (the method table points there), whether it needs data, fields it fixes itself, and
-    whether it changes the model it is given (then `quantize` hands it a copy unless inplace=True)."""
+    implements it (the method table points there), what it returns (`MethodSpec.output`: int8 |
+    program | coded | model), whether it needs data, fields it fixes itself, and whether it changes the
+    model it is given (then `quantize` hands it a copy unless inplace=True)."""
     def add(fn):
         fn.config, fn.implementation, fn.needs_data, fn.fixed = config, implementation, needs_data, fixed or {}
-        fn.changes_input = changes_input
+        fn.changes_input, fn.output = changes_input, output
         for n in names:
             METHODS.register(n)(fn)
         return fn
     return add
 
 
-@_method("int8-ptq", "int8", config=Int8Config, implementation=quantize_int8)  # int8: the short name recipes use
+@_method("int8-ptq", "int8", config=Int8Config, implementation=quantize_int8, output="int8")  # int8: the short name recipes use
 def _int8_ptq(model, *, calib=None, data=None, config=None, eval_loader=None, **options):
     calib = calib if calib is not None else data
     return quantize_int8(model, calib, _with(config or Int8Config(), options), eval_loader=eval_loader)
 
 
-@_method("int8-qat", config=QATConfig, implementation=qat_quantize)
+@_method("int8-qat", config=QATConfig, implementation=qat_quantize, output="int8")
 def _int8_qat(model, *, calib=None, data=None, config=None, eval_loader=None, **options):
     train, val = as_loaders(data)
     if train is None:
@@ -62,13 +63,13 @@ def _int8_qat(model, *, calib=None, data=None, config=None, eval_loader=None, **
                         calib=calib if calib is not None else train, eval_loader=eval_loader)
 
 
-@_method("int8-pt2e", config=PT2EConfig, implementation=quantize_pt2e)
+@_method("int8-pt2e", config=PT2EConfig, implementation=quantize_pt2e, output="program")
 def _int8_pt2e(model, *, calib=None, data=None, config=None, eval_loader=None, **options):
     calib = calib if calib is not None else data
     return quantize_pt2e(model, calib, _with(config or PT2EConfig(), options))
 
 
-@_method("kmeans", config=KMeansConfig, implementation=kmeans_quantize, changes_input=True)
+@_method("kmeans", config=KMeansConfig, implementation=kmeans_quantize, output="coded", changes_input=True)
 def _kmeans(model, *, calib=None, data=None, config=None, eval_loader=None, **options):
     train, val = as_loaders(data)
     if "conv_bits" in options or "fc_bits" in options:  # recipe spelling of bits={"conv": .., "fc": ..}
@@ -87,7 +88,7 @@ def _low_bit(mode):
 
 
 for _mode in ("binary", "ternary"):
-    _method(_mode, config=LowBitConfig, implementation=low_bit_quantize, fixed={"mode": _mode},
+    _method(_mode, config=LowBitConfig, implementation=low_bit_quantize, output="coded", fixed={"mode": _mode},
             changes_input=True)(_low_bit(_mode))
 
 

@@ -1,14 +1,11 @@
 """Importance criteria, one file each, in one registry: `CRITERIA.get("l1")(ctx) -> scores per unit`.
 
-Register your own with `@CRITERIA.register("name")` on a function `ScoreContext -> Tensor[num_units]`
-(higher = more important).
+Register your own with `@register_criterion("name")` (`needs_data=True` if it reads images) on a
+function `ScoreContext -> Tensor[num_units]` (higher = more important).
 """
-from torchslim.prune.criteria.base import CRITERIA, ScoreContext
+from torchslim.prune.criteria.base import CRITERIA, ScoreContext, criterion_needs_data, register_criterion
 from torchslim.prune.criteria import (  # noqa: F401 (registration)
     apoz, bn_scale, entropy, icc, l1, l2, lda, oracle, random, random_masks, taylor,
 )
 
-# Criteria that read data (the rest look at weights only).
-DATA_DRIVEN = {"apoz", "entropy", "taylor", "random_masks", "lda", "icc", "oracle"}
-
-__all__ = ["CRITERIA", "DATA_DRIVEN", "ScoreContext"]
+__all__ = ["CRITERIA", "ScoreContext", "criterion_needs_data", "register_criterion"]

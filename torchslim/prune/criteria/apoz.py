@@ -2,11 +2,10 @@
 APoZ_c = mean over images and positions of [a_c == 0]; score = 1 - APoZ (mostly-zero channels go first)."""
 import torch
 
-from torchslim.prune.criteria.base import CRITERIA
-from torchslim.prune.criteria.base import ScoreContext, collect_activations, sites_to_units
+from torchslim.prune.criteria.base import ScoreContext, collect_activations, sites_to_units, register_criterion
 
 
-@CRITERIA.register("apoz")
+@register_criterion("apoz", needs_data=True)
 def apoz(ctx: ScoreContext):
     ctx.need_data("apoz")
     zeros: dict[str, torch.Tensor] = {}

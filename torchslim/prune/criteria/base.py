@@ -18,8 +18,22 @@ from torchslim.errors import InvalidInputError
 from torchslim.graph import ChannelGraph
 from torchslim.registry import Registry
 
-# Each criterion file registers itself here; the package imports them all.
+# Each criterion file registers itself here (through `register_criterion`); the package imports them all.
 CRITERIA: Registry = Registry("pruning criterion")
+
+
+def register_criterion(name: str, *, needs_data: bool = False):
+    """Register a criterion `ScoreContext -> Tensor[num_units]` under `name`; `needs_data=True` for one
+    that reads images (the method table, `prune` and auto's actions read it from here)."""
+    def add(fn):
+        fn.needs_data = needs_data
+        return CRITERIA.register(name)(fn)
+    return add
+
+
+def criterion_needs_data(name: str) -> bool:
+    """Whether criterion `name` reads images (False for one registered without saying)."""
+    return bool(getattr(CRITERIA.get(name), "needs_data", False))
 
 
 @dataclass

@@ -2,11 +2,10 @@
 Slimming", ICCV 2017). Units without a norm layer fall back to their filters' L1 norm."""
 import torch
 
-from torchslim.prune.criteria.base import CRITERIA
-from torchslim.prune.criteria.base import ScoreContext, weight_scores
+from torchslim.prune.criteria.base import ScoreContext, weight_scores, register_criterion
 
 
-@CRITERIA.register("bn_scale")
+@register_criterion("bn_scale")
 def bn_scale(ctx: ScoreContext):
     gamma = weight_scores(ctx.graph, lambda rows: rows.abs().mean(1), kinds=("norm",), names=("weight",))
     has = weight_scores(ctx.graph, lambda rows: torch.ones(len(rows)), kinds=("norm",), names=("weight",)) > 0

@@ -3,11 +3,10 @@ Pruning Method for CNN Compression", 2017, eq. 2): H_c = -sum_i p_i log p_i over
 default 100 as in the paper). Low entropy = the channel carries little information."""
 import torch
 
-from torchslim.prune.criteria.base import CRITERIA
-from torchslim.prune.criteria.base import ScoreContext, collect_activations, sites_to_units
+from torchslim.prune.criteria.base import ScoreContext, collect_activations, sites_to_units, register_criterion
 
 
-@CRITERIA.register("entropy")
+@register_criterion("entropy", needs_data=True)
 def entropy(ctx: ScoreContext):
     ctx.need_data("entropy")
     m = int(ctx.options.get("bins", 100))

@@ -13,8 +13,7 @@ the score. Low ICC goes first; a constant filter scores the lowest value ICC(1) 
 """
 import torch
 
-from torchslim.prune.criteria.base import CRITERIA
-from torchslim.prune.criteria.base import ScoreContext, sites_to_units
+from torchslim.prune.criteria.base import ScoreContext, sites_to_units, register_criterion
 from torchslim.prune.criteria.lda import fire_scores
 
 
@@ -39,6 +38,6 @@ def icc_scores(F: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return out.float()
 
 
-@CRITERIA.register("icc")
+@register_criterion("icc", needs_data=True)
 def icc(ctx: ScoreContext):
     return sites_to_units(ctx, {s: icc_scores(F, y) for s, (F, y) in fire_scores(ctx, "icc").items()})

@@ -24,8 +24,7 @@ import scipy.linalg
 import torch
 from sklearn.covariance import ledoit_wolf_shrinkage
 
-from torchslim.prune.criteria.base import CRITERIA
-from torchslim.prune.criteria.base import ScoreContext, collect_activations, sites_to_units
+from torchslim.prune.criteria.base import ScoreContext, collect_activations, sites_to_units, register_criterion
 
 
 def fire_scores(ctx: ScoreContext, name: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -74,7 +73,7 @@ def lda_scores(F: torch.Tensor, y: torch.Tensor, shrinkage: float | None = None)
     return torch.from_numpy(scores).float()
 
 
-@CRITERIA.register("lda")
+@register_criterion("lda", needs_data=True)
 def lda(ctx: ScoreContext):
     shrink = ctx.options.get("shrinkage")
     return sites_to_units(ctx, {s: lda_scores(F, y, shrink) for s, (F, y) in fire_scores(ctx, "lda").items()})

@@ -2,11 +2,10 @@
 reference ranking). Costs one evaluation per unit: for small models only."""
 import torch
 
-from torchslim.prune.criteria.base import CRITERIA
-from torchslim.prune.criteria.base import ScoreContext, masked_loss
+from torchslim.prune.criteria.base import ScoreContext, masked_loss, register_criterion
 
 
-@CRITERIA.register("oracle")
+@register_criterion("oracle", needs_data=True)
 def oracle(ctx: ScoreContext):
     batches = ctx.need_data("oracle") and ctx.val_batches()
     g = ctx.graph

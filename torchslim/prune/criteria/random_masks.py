@@ -5,11 +5,10 @@ options: "candidates" (N, default 20), "seed"."""
 import torch
 
 from torchslim.errors import InvalidInputError
-from torchslim.prune.criteria.base import CRITERIA
-from torchslim.prune.criteria.base import ScoreContext, masked_loss
+from torchslim.prune.criteria.base import ScoreContext, masked_loss, register_criterion
 
 
-@CRITERIA.register("random_masks")
+@register_criterion("random_masks", needs_data=True)
 def random_masks(ctx: ScoreContext):
     batches = ctx.need_data("random_masks") and ctx.val_batches()
     if ctx.ratio is None:

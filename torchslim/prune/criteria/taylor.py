@@ -13,8 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from torchslim.prune.criteria.base import CRITERIA
-from torchslim.prune.criteria.base import ScoreContext, per_unit
+from torchslim.prune.criteria.base import ScoreContext, per_unit, register_criterion
 from torchslim.train import Callback
 
 
@@ -74,7 +73,7 @@ class TaylorCallback(Callback):
         return theta
 
 
-@CRITERIA.register("taylor")
+@register_criterion("taylor", needs_data=True)
 def taylor(ctx: ScoreContext):
     cb = ctx.state.get("taylor")
     if cb is None or cb.graph is not ctx.graph or not cb.sums:
