@@ -143,7 +143,7 @@ def main(argv=None) -> int:
                          f"{r['size_bytes'] / 1e6:.2f}" if "size_bytes" in r else "-",
                          f"{r['top1']:.2f}" if "top1" in r else "-",
                          f"{r['top1'] - base['top1']:+.2f}" if "top1" in r and "top1" in base else "-",
-                         f"{r['rel_l2_error']:.3f}", str(r.get("correct", "")) ])
+                         f"{r['rel_l2_error']:.3f}" if "rel_l2_error" in r else "-", str(r.get("correct", "")) ])
         md += [f"### {name}", "", f"Model: {src}. Chosen path: **{rep['chosen']}**, "
                f"{rep['speedup_vs_fp32_torch']:.2f}x vs fp32 torch, {rep['speedup_vs_fp32_ort']:.2f}x vs fp32 ORT; "
                f"fastest of all: {rep['fastest_overall']}.", "",

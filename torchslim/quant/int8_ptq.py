@@ -231,9 +231,9 @@ def torch_x86_int8(model: nn.Module, batches, observer: str) -> nn.Module:
 
 
 # ---------------------------------------------------------------- measuring
-def _latency_ms(fn, x, threads, repeats, min_time_s) -> dict:
+def _latency_ms(fn, x, threads, repeats, min_time_s, warmup: int = 3) -> dict:
     with torch_threads(threads), torch.inference_mode():
-        times = time_calls(lambda: fn(x), 3, repeats, min_time_s)
+        times = time_calls(lambda: fn(x), warmup, repeats, min_time_s)
     q = statistics.quantiles(times, n=10) if len(times) > 1 else times * 9
     return {"median_ms": statistics.median(times), "p10_ms": q[0], "p90_ms": q[-1], "runs": len(times)}
 
@@ -301,7 +301,8 @@ def quantize_int8(model: nn.Module, calib, config: Int8Config | None = None, *, 
     fp32 = fold_bn(model)
     threads = cfg.threads or torch.get_num_threads()
     x_lat = batches[0][:1].repeat(cfg.batch_size, *([1] * (batches[0].ndim - 1)))
-    x_chk = torch.cat(batches)[:64]
+    # images the int8 paths are checked on: 64 at CIFAR size, fewer (at least 8) for larger inputs
+    x_chk = torch.cat(batches)[:max(8, min(64, 64 * 3 * 32 * 32 // batches[0][0].numel()))]
     with torch.no_grad():
         ref_logits = fp32(x_chk)
     report: dict = {"observer": cfg.observer, "threads": threads, "batch_size": cfg.batch_size,
@@ -377,10 +378,15 @@ def quantize_int8(model: nn.Module, calib, config: Int8Config | None = None, *, 
         note(f"int8: measuring {name}")  # each path's check, latency and accuracy takes seconds
         row: dict = {}
         try:
-            with torch.no_grad():
-                row.update(_agreement(ref_logits, m(x_chk)))
+            if cfg.compare or not name.startswith("fp32"):  # the fp32 paths run the reference's own
+                with torch.no_grad():  # arithmetic (~1e-6 apart): checking them costs seconds at 224x224
+                    row.update(_agreement(ref_logits, m(x_chk)))
             if name != "fake-quant":
-                row.update(_latency_ms(m, x_lat, threads, cfg.repeats, cfg.min_time_s))
+                # quick mode times the fp32 paths only to report speedups: a few calls (still min_time_s
+                # long for small models); the int8 paths, between which it chooses, get cfg.repeats
+                brief = not cfg.compare and name.startswith("fp32")
+                row.update(_latency_ms(m, x_lat, threads, min(cfg.repeats, 5) if brief else cfg.repeats,
+                                       cfg.min_time_s, warmup=1 if brief else 3))
             if isinstance(m, OnnxRuntimeModule):
                 row["size_bytes"] = m.nbytes
             elif name == "torch-x86":
