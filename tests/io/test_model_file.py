@@ -110,3 +110,20 @@ def test_files_that_name_a_class_by_its_old_module_still_load():
     from torchslim.onnx_runtime import OnnxRuntimeModule
 
     assert _resolve("torchslim.quant.int8_ptq.OnnxRuntimeModule") is OnnxRuntimeModule
+
+
+def test_read_state_dict_unpacks_the_masks_a_model_file_stores_as_bits(tmp_path):
+    """Masks are stored 8 to a byte; reading the file as plain weights gives them back as bool tensors."""
+    from torchslim.models.registry import read_state_dict
+    from torchslim.sparsity import attach_masks, set_mask
+
+    torch.manual_seed(0)
+    model = create_model("digits_cnn", width=8)
+    layer = attach_masks(model)["0"]
+    set_mask(layer, torch.rand_like(layer.weight) > 0.5)
+    save_model(model, tmp_path / "m.safetensors", input_size=(1, 8, 8))
+    state = read_state_dict(tmp_path / "m.safetensors")
+    want = model.state_dict()
+    masks = [k for k, v in want.items() if v.dtype == torch.bool]
+    assert masks and all(state[k].dtype == torch.bool and torch.equal(state[k], want[k]) for k in masks)
+    assert set(state) == set(want)

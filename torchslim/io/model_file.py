@@ -16,7 +16,6 @@ import hashlib
 import importlib
 import inspect
 import json
-import math
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from torchslim.errors import FileFormatError, InvalidInputError
+from torchslim.io.packed_bits import pack_bools, unpack_bools
 from torchslim.models.arch import ARCH_ATTR, constructor_of, set_arch
 from torchslim.module_swap import replace_modules
 
@@ -342,7 +342,7 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, arch: dict | None =
         if recorded.get(key):
             manifest[key] = recorded[key]
     tensors = {k: v.detach().contiguous().cpu().clone() for k, v in model.state_dict().items()}
-    tensors, manifest["packed_bits"] = _pack_bools(tensors)
+    tensors, manifest["packed_bits"] = pack_bools(tensors)
     manifest["sha256"] = tensor_digest(tensors)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -362,26 +362,6 @@ def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
         h.update(json.dumps([k, str(v.dtype), list(v.shape)]).encode())
         h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
-
-
-def _pack_bools(tensors: dict) -> tuple[dict, dict]:
-    """Bool tensors (pruning masks) stored 8 to a byte: a masked model's file then costs 1/32 more than
-    the dense one instead of 1/4. Returns the tensors and {name: shape} of those packed."""
-    import numpy as np
-
-    shapes = {k: list(v.shape) for k, v in tensors.items() if v.dtype == torch.bool}
-    for k in shapes:
-        tensors[k] = torch.from_numpy(np.packbits(tensors[k].numpy().ravel()))
-    return tensors, shapes
-
-
-def _unpack_bools(state: dict, shapes: dict) -> dict:
-    import numpy as np
-
-    for k, shape in shapes.items():
-        n = math.prod(shape)
-        state[k] = torch.from_numpy(np.unpackbits(state[k].numpy(), count=n).astype(bool)).reshape(shape)
-    return state
 
 
 def _read_manifest(path: Path) -> dict:
@@ -438,7 +418,7 @@ def load_model(path: str | os.PathLike, *, code: str | None = None) -> nn.Module
     if "sha256" in manifest and tensor_digest(raw) != manifest["sha256"]:  # older files have no digest
         raise FileFormatError(f"{path}: the tensor data does not match the file's sha256 digest "
                               "(the file is damaged; copy it again)")
-    state = OrderedDict(_unpack_bools(raw, manifest.get("packed_bits", {})))
+    state = OrderedDict(unpack_bools(raw, manifest.get("packed_bits", {})))
     # The file was written from these classes: tell their _load_from_state_dict so (MNASNet needs it).
     state._metadata = {n: {"version": m._version} for n, m in model.named_modules()
                        if getattr(m, "_version", None) is not None}

@@ -160,10 +160,14 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
+        from torchslim.io.packed_bits import packed_shapes, unpack_bools
+
         try:
-            return load_file(str(path))
+            state = load_file(str(path))
+            shapes = packed_shapes(path)  # a torchslim model file stores masks 8 to a byte
         except Exception as e:  # safetensors raises its own types
             raise FileFormatError(f"{path}: not a readable safetensors file ({e})") from e
+        return unpack_bools(state, shapes)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
