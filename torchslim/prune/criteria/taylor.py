@@ -17,13 +17,18 @@ from torchslim.prune.criteria.base import ScoreContext, per_unit, register_crite
 from torchslim.train import Callback
 
 
+def _out_dim(module) -> int:
+    """The weight dim of a layer's output channels: 1 for transposed convs (in, out / groups, k, k), else 0."""
+    return 1 if isinstance(module, (torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d)) else 0
+
+
 class TaylorCallback(Callback):
     """Accumulates |mean_positions(a * g)| per output channel of every prunable conv/linear."""
 
     def __init__(self, graph):
         self.graph = graph
         self.uses = {u.module: i for i, u in enumerate(graph.uses)
-                     if u.kind == "out" and u.name == "weight" and u.dim == 0}
+                     if u.kind == "out" and u.name == "weight" and u.dim == _out_dim(graph.model.get_submodule(u.module))}
         self.sums: dict[str, torch.Tensor] = {}
         self.count: dict[str, int] = {}
         self.handles: list = []
@@ -62,7 +67,11 @@ class TaylorCallback(Callback):
 
     def scores(self, flops_lambda: float = 1e-3) -> torch.Tensor:
         g = self.graph
-        values = {self.uses[n]: self.sums[n] / max(self.count[n], 1) for n in self.sums}
+        values = {}
+        for n, s in self.sums.items():
+            i, v = self.uses[n], s / max(self.count[n], 1)
+            width = len(g.unit_of[i])  # a grouped transposed conv's out use spans one group's channels:
+            values[i] = v.view(-1, width).sum(0) if v.numel() != width else v  # its groups add up
         theta = per_unit(g, values, reduce="sum")
         for grp in g.groups:  # eq. 9: layer-wise L2 normalisation
             t = theta[grp.units]
