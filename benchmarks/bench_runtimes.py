@@ -93,6 +93,7 @@ def build_arms(model, calib: list[torch.Tensor], x: np.ndarray, tmp: Path, *, nn
         q = quantize(model, "int8-ptq", calib=calib, config=Int8Config(threads=1))
     info["torchslim"] = {"seconds": time.perf_counter() - t, "cpu_seconds": time.process_time() - c,
                          "chosen": q.quant_report["chosen"], "calib_images": q.quant_report["calib_images"],
+                         "phases": q.quant_report.get("seconds", {}),
                          "paths": {k: {kk: v for kk, v in r.items() if kk in ("median_ms", "rel_l2_error", "correct")}
                                    for k, r in q.quant_report["paths"].items()}}
     qdq = q.onnx_bytes()
@@ -266,8 +267,15 @@ def goal(model_res: dict) -> dict:
            "calib_s": model_res["quantization"]["torchslim"]["seconds"],
            "calib_cpu_s": model_res["quantization"]["torchslim"]["cpu_seconds"],
            "nncf_cpu_s": model_res["quantization"]["nncf"]["cpu_seconds"]}
+    out["calibrate_s"] = model_res["quantization"]["torchslim"].get("phases", {}).get("calibrate")
     if "top1" in arms[ours]:
         out["drop"] = arms["PyTorch fp32"]["top1"] - arms[ours]["top1"]
+    misses = [why for why, miss in (
+        (f"{out['ratio']:.3f}x slower (alternating)", out["ratio"] > GOAL_SPEED),
+        (f"{out['block_ratio']:.3f}x slower (block)", out["block_ratio"] > GOAL_SPEED),
+        (f"{out.get('drop', 0):.2f} pt drop", out.get("drop", 0) > GOAL_DROP),
+        (f"quantize {out['calib_s']:.0f} s > {GOAL_CALIB_S:.0f} s", out["calib_s"] > GOAL_CALIB_S)) if miss]
+    out["verdict"] = "met" if not misses else "missed: " + "; ".join(misses)
     return out
 
 
@@ -312,16 +320,19 @@ def markdown(res: dict) -> str:
         md += [md_table(header, rows), ""]
         g = goal(r)
         goals.append([name, g["torchslim"], g["nncf"], f"{g['ratio']:.3f}", f"{g['block_ratio']:.3f}",
-                      f"{g['drop']:+.2f}" if "drop" in g else "-", f"{g['calib_s']:.1f}", f"{g['calib_cpu_s']:.1f}",
-                      f"{g['nncf_cpu_s']:.1f}"])
+                      f"{g['drop']:+.2f}" if "drop" in g else "-", f"{g['calib_s']:.1f}",
+                      f"{g['calibrate_s']:.1f}" if g.get("calibrate_s") is not None else "-", f"{g['calib_cpu_s']:.1f}",
+                      f"{g['nncf_cpu_s']:.1f}", g["verdict"]])
     md += ["### Goal: torchslim's best int8 vs NNCF + OpenVINO", "",
            f"Goal: time ratio <= {GOAL_SPEED} (alternating medians), top-1 drop <= {GOAL_DROP} pt on ResNet-56 "
            f"(full test set), calibration <= {GOAL_CALIB_S:.0f} s. The quantize times include exporting, "
-           "calibrating, building the QDQ model and timing it in ONNX Runtime and OpenVINO; wall seconds are "
+           "calibrating, building the QDQ model and timing it in ONNX Runtime and OpenVINO (the goal is judged on "
+           "this whole time; 'of which calibration' is the two passes over the calibration images that set the "
+           "ranges, from the quant report's `seconds`); wall seconds are "
            "stretched by the machine's load (several processes per core), CPU seconds are this process's own.", "",
            md_table(["model", "torchslim's fastest int8 arm", "NNCF's fastest arm", "time ratio (alt.)",
                      "time ratio (block)", "top-1 drop vs fp32", "torchslim quantize s (wall)",
-                     "torchslim quantize CPU s", "NNCF CPU s"], goals), ""]
+                     "of which calibration s", "torchslim quantize CPU s", "NNCF CPU s", "goal"], goals), ""]
     return "\n".join(md)
 
 

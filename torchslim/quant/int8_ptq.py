@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import statistics
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -296,6 +297,7 @@ def quantize_int8(model: nn.Module, calib, config: Int8Config | None = None, *, 
     from torchslim.onnx_export import to_onnx
     from torchslim.openvino_export import OpenVinoModule
 
+    clock = {"start": time.perf_counter()}  # where the seconds go: report["seconds"]
     batches = calibration_batches(calib, cfg.calib_images)
     model = model.eval()
     fp32 = fold_bn(model)
@@ -325,7 +327,9 @@ def quantize_int8(model: nn.Module, calib, config: Int8Config | None = None, *, 
         built["fp32-ort"] = OnnxRuntimeModule.from_bytes(Path(src).read_bytes(), threads, "fp32-ort", **cost)
         if {"ov-qdq", "ov-nncf"} & set(paths):
             built["fp32-ov"] = OpenVinoModule.from_bytes(Path(src).read_bytes(), threads, "fp32-ov", **cost)
+        clock["export"] = time.perf_counter()
         ranges = onnx_activation_ranges(src, batches, cfg.observer)
+        clock["calibrate"] = time.perf_counter()
         if input_ranges:
             tensors = onnx_layer_inputs(src)
             used = {tensors[n]: (float(lo), float(hi)) for n, (lo, hi) in input_ranges.items() if n in tensors}
@@ -374,6 +378,7 @@ def quantize_int8(model: nn.Module, calib, config: Int8Config | None = None, *, 
 
         return evaluate(m, eval_loader, device="cpu", max_batches=eval_batches, progress=label)["top1"]
 
+    clock["build"] = time.perf_counter()
     for name, m in {**built, **built_ref}.items():
         note(f"int8: measuring {name}")  # each path's check, latency and accuracy takes seconds
         row: dict = {}
@@ -417,6 +422,10 @@ def quantize_int8(model: nn.Module, calib, config: Int8Config | None = None, *, 
                   key=lambda n: report["paths"][n]["median_ms"])
     if eval_loader is not None and "top1" not in report["paths"][chosen]:
         report["paths"][chosen]["top1"] = top1(built[chosen])
+    clock["measure"] = time.perf_counter()
+    phases = list(clock)
+    report["seconds"] = {k: clock[k] - clock[prev] for prev, k in zip(phases, phases[1:])}  # wall, per phase:
+    report["seconds"]["total"] = clock["measure"] - clock["start"]  # export, calibrate, build, measure
     report.update(chosen=chosen, fastest_overall=fastest, compare=cfg.compare)
     for base in ("torch", "ort", "ov"):
         if "median_ms" in report["paths"].get(f"fp32-{base}", {}):
