@@ -46,7 +46,18 @@ def errors(model, loader) -> tuple[int, int]:
     return round(r["n"] * (1 - r["top1"] / 100)), r["n"]
 
 
-def part_mnist(quick: bool) -> dict:
+def _overrides(cfg: dict, budget: dict | None) -> dict:
+    """The command line's budget (--limit-train, --epochs, --eval-images) for a part's own config keys;
+    epochs is the students' (cifar) or the KD epochs (convert)."""
+    out = {}
+    for key, value in (budget or {}).items():
+        key = {"epochs": "kd_epochs" if "kd_epochs" in cfg else "epochs", "eval_images": "limit_eval"}.get(key, key)
+        if value is not None and key in cfg:
+            out[key] = value
+    return out
+
+
+def part_mnist(quick: bool, budget: dict | None = None) -> dict:
     cfg = dict(teacher_hidden=800, teacher_dropout=0.2, teacher_epochs=1 if quick else 12, student_hidden=100,
                student_epochs=1 if quick else 8, temperature=4.0, alpha=0.9, lr=0.05, student_lrs=[0.05, 0.02],
                batch_size=128,
@@ -88,9 +99,10 @@ def _teacher(quick: bool) -> tuple[nn.Module, str]:
     return baseline("resnet56", "cifar10")
 
 
-def part_cifar(quick: bool) -> dict:
+def part_cifar(quick: bool, budget: dict | None = None) -> dict:
     cfg = dict(limit_train=300 if quick else 1000, limit_eval=300 if quick else 1000, epochs=1 if quick else 4,
                batch_size=50, lrs=[0.05, 0.02], weight_decay=5e-4, temperature=4.0, alpha=0.9, beta=1000.0, augment=False)
+    cfg.update(_overrides(cfg, budget))
     data = get_data("cifar10", batch_size=cfg["batch_size"], augment=False, limit_train=cfg["limit_train"],
                     limit_eval=cfg["limit_eval"])
     teacher, teacher_src = _teacher(quick)
@@ -138,10 +150,11 @@ def _latencies(models: list, rounds: int) -> list[dict]:
     return [{"latency_b1_ms": med(g["b1"]), "latency_b32_ms": med(g["b32"]), "latency_rounds": g} for g in got]
 
 
-def part_convert(quick: bool) -> dict:
+def part_convert(quick: bool, budget: dict | None = None) -> dict:
     cfg = dict(calib_images=64 if quick else 256, steps=10 if quick else 120, rec_lr=3e-3, kd_epochs=1 if quick else 2,
                limit_train=300 if quick else 1000, limit_eval=300 if quick else 1000, lr=0.01, batch_size=50,
                temperature=4.0, alpha=0.9, variants=["depthwise", "grouped (4 ch/group)"], latency_rounds=2 if quick else 5)
+    cfg.update(_overrides(cfg, budget))
     data = get_data("cifar10", batch_size=cfg["batch_size"], augment=False, limit_train=cfg["limit_train"],
                     limit_eval=cfg["limit_eval"])
     original = create_model("resnet20", pretrained=True).eval()
@@ -250,7 +263,11 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny subsets, one epoch")
     ap.add_argument("--parts", nargs="*", default=["mnist", "cifar", "convert"], choices=["mnist", "cifar", "convert"],
                     help="parts to run (results of other parts already in the JSON are kept); none: re-render")
+    ap.add_argument("--limit-train", type=int, help="cifar / convert: training images (default 1000)")
+    ap.add_argument("--epochs", type=int, help="cifar: student epochs (default 4); convert: KD epochs (default 2)")
+    ap.add_argument("--eval-images", type=int, help="cifar / convert: test images (default 1000)")
     args = ap.parse_args(argv)
+    budget = {"limit_train": args.limit_train, "epochs": args.epochs, "eval_images": args.eval_images}
     topic = "distill" + ("-quick" if args.quick else "")
     previous = RESULTS / f"{topic}.json"
 
@@ -263,7 +280,7 @@ def main(argv=None) -> int:
 
     for part in args.parts:
         t = time.perf_counter()
-        out = PARTS[part](args.quick)
+        out = PARTS[part](args.quick, budget)
         out.update(part_s=round(time.perf_counter() - t, 1), command=command_line())
         res = merged({part: out})
         write_result(topic, res, markdown(res))  # after each part: a killed run keeps what it finished
