@@ -218,7 +218,7 @@ def markdown(res: dict) -> str:
         k = c["config"]
         md += [f"Command: `{c['command']}`", "",
                f"**CIFAR-10, ResNet-56 -> ResNet-20.** Teacher: {c['teacher']}, {c['teacher_top1']:.2f} % on the "
-               f"test subset. Students from random init under one budget: {c['train_images']} training images "
+               f"{c['test_images']} test images. Students from random init under one budget: {c['train_images']} training images "
                f"(a fixed random subset), no augmentation (so the teacher's targets are cached honestly), "
                f"{k['epochs']} epochs, batch {k['batch_size']}, SGD Nesterov, cosine, each arm at lr "
                f"{' and '.join(map(str, k.get('lrs', [k.get('lr')])))} (gains are against scratch at the same lr); KD T = "

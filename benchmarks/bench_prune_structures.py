@@ -51,19 +51,24 @@ def _verdict(model, x, before_shapes, base_macs) -> dict:
     return {"status": "pass" if ratio <= MAX_MACS else f"MACs {ratio:.2f}x", "macs_ratio": round(ratio, 3)}
 
 
-def run_torchslim(name: str) -> dict:
-    import torchslim
-
+def _built(name: str):
+    """The structure's model (eval, seeded), its input, its output shapes and its MACs."""
     build, _, _ = STRUCTURES[name]
     torch.manual_seed(0)
     model, x = build()
     model.eval()
     with torch.no_grad():
         shapes = [tuple(o.shape) for o in outputs(call(model, x))]
-    base = _macs(model, x)
+    return model, x, shapes, _macs(model, x)
+
+
+def run_torchslim(name: str) -> dict:
+    import torchslim
+
+    model, x, shapes, base = _built(name)
     t0 = time.perf_counter()
     try:
-        small = torchslim.prune(model, x, "l1", 0.3, round_to=1)  # exact ratios, as measured
+        small = torchslim.prune(model, "l1", example_input=x, ratio=0.3, round_to=1)  # exact ratios, as measured
         row = {"time_s": round(time.perf_counter() - t0, 2), **_verdict(small, x, shapes, base)}
     except Exception as e:
         return {"status": f"error: {type(e).__name__}: {str(e)[:160]}"}
@@ -93,13 +98,7 @@ def _exactness(name: str) -> float | None:
 def run_torch_pruning(name: str) -> dict:
     import torch_pruning as tp
 
-    build, _, _ = STRUCTURES[name]
-    torch.manual_seed(0)
-    model, x = build()
-    model.eval()
-    with torch.no_grad():
-        shapes = [tuple(o.shape) for o in outputs(call(model, x))]
-    base = _macs(model, x)
+    model, x, shapes, base = _built(name)
     t0 = time.perf_counter()
     try:
         ignored = [model.get_submodule(n) for n in OUTPUT_LAYERS[name]]
