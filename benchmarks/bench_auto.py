@@ -41,14 +41,14 @@ def uniform_l1(model, x, measure, goal: float, steps: int = 7):
     lo, hi, best = 0.0, 0.9, None
     for _ in range(steps):
         mid = (lo + hi) / 2
-        m = prune(model, x, "l1", ratio=mid)
+        m = prune(model, "l1", example_input=x, ratio=mid)
         v = measure(m)
         if v <= goal:
             hi, best = mid, (mid, m, v)
         else:
             lo = mid
     if best is None:
-        m = prune(model, x, "l1", ratio=hi)
+        m = prune(model, "l1", example_input=x, ratio=hi)
         best = (hi, m, measure(m))
     return best
 

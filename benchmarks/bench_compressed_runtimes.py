@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     base = create_model("resnet56", pretrained=True).eval()
     models = {
         "original": base,
-        "pruned L1 0.5x MACs": torchslim.prune(base, x1, "l1", target_macs=0.5).eval(),
+        "pruned L1 0.5x MACs": torchslim.prune(base, "l1", example_input=x1, target_macs=0.5).eval(),
         "Tucker-2 2.5x per conv": torchslim.decompose(base, method="tucker", rank={"compression": 2.5}).eval(),
     }
     macs = {k: profile(m, (3, 32, 32)).macs for k, m in models.items()}

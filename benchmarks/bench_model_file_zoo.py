@@ -75,7 +75,7 @@ def main(argv=None):
             x = torch.randn(1, 3, _size(name), _size(name))
             row = {"model": name, "input": x.shape[-1], "plain": check(model, x, folder)}
             try:
-                pruned = torchslim.prune(model, x, "l1", 0.25, inplace=True).eval()
+                pruned = torchslim.prune(model, "l1", example_input=x, ratio=0.25, inplace=True).eval()
                 row["pruned"] = check(pruned, x, folder)
             except Exception as e:
                 row["pruned"] = f"not pruned ({type(e).__name__})"
@@ -90,7 +90,7 @@ def main(argv=None):
           f"Command: `{command_line()}` ({platform.processor() or platform.machine()}, one thread, budget "
           f"{args.budget_min:.0f} min, {wall:.1f} min used). Each model built directly with torchvision (random "
           "init), saved with `torchslim.io.save_model`, loaded with `load_model`, output compared with "
-          f"`torch.equal`; then the same after `torchslim.prune(..., 'l1', 0.25)`. **{n['plain']} / {len(rows)} "
+          f"`torch.equal`; then the same after `torchslim.prune(..., 'l1', ratio=0.25)`. **{n['plain']} / {len(rows)} "
           f"plain and {n['pruned']} pruned models load back with identical outputs**; mismatches or crashes: "
           f"{', '.join(bad) or 'none'}.\n\n"
           + md_table(["model", "input", "plain", "pruned", "wall (s)"],

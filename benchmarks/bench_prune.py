@@ -53,7 +53,7 @@ def bench_resnet56(args) -> dict:
     rows = []
     for crit in args.criteria:
         t0 = time.perf_counter()
-        p = prune(model, x, crit, target_macs=0.5, data=data, batches=4, options={"candidates": 5})
+        p = prune(model, crit, example_input=x, target_macs=0.5, data=data, batches=4, options={"candidates": 5})
         t_prune = time.perf_counter() - t0
         acc0 = evaluate(p, data.test)["top1"]
         from torchslim.train import fit
@@ -175,7 +175,7 @@ def bench_torch_pruning(args) -> list[dict]:
         row["macs_before"] = profile(base, (3, 224, 224)).macs
         ts, tps = [], []
         for _ in range(args.tp_rounds):  # alternate, so both see the same machine load
-            t, p = timed(lambda m: prune(m, x, "l1", 0.3, inplace=True), copy.deepcopy(base))
+            t, p = timed(lambda m: prune(m, "l1", example_input=x, ratio=0.3, inplace=True), copy.deepcopy(base))
             ts.append(t)
             if "tp_status" not in row:
                 try:

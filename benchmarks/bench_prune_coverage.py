@@ -90,7 +90,7 @@ def run_one(name: str, size: int) -> dict:
         x = torch.randn(1, 3, s, s)
         before = profile(m, (3, s, s))
         t0 = time.perf_counter()
-        p = prune(m, x, "l1", 0.3, inplace=True, round_to=1)  # exact ratios: the graph is measured, not rounding
+        p = prune(m, "l1", example_input=x, ratio=0.3, inplace=True, round_to=1)  # exact ratios: the graph is measured, not rounding
         row["time_s"] = round(time.perf_counter() - t0, 2)
         with torch.no_grad():
             y = p(x)
@@ -178,7 +178,7 @@ STRUCTURES_MARKER = "<!-- structures: written by benchmarks/bench_prune_structur
 
 
 DOC_INTRO = """Every classification model of `torchvision.models.list_models(module=torchvision.models)`,
-pruned with `torchslim.prune(model, x, "l1", 0.3)`, then run and profiled. Written by
+pruned with `torchslim.prune(model, "l1", example_input=x, ratio=0.3)`, then run and profiled. Written by
 `benchmarks/bench_prune_coverage.py` (rerun it to refresh; rows are kept per model in
 `benchmarks/results/prune_coverage/`, so a killed run resumes). Status:
 

@@ -5,7 +5,7 @@
 One model per family timm lists (`timm.list_modules()`, its smallest member by parameters), plus the
 models people prune most; pure transformer / MLP families are listed with the reason they are left out.
 Each model: random init (never downloads), input 64x64 or the smallest size it accepts, then
-`torchslim.prune(model, x, "l1", 0.3)`; the pruned model must run, keep its output shape, lose MACs in
+`torchslim.prune(model, "l1", example_input=x, ratio=0.3)`; the pruned model must run, keep its output shape, lose MACs in
 proportion (every conv / linear loses at least 30 % of one side: <= 0.7x MACs; 0.49x where both shrink),
 save and load back with equal outputs, export to ONNX and run in ONNX Runtime with equal outputs.
 Torch-Pruning (the `bench` extra) prunes a copy of the same model with its default `MetaPruner`, L1
@@ -171,7 +171,7 @@ def run_one(name: str, size: int, tp: bool = True) -> dict:
         if tp:
             row.update(_torch_pruning(m, x, shape, before.macs, s))
         t0 = time.perf_counter()
-        p = torchslim.prune(m, x, "l1", RATIO, round_to=1)  # exact ratios: the graph is measured, not rounding
+        p = torchslim.prune(m, "l1", example_input=x, ratio=RATIO, round_to=1)  # exact ratios: the graph is measured, not rounding
         row["time_s"] = round(time.perf_counter() - t0, 2)
         rep = prune_report(p)
         row["tracer"] = rep["tracer"]
@@ -232,7 +232,7 @@ def _md(rows, args) -> str:
         f"run). {len(rows)} timm {sys.modules['timm'].__version__} models from "
         f"{len(families)} families (every CNN and hybrid family of `timm.list_modules()`; the smallest member by "
         "parameters, plus the models pruned most often). Random init, batch 1, input 64x64 or the smallest size "
-        "the model accepts (`input`). torchslim: `prune(model, x, \"l1\", 0.3)`; Torch-Pruning "
+        "the model accepts (`input`). torchslim: `prune(model, \"l1\", example_input=x, ratio=0.3)`; Torch-Pruning "
         f"{_tp_version()}: `MetaPruner(model, x, MagnitudeImportance(p=1), pruning_ratio=0.3, "
         "ignored_layers=[classifier])`, its plain default (no per-model attention settings). Both MAC ratios "
         "are counted by torchslim.analysis (conv + linear). `pruned` = in proportion: MACs <= 0.7x (every conv "

@@ -4,7 +4,7 @@
 
 The structures are our own re-creations of the models in Torch-Pruning's test suite (its tests/ folder,
 v1.6.1) plus structures its tests lack (tests/graph/structures.py). Each is pruned at 30 % of the channels
-by L1 magnitude: `torchslim.prune(model, x, "l1", 0.3)` and Torch-Pruning's `MagnitudePruner(p=1,
+by L1 magnitude: `torchslim.prune(model, "l1", example_input=x, ratio=0.3)` and Torch-Pruning's `MagnitudePruner(p=1,
 pruning_ratio=0.3)`, told to leave the layers that write the model outputs alone (torchslim keeps output
 shapes by itself) and given every nn.MultiheadAttention's head count (`num_heads`), as its docs ask. A
 case passes when the pruned model runs, keeps its output shapes and its MACs fall to at most 0.8x; MACs

@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     rows = []
     for arm in args.arms:
         t0 = time.perf_counter()
-        pruned = torchslim.prune(base, x, "l1", target_macs=args.target_macs, data=data, **ARMS[arm])
+        pruned = torchslim.prune(base, "l1", example_input=x, target_macs=args.target_macs, data=data, **ARMS[arm])
         t_prune = time.perf_counter() - t0
         after_prune = evaluate(pruned, data.val)["top1"]
         t1 = time.perf_counter()

@@ -111,13 +111,13 @@ def main(argv=None) -> int:
     original = create_model("resnet56", pretrained=True).eval()
     x = torch.zeros(1, 3, 32, 32)
     rows = {"original": {"target": None, "round_to": None, "macs": prune_report(
-        prune(original, x, ratio=0.0, round_to=1))["before"]["macs"], "widths": widths(original),
+        prune(original, "l1", example_input=x, ratio=0.0, round_to=1))["before"]["macs"], "widths": widths(original),
         "top1": evaluate(original, data.test)["top1"], "model": original}}
     unreachable = {}
     for target in targets:
         for r in ROUND_TO:
             try:
-                m = prune(original, x, "l1", target_macs=target, round_to=r).eval()
+                m = prune(original, "l1", example_input=x, target_macs=target, round_to=r).eval()
             except InvalidInputError as e:  # e.g. 0.5x with round_to 16: the 16-wide groups cannot shrink
                 unreachable[f"{target}x / round_to {r}"] = str(e)
                 continue
