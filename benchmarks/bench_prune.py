@@ -246,6 +246,7 @@ def main(argv=None):
     ap.add_argument("--oracle-images", type=int, default=None, help="validation images for the oracle")
     ap.add_argument("--oracle-criteria", help="comma-separated criteria to compare (default: every registered one); "
                     "the result goes to results/prune_oracle-subset.*, beside the full comparison")
+    ap.add_argument("--criteria", help="comma-separated criteria for the ResNet-56 part (default: ten of them)")
     ap.add_argument("--tp-models", help="comma-separated torchvision models for the Torch-Pruning comparison")
     args = ap.parse_args(argv)
     if args.only_oracle:
@@ -254,8 +255,8 @@ def main(argv=None):
     args.oracle_batch = min(128, args.oracle_images)
     args.oracle_criteria = args.oracle_criteria.split(",") if args.oracle_criteria else None
     cmd = "python -m benchmarks.bench_prune " + " ".join(sys.argv[1:] if argv is None else argv)
-    args.criteria = ["l1", "taylor", "random"] if args.quick else ["l1", "l2", "bn_scale", "random", "apoz",
-                                                                   "entropy", "taylor", "lda", "icc", "random_masks"]
+    args.criteria = args.criteria.split(",") if args.criteria else ["l1", "taylor", "random"] if args.quick else \
+        ["l1", "l2", "bn_scale", "random", "apoz", "entropy", "taylor", "lda", "icc", "random_masks"]
     args.test_images = 500 if args.quick else 2000
     args.train_images = 5000 if args.quick else 20000
     args.finetune_steps = 20 if args.quick else 150
