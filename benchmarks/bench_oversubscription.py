@@ -1,6 +1,6 @@
 """Training steps on a machine where another job holds a core: torch's threads against the free cores.
 
-    python -m benchmarks.bench_oversubscription [--models digits_cnn resnet20]
+    python -m benchmarks.bench_oversubscription [--quick] [--models digits_cnn resnet20]
 
 torch starts one intra-op thread per core. When another process keeps one core busy, those threads
 wait for each other at every parallel op, and a thread that is descheduled holds up the rest. Each
@@ -56,7 +56,10 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="*", default=list(SHAPES), choices=list(SHAPES))
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--budget-s", type=float, default=15.0, help="per setting: stop after this long (3 steps at least)")
+    ap.add_argument("--quick", action="store_true", help="digits_cnn only, 10 steps a setting")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.models, args.steps, args.budget_s = ["digits_cnn"], 10, 5.0
     t0 = time.time()
     res: dict = {"command": command_line(), "cores": os.cpu_count(), "load_average_start": os.getloadavg(), "rows": []}
     for busy in (False, True):
@@ -73,7 +76,7 @@ def main(argv=None) -> int:
             if spinner is not None:
                 spinner.kill()
     res["seconds"] = time.time() - t0
-    write_result("oversubscription", res, markdown(res))
+    write_result("oversubscription" + ("-quick" if args.quick else ""), res, markdown(res))
     return 0
 
 
