@@ -18,6 +18,7 @@ whether its verb works in place, the paper it implements and the file its code l
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import re
 from dataclasses import dataclass
@@ -85,12 +86,11 @@ class MethodSpec:
     def coerce(self, options: dict) -> dict:
         """Options as the config takes them: a mapping given for a field whose default is itself a config
         (a recipe's `fit: {epochs: 1}`) updates that default (FitConfig(epochs=1, ...the method's own))."""
-        defaults = {f.name: _default(f) for f in dataclasses.fields(self.config)}
+        nested = self.nested()
         out = dict(options)
         for k, v in options.items():
-            d = defaults.get(k)
-            if isinstance(v, dict) and dataclasses.is_dataclass(d) and not isinstance(d, type):
-                out[k] = dataclasses.replace(d, **v)
+            if isinstance(v, dict) and k in nested:
+                out[k] = dataclasses.replace(nested[k], **v)
             elif isinstance(v, dict) and k == "fit":  # every method's training budget (default None: its own)
                 from torchslim.train import FitConfig
 
@@ -162,9 +162,12 @@ def _comment_help(cls: type) -> dict[str, str]:
             for m in re.finditer(r"^\s+([A-Za-z_]\w*)\s*:[^#\n]*#\s*(.+)$", src, re.M)}
 
 
-def config_options(cls: type) -> list[Option]:
+@functools.lru_cache(maxsize=None)
+def config_options(cls: type) -> tuple[Option, ...]:
     """Every field of a config dataclass as an `Option`; help from field metadata["help"], else the
-    class docstring's `name: text` line, else the field's trailing comment."""
+    class docstring's `name: text` line, else the field's trailing comment. Read once per class: many
+    methods share one config (every prune criterion, every decomposition), and reading the source for
+    the comments is what the CLI's start-up spent its time on."""
     doc, comments = _doc_help(cls), _comment_help(cls)
     opts = []
     for f in dataclasses.fields(cls):
@@ -173,7 +176,7 @@ def config_options(cls: type) -> list[Option]:
         text = f.metadata.get("help") or doc.get(f.name) or comments.get(f.name, "")
         opts.append(Option(f.name, f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type)),
                            _default(f), text, f.metadata.get("choices")))
-    return opts
+    return tuple(opts)
 
 
 # ------------------------------------------------------------------ the families, read from their registries

@@ -78,8 +78,9 @@ def add_method_options(parser: argparse.ArgumentParser, family: str, *, exclude=
     of its own, e.g. --epochs, is reached as --method-FIELD)."""
     from torchslim import methods
 
+    specs = methods.methods(family)
     fields: dict[str, list] = {}
-    for spec in methods.methods(family):
+    for spec in specs:
         for opt in spec.options():
             if opt.name not in NOT_ON_CLI and opt.name not in exclude and "Callable" not in opt.type and "Config" not in opt.type:
                 fields.setdefault(opt.name, []).append((spec, opt))
@@ -88,7 +89,7 @@ def add_method_options(parser: argparse.ArgumentParser, family: str, *, exclude=
     for name, entries in sorted(fields.items()):
         flag = _flag(name) if _flag(name) not in taken else _flag(f"method_{name}")
         opt = entries[0][1]
-        which = "" if len(entries) == len(methods.methods(family)) else \
+        which = "" if len(entries) == len(specs) else \
             f"[{', '.join(sorted(s.name for s, _ in entries))}] "
         how = " (JSON, or a .json file)" if "dict" in opt.type else ""
         help_text = f"{which}{opt.help}{how}{_defaults(entries)}".replace("%", "%%")
@@ -115,11 +116,13 @@ def given(args) -> dict:
     return {k: _as_tuple(v) if k in tuples and isinstance(v, list) else v for k, v in out.items()}
 
 
-def method_options(args, spec) -> dict:
-    """The options set on the command line for `spec`'s method; one that does not apply fails."""
+def method_options(args, spec, accepted: set[str] | None = None) -> dict:
+    """The options set on the command line for `spec`'s method; one that does not apply fails. `accepted`:
+    the names that apply (default the method's options; quantize adds its nested config's, `accepted_names`)."""
     values = given(args)
-    wrong = sorted(set(values) - spec.option_names())
+    accepted = spec.option_names() if accepted is None else accepted
+    wrong = sorted(set(values) - accepted)
     if wrong:
         raise InvalidInputError(f"{', '.join(_flag(w) for w in wrong)} does not apply to {spec.family} method "
-                                f"{spec.name!r}; its options: {', '.join(sorted(spec.option_names() - NOT_ON_CLI))}")
+                                f"{spec.name!r}; its options: {', '.join(sorted(accepted - NOT_ON_CLI))}")
     return values

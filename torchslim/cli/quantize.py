@@ -46,8 +46,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from torchslim import methods
-    from torchslim.cli.options import given
-    from torchslim.errors import InvalidInputError
+    from torchslim.cli.options import method_options
     from torchslim.quant import quantize
 
     data = load_data_from_args(args)
@@ -55,15 +54,12 @@ def run(args) -> int:
     check_input_fits(model, data.input_size, f"{args.model} on {args.data}")
     out = Path(args.output)  # made once there is something to write: a failure leaves no empty folder
     spec = methods.get("quantize", args.method)  # an alias (int8) runs as the method it names (int8-ptq)
-    wrong = sorted(set(given(args)) - spec.accepted_names())
-    if wrong:
-        raise InvalidInputError(f"{', '.join('--' + w.replace('_', '-') for w in wrong)} does not apply to "
-                                f"quantize method {spec.name!r}")
+    generated = method_options(args, spec, spec.accepted_names())
     # this command's own options and the generated ones, each routed to the config field (or the
     # nested config field, int8-qat's int8) that takes it; the others belong to other methods
     values = {"observer": args.observer, "path": args.path, "calib_images": args.calib_images,
               "threads": args.threads, "compare": args.compare, "epochs": args.epochs,
-              "fit": fit_config_from_args(args), **given(args)}
+              "fit": fit_config_from_args(args), **generated}
     if args.bits:
         values["bits"] = parse_bits(args.bits)
     q = quantize(model, spec.name, data=data, eval_loader=data.test, **spec.route(values))

@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from torchslim.data import as_batches
 from torchslim.errors import InvalidInputError
 from torchslim.graph import ChannelGraph
 from torchslim.prune.allocation import search_ratio, select
@@ -93,13 +94,6 @@ def _log(cfg, msg):
         note(msg)
 
 
-def _images(data, n: int) -> list[torch.Tensor]:
-    """The first `n` training images of a data bundle (or of a loader of (x, y) batches), as batches."""
-    from torchslim.data import as_batches
-
-    return as_batches(data, n)
-
-
 class _Pruner:
     def __init__(self, model, example_input, cfg: PruneConfig, data):
         self.model, self.x, self.cfg, self.data = model, example_input, cfg, data
@@ -179,13 +173,13 @@ class _Pruner:
         if cfg.reconstruct:
             from torchslim.prune.reconstruct import reconstruct
 
-            rows = reconstruct(original, self.model, kept, _images(self.data, cfg.calibration_images))
+            rows = reconstruct(original, self.model, kept, as_batches(self.data, cfg.calibration_images))
             self.reconstruction.extend(rows)
             _log(cfg, f"least-squares reconstruction of {len(rows)} layers")
         if cfg.bn_recalibration:
             from torchslim.train import recalibrate_batchnorm
 
-            recalibrate_batchnorm(self.model, _images(self.data, cfg.bn_recalibration))
+            recalibrate_batchnorm(self.model, as_batches(self.data, cfg.bn_recalibration))
 
     def finetune(self, fc: FitConfig | None, label: str = "prune: fine-tuning"):
         if fc is None or self.data is None or fc.epochs == 0:

@@ -382,14 +382,15 @@ def quantize_int8(model: nn.Module, calib, config: Int8Config | None = None, *, 
     for name, m in {**built, **built_ref}.items():
         note(f"int8: measuring {name}")  # each path's check, latency and accuracy takes seconds
         row: dict = {}
+        # quick mode's fp32 paths are there only to report speedups: they run the reference's own
+        # arithmetic (~1e-6 apart), so no agreement check (it costs seconds at 224x224), and a few timed
+        # calls (still min_time_s long for small models); the int8 paths, chosen between, get cfg.repeats
+        brief = not cfg.compare and name.startswith("fp32")
         try:
-            if cfg.compare or not name.startswith("fp32"):  # the fp32 paths run the reference's own
-                with torch.no_grad():  # arithmetic (~1e-6 apart): checking them costs seconds at 224x224
+            if not brief:
+                with torch.no_grad():
                     row.update(_agreement(ref_logits, m(x_chk)))
             if name != "fake-quant":
-                # quick mode times the fp32 paths only to report speedups: a few calls (still min_time_s
-                # long for small models); the int8 paths, between which it chooses, get cfg.repeats
-                brief = not cfg.compare and name.startswith("fp32")
                 row.update(_latency_ms(m, x_lat, threads, min(cfg.repeats, 5) if brief else cfg.repeats,
                                        cfg.min_time_s, warmup=1 if brief else 3))
             if isinstance(m, OnnxRuntimeModule):

@@ -228,7 +228,7 @@ def apply_method(family: str, model: nn.Module, params: dict, *, example_input: 
         n = p.pop("calib_images", None)
         if calib is None:
             raise InvalidInputError(f"{where}quantize needs calibration images (calib=)")
-        if n is not None and _is_int8_ptq(spec.name):
+        if n is not None and spec.name == "int8-ptq":
             opts.setdefault("calib_images", n)  # else Int8Config's own default would cap what was asked for
         return _verb("quantize")(model.cpu(), params.get("method", "int8-ptq"), data=data, calib=calib, **p,
                                  **spec.coerce(opts))
@@ -252,12 +252,10 @@ class _Options(StageParams):
         from torchslim.errors import TorchslimError
 
         try:
-            methods.methods(self.FAMILY)
-        except ImportError:  # a family this installation lacks: the stage fails clearly when it runs
-            return self
-        try:
             spec = methods.get(self.FAMILY, getattr(self, self.METHOD_KEY, None) or self.DEFAULT_METHOD)
             spec.check_options({k: v for k, v in self.options.items() if k not in EXTRA_OPTIONS.get(self.FAMILY, ())})
+        except ImportError:  # a family this installation lacks: the stage fails clearly when it runs
+            return self
         except TorchslimError as e:  # pydantic turns a ValueError into an error at the recipe's line
             raise ValueError(str(e)) from None
         return self
